@@ -1,0 +1,40 @@
+"""
+Packaging for toystore.
+
+Besides the ``toystore`` packages this installs the twistd plugin dropin
+``twisted/plugins/toystore_plugins.py`` (``twisted.plugins`` is a namespace
+that many distributions add files to, so it is listed as a package but has no
+``__init__.py`` of ours).
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="toystore",
+    version="0.1.0",
+    description="A replicated online toy store on Twisted: caching, replication and fault tolerance.",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["toystore", "toystore.*"]) + ["twisted.plugins"],
+    package_data={"toystore": ["cluster.toml"], "twisted.plugins": ["toystore_plugins.py"]},
+    install_requires=[
+        "Twisted >= 24.7",
+        "treq >= 24.9",
+        "prometheus_client >= 0.20",
+    ],
+    extras_require={
+        "test": [
+            "pytest >= 8",
+            "pytest-twisted >= 1.14",
+            "hypothesis >= 6.100",
+        ],
+    },
+    entry_points={"console_scripts": []},
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+    ],
+)

@@ -1,0 +1,286 @@
+"""
+The catalog's stock: toys, prices and quantities in SQLite.
+
+Everything here is plain, synchronous and reactor-free.  :class:`CatalogDB`
+owns the database and is used by one thread at a time (the catalog's writer
+thread, or a test); :func:`parse_buy` checks a buy request before it gets
+there.  A batch of operations runs in one transaction, so one fsync makes a
+whole batch durable (group commit), while each operation keeps its own
+outcome: a buy that fails changes nothing but the newest epoch seen.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from ..envelope import ApiError, BadRequest, Conflict, NotFound, StaleEpoch, Unprocessable, dumps, loads
+
+#: The toys on first start, with their prices.
+TOYS: dict[str, float] = {
+    "Tux": 15.99,
+    "Whale": 34.99,
+    "Elephant": 29.99,
+    "Dolphin": 24.99,
+    "Fox": 19.99,
+    "Python": 21.99,
+    "Lego": 49.99,
+    "Frisbee": 9.99,
+    "Marbles": 4.99,
+    "Yo-yo": 6.49,
+    "Kite": 17.49,
+    "Puzzle": 12.99,
+    "Robot": 59.99,
+    "Teddy": 22.49,
+    "Rubik": 11.99,
+}
+
+MAX_QUANTITY = 1_000_000
+MAX_NAME = 100
+MAX_KEY = 200
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS toys (
+    name      TEXT PRIMARY KEY,
+    price     REAL NOT NULL,
+    quantity  INTEGER NOT NULL CHECK (quantity >= 0),
+    initial   INTEGER NOT NULL,
+    restocked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS buys (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    key      TEXT NOT NULL UNIQUE,
+    name     TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    epoch    INTEGER NOT NULL,
+    reply    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Toy:
+    """One toy as the catalog sells it."""
+
+    name: str
+    price: float
+    quantity: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "price": self.price, "quantity": self.quantity}
+
+
+@dataclass(frozen=True)
+class Buy:
+    """Take ``quantity`` of toy ``name``, once per ``key``, for a leader of ``epoch``."""
+
+    name: str
+    quantity: int
+    key: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Restock:
+    """Set every toy whose stock is 0 back to ``quantity``."""
+
+    quantity: int
+
+
+Operation = Union[Buy, Restock]
+
+
+@dataclass
+class Outcome:
+    """
+    What one operation of a batch did.
+
+    :ivar value: the reply data, or the :class:`ApiError` to answer instead.
+    :ivar changed: the new quantity of every toy whose stock changed.
+    :ivar replayed: true when a buy's key was already recorded.
+    """
+
+    value: Any
+    changed: dict[str, int] = field(default_factory=dict)
+    replayed: bool = False
+
+
+def _text(message: dict[str, Any], name: str, longest: int) -> str:
+    value = message.get(name)
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"field {name!r} must be a non-empty string, not {value!r}")
+    if len(value) > longest:
+        raise BadRequest(f"field {name!r} is longer than {longest} characters")
+    return value
+
+
+def _integer(message: dict[str, Any], name: str, low: int, high: int) -> int:
+    value = message.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest(f"field {name!r} must be an integer from {low} to {high}, not {value!r}")
+    return value
+
+
+def parse_name(message: dict[str, Any]) -> str:
+    """The toy ``name`` of a request, checked."""
+    return _text(message, "name", MAX_NAME)
+
+
+def parse_buy(message: dict[str, Any]) -> Buy:
+    """
+    Check a ``buy`` request's fields and make a :class:`Buy` of them.
+
+    :raises BadRequest: naming the first field that is missing or wrong.
+    """
+    return Buy(
+        name=parse_name(message),
+        quantity=_integer(message, "quantity", 1, MAX_QUANTITY),
+        key=_text(message, "key", MAX_KEY),
+        epoch=_integer(message, "epoch", 0, 2**62),
+    )
+
+
+class CatalogDB:
+    """
+    The catalog's database: WAL journal, ``synchronous=FULL``, so a commit is
+    on disk when :meth:`apply` returns.
+
+    Not thread-safe: use it from one thread at a time.
+
+    :param path: the SQLite file; created and filled with :data:`TOYS` at
+        ``initial_stock`` each when new.
+    """
+
+    def __init__(self, path: Path | str, initial_stock: int = 100, toys: dict[str, float] = TOYS) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self._transaction():
+            for statement in _statements(SCHEMA):
+                self._db.execute(statement)
+            if self._db.execute("SELECT COUNT(*) FROM toys").fetchone()[0] == 0:
+                self._db.executemany(
+                    "INSERT INTO toys (name, price, quantity, initial) VALUES (?, ?, ?, ?)",
+                    [(name, price, initial_stock, initial_stock) for name, price in toys.items()],
+                )
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    # -- reads ------------------------------------------------------------
+
+    def toys(self) -> dict[str, Toy]:
+        """Every toy, by name."""
+        rows = self._db.execute("SELECT name, price, quantity FROM toys ORDER BY name")
+        return {name: Toy(name, price, quantity) for name, price, quantity in rows}
+
+    def epoch(self) -> int:
+        """The newest leader epoch any buy has carried."""
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()
+        return row[0] if row else 0
+
+    def ledger(self) -> dict[str, dict[str, int]]:
+        """
+        Per toy: ``initial``, ``restocked``, ``sold`` and ``quantity``, for
+        checking that initial + restocked - sold = quantity.
+        """
+        sold = dict(self._db.execute("SELECT name, SUM(quantity) FROM buys GROUP BY name"))
+        rows = self._db.execute("SELECT name, initial, restocked, quantity FROM toys ORDER BY name")
+        return {
+            name: {"initial": initial, "restocked": restocked, "sold": sold.get(name, 0), "quantity": quantity}
+            for name, initial, restocked, quantity in rows
+        }
+
+    # -- writes -----------------------------------------------------------
+
+    def apply(self, operations: list[Operation]) -> list[Outcome]:
+        """
+        Run ``operations`` in order, in one transaction committed before
+        returning.  Each gets its own :class:`Outcome`; if the database
+        itself fails, nothing is committed and the error is raised.
+        """
+        outcomes = []
+        with self._transaction():
+            for operation in operations:
+                try:
+                    if isinstance(operation, Buy):
+                        outcomes.append(self._buy(operation))
+                    else:
+                        outcomes.append(self._restock(operation))
+                except ApiError as e:
+                    outcomes.append(Outcome(e))
+        return outcomes
+
+    def _buy(self, buy: Buy) -> Outcome:
+        newest = self.epoch()
+        if buy.epoch < newest:
+            raise StaleEpoch(f"epoch {buy.epoch} is older than epoch {newest}, the newest seen")
+        if buy.epoch > newest:
+            self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('epoch', ?)", (buy.epoch,))
+        recorded = self._db.execute(
+            "SELECT seq, name, quantity, reply FROM buys WHERE key = ?", (buy.key,)
+        ).fetchone()
+        if recorded is not None:
+            seq, name, quantity, reply = recorded
+            if (name, quantity) != (buy.name, buy.quantity):
+                raise Unprocessable(
+                    f"key {buy.key!r} was used for {quantity} x {name}, not {buy.quantity} x {buy.name}"
+                )
+            return Outcome({**loads(reply.encode()), "seq": seq}, replayed=True)
+        row = self._db.execute("SELECT price, quantity FROM toys WHERE name = ?", (buy.name,)).fetchone()
+        if row is None:
+            raise NotFound(f"product {buy.name!r} not found")
+        price, stock = row
+        if buy.quantity > stock:
+            raise Conflict(f"insufficient stock: {stock} {buy.name} left, {buy.quantity} wanted")
+        remaining = stock - buy.quantity
+        self._db.execute("UPDATE toys SET quantity = ? WHERE name = ?", (remaining, buy.name))
+        reply = {
+            "name": buy.name,
+            "quantity": buy.quantity,
+            "price": price,
+            "remaining": remaining,
+            "key": buy.key,
+            "epoch": buy.epoch,
+        }
+        seq = self._db.execute(
+            "INSERT INTO buys (key, name, quantity, epoch, reply) VALUES (?, ?, ?, ?, ?)",
+            (buy.key, buy.name, buy.quantity, buy.epoch, dumps(reply).decode()),
+        ).lastrowid
+        return Outcome({**reply, "seq": seq}, {buy.name: remaining})
+
+    def _restock(self, restock: Restock) -> Outcome:
+        names = [name for (name,) in self._db.execute("SELECT name FROM toys WHERE quantity = 0 ORDER BY name")]
+        self._db.executemany(
+            "UPDATE toys SET quantity = ?, restocked = restocked + ? WHERE name = ?",
+            [(restock.quantity, restock.quantity, name) for name in names],
+        )
+        return Outcome({"restocked": names}, {name: restock.quantity for name in names})
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on an exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        self._db.execute("COMMIT" if kind is None else "ROLLBACK")

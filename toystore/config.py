@@ -1,0 +1,264 @@
+"""
+The cluster file: every address and knob of the store, in one TOML file.
+
+The package ships the one-machine default (``toystore/cluster.toml``); every
+plugin reads it, or the file named by ``--config``, and lets flags override
+single values.  Loading checks every value and reports the first problem as
+one line that names it (``catalog.restock_interval must be > 0``), so that a
+mistake in the file never shows up later as a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.python import usage
+
+DEFAULT_CONFIG = "cluster.toml"
+
+
+class ConfigError(Exception):
+    """The cluster file, or a flag, holds a value that cannot be used."""
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def _at_least_one(value: int) -> str | None:
+    return None if value >= 1 else "must be >= 1"
+
+
+def _not_negative(value: int) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def _listen(value: str) -> str | None:
+    """Check a server endpoint string without binding anything."""
+    try:
+        serverFromString(None, value)
+    except (ValueError, TypeError, KeyError) as e:
+        return f"is not a listening endpoint ({e})"
+    return None
+
+
+def _connect(value: str) -> str | None:
+    """Check a client endpoint string without connecting anywhere."""
+    try:
+        clientFromString(None, value)
+    except (ValueError, TypeError, KeyError) as e:
+        return f"is not a client endpoint ({e})"
+    return None
+
+
+def _url(value: str) -> str | None:
+    return None if value.startswith(("http://", "https://")) else "must be an http(s) URL"
+
+
+def _knob(check: Callable[[Any], str | None] | None = None, **kwargs: Any) -> Any:
+    """A config field whose values ``check`` approves (it returns a complaint)."""
+    return field(metadata={"check": check}, **kwargs)
+
+
+@dataclass(frozen=True)
+class WireConfig:
+    """Knobs of the internal JSON-lines connections."""
+
+    call_timeout: float = _knob(_positive)
+    max_line: int = _knob(_at_least_one)
+    reconnect_initial: float = _knob(_positive)
+    reconnect_max: float = _knob(_positive)
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    """Where the catalog listens and keeps its data, and how it restocks."""
+
+    lines: str = _knob(_listen)
+    connect: str = _knob(_connect)
+    http: str = _knob(_listen)
+    data_dir: str = _knob()
+    initial_stock: int = _knob(_not_negative)
+    restock_interval: float = _knob(_positive)
+    restock_quantity: int = _knob(_at_least_one)
+    stall_timeout: float = _knob(_positive)
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """Where the public front-end listens, and the URL that reaches it."""
+
+    http: str = _knob(_listen)
+    url: str = _knob(_url)
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """One order replica's addresses."""
+
+    id: int = _knob(_at_least_one)
+    lines: str = _knob(_listen)
+    connect: str = _knob(_connect)
+    http: str = _knob(_listen)
+
+
+@dataclass(frozen=True)
+class OrderConfig:
+    """The order replicas."""
+
+    replicas: tuple[ReplicaConfig, ...] = _knob()
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The whole cluster file."""
+
+    wire: WireConfig
+    catalog: CatalogConfig
+    frontend: FrontendConfig
+    order: OrderConfig
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    """
+    Make a ``cls`` dataclass from the TOML table ``raw``, checking that every
+    key is known, present, of the right type and approved by its check.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'the file'} must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{_join(where, unknown[0])} is not a known setting")
+    values = {}
+    for name, f in fields.items():
+        path = _join(where, name)
+        if name not in raw:
+            raise ConfigError(f"{path} is missing")
+        values[name] = _value(hints[name], raw[name], path)
+        check = f.metadata.get("check")
+        complaint = check(values[name]) if check else None
+        if complaint:
+            raise ConfigError(f"{path} {complaint}, not {raw[name]!r}")
+    return cls(**values)
+
+
+def _value(kind: Any, raw: Any, path: str) -> Any:
+    """Check and convert one value to the annotated ``kind``."""
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, raw, path)
+    if typing.get_origin(kind) is tuple:
+        (item, _) = typing.get_args(kind)
+        if not isinstance(raw, list):
+            raise ConfigError(f"{path} must be a list")
+        return tuple(_value(item, each, f"{path}[{i}]") for i, each in enumerate(raw))
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
+        raise ConfigError(f"{path} must be {_NAMES[kind]}, not {raw!r}")
+    return raw
+
+
+_NAMES = {str: "a string", int: "an integer", float: "a number"}
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _check_cluster(config: ClusterConfig) -> ClusterConfig:
+    ids = [r.id for r in config.order.replicas]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"order.replicas ids must be unique, not {ids}")
+    return config
+
+
+def read_raw(path: str | None) -> dict[str, Any]:
+    """
+    The cluster file at ``path`` (the packaged default when None) as a dict.
+
+    :raises ConfigError: when the file cannot be read or is not TOML.
+    """
+    try:
+        if path is None:
+            text = resources.files("toystore").joinpath(DEFAULT_CONFIG).read_text("utf-8")
+        else:
+            text = Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config {path}: {getattr(e, 'strerror', None) or e}")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path or DEFAULT_CONFIG} is not valid TOML: {e}")
+
+
+def load(path: str | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> ClusterConfig:
+    """
+    Read, override and check the cluster file.
+
+    :param path: the TOML file, or None for the packaged default.
+    :param overrides: ``{section: {key: value}}`` to apply before checking, as
+        given by command-line flags.
+    :raises ConfigError: naming the first value that cannot be used.
+    """
+    raw = read_raw(path)
+    for section, values in (overrides or {}).items():
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section} must be a table")
+        table.update(values)
+    return _check_cluster(_build(ClusterConfig, raw, ""))
+
+
+class ServiceOptions(usage.Options):
+    """
+    The command line shared by every toystore plugin: ``--config FILE`` plus
+    flags that override single values of the cluster file.
+
+    Subclasses list their overriding flags in ``overrides``, mapping an option
+    name to ``(section, key)``; after parsing, ``self.config`` is the checked
+    :class:`ClusterConfig`.  A bad flag or config exits with one line naming
+    the problem (status 1), never a usage dump or a traceback.
+    """
+
+    command = "toystore"
+    overrides: dict[str, tuple[str, str]] = {}
+
+    optParameters: list[list[Any]] = [
+        ["config", "c", None, "The cluster file (TOML). Default: the packaged one-machine cluster."],
+    ]
+
+    config: ClusterConfig
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse, turning every usage error into a one-line exit."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"{self.command}: error: {e}") from None
+
+    def postOptions(self) -> None:
+        """Load the cluster file with the flags applied over it."""
+        wanted: dict[str, dict[str, Any]] = {}
+        for option, (section, key) in self.overrides.items():
+            if self.get(option) is not None:
+                wanted.setdefault(section, {})[key] = self[option]
+        try:
+            self.config = load(self["config"], wanted)
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+
+
+def fail(command: str, message: str) -> typing.NoReturn:
+    """Stop the process with one line on standard error and status 1."""
+    print(f"{command}: error: {message}", file=sys.stderr)
+    raise SystemExit(1)

@@ -1,0 +1,137 @@
+"""
+The parts every toystore process is assembled from: listeners that report
+their ports, a private thread pool, and the top service that says "ready".
+
+A process logs exactly one ready event once all its listeners are bound::
+
+    toystore-catalog ready: {"http": 8100, "lines": 8101}
+
+with the bound ports as JSON, so a supervisor or a test that asked for port 0
+learns the real ones.  A listener that cannot bind stops the start with one
+line on standard error and exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, TypeVar
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore, IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+T = TypeVar("T")
+
+
+class StartupError(Exception):
+    """A service cannot start; the message says why, in one line."""
+
+
+class Listener(Service):
+    """
+    Listens on an endpoint string while running.
+
+    :ivar port: the listening port, once started.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, name: str, description: str, factory: IProtocolFactory) -> None:
+        self.name = name
+        self.description = description
+        self._reactor = reactor
+        self._factory = factory
+        self.port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        """Bind now, so that a busy port fails the start at once."""
+        super().privilegedStartService()
+        outcome: list[Any] = []
+        serverFromString(self._reactor, self.description).listen(self._factory).addBoth(outcome.append)
+        if not outcome:
+            raise CannotListenError(None, self.description, "the endpoint did not bind synchronously")
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
+        self.port = outcome[0]
+
+    def startService(self) -> None:
+        if self.port is None:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
+
+    @property
+    def bound(self) -> int | None:
+        """The bound TCP port number, or None."""
+        return getattr(self.port.getHost(), "port", None) if self.port is not None else None
+
+
+class ThreadPoolService(Service):
+    """
+    A private thread pool, started and stopped with the process.
+
+    :param size: the number of threads; 1 serialises the work it is given.
+    """
+
+    def __init__(self, reactor: IReactorFromThreads, name: str, size: int = 1) -> None:
+        self.name = name
+        self._reactor = reactor
+        self.pool = ThreadPool(minthreads=size, maxthreads=size, name=name)
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+    def run(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run ``function(*args)`` in the pool; a Deferred of its result."""
+        return deferToThreadPool(self._reactor, self.pool, function, *args)
+
+
+class ProcessService(MultiService):
+    """
+    The top of one toystore process: starts its children, then logs the
+    ready event with the ports its listeners bound.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorCore, command: str) -> None:
+        super().__init__()
+        self.command = command
+        self._reactor = reactor
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise SystemExit(f"{self.command}: error: cannot listen on {e.port}: {e.socketError}") from None
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except StartupError as e:
+            raise SystemExit(f"{self.command}: error: {e}") from None
+        self._reactor.callWhenRunning(self._ready)
+
+    def ports(self) -> dict[str, int | None]:
+        """The bound port of every listener, by listener name."""
+        return {child.name: child.bound for child in self if isinstance(child, Listener)}
+
+    def _ready(self) -> None:
+        self.log.info(
+            "{command} ready: {ports}", command=self.command, ports=json.dumps(self.ports(), sort_keys=True)
+        )

@@ -1,0 +1,161 @@
+"""
+HTTP with JSON envelopes, and the operator endpoints every service serves.
+
+:class:`JSONResource` is the adapter between twisted.web and toystore
+handlers: a subclass defines ``json_GET(request)`` (``json_POST``, ...) that
+returns the reply's ``data`` (directly, as a Deferred or as a coroutine) or
+raises :class:`ApiError`; the adapter writes ``{"data": ...}`` or ``{"error":
+...}`` with the matching status.  An unsupported method is a JSON 405, an
+unknown path a JSON 404, an unexpected exception a logged JSON 500: no
+traceback or HTML page ever reaches a client.
+
+:func:`operator_root` builds the tree for ``GET /health`` and ``GET
+/metrics`` (Prometheus text format, from the service's own registry).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from .envelope import ApiError, NotFound, dumps, error_body, ok
+
+JSON = b"application/json"
+
+
+def write_json(request: Request, code: int, body: dict[str, Any]) -> bytes:
+    """Set the status and headers of a JSON reply and return its bytes."""
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", JSON)
+    request.setHeader(b"cache-control", b"no-store")
+    return dumps(body)
+
+
+def write_error(request: Request, error: ApiError) -> bytes:
+    """The JSON reply for ``error``."""
+    return write_json(request, error.code, error.to_json())
+
+
+class JSONResource(Resource):
+    """
+    A leaf resource whose ``json_<METHOD>(request)`` methods return data.
+
+    ``HEAD`` is served by ``json_GET`` when there is no ``json_HEAD``.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def render(self, request: Request) -> bytes | int:
+        method = request.method.decode("ascii", "replace")
+        handler = getattr(self, f"json_{method}", None)
+        if handler is None and method == "HEAD":
+            handler = getattr(self, "json_GET", None)
+        if handler is None:
+            allowed = sorted({name[5:] for name in dir(self) if name.startswith("json_")})
+            if "GET" in allowed:
+                allowed.append("HEAD")
+            request.setHeader(b"allow", ", ".join(allowed).encode())
+            return write_error(request, ApiError(f"method {method} not allowed here", 405))
+        d = maybeDeferred(handler, request)
+        if d.called:
+            # The common, synchronous case: answer without NOT_DONE_YET.
+            result: list[Any] = []
+            d.addBoth(result.append)
+            return self._body(request, result[0])
+        finished = request.notifyFinish()
+        finished.addErrback(lambda _: d.cancel())
+        d.addBoth(self._finish_later, request)
+        return NOT_DONE_YET
+
+    def _body(self, request: Request, result: Any) -> bytes:
+        if not isinstance(result, Failure):
+            return write_json(request, 200, ok(result))
+        if result.check(ApiError):
+            return write_error(request, result.value)
+        self.log.failure("while serving {method} {uri}", result, method=request.method, uri=request.uri)
+        return write_error(request, ApiError("internal error", 500))
+
+    def _finish_later(self, result: Any, request: Request) -> None:
+        if request._disconnected:
+            # The client left; cancellation has already run its course.
+            return None
+        request.write(self._body(request, result))
+        request.finish()
+        return None
+
+
+class JSONNotFound(JSONResource):
+    """Every method on an unknown path: a JSON 404."""
+
+    def render(self, request: Request) -> bytes:
+        path = request.path.decode("utf-8", "replace")
+        return write_error(request, NotFound(f"no such path: {path}"))
+
+
+class JSONTree(Resource):
+    """An inner node whose unknown children are JSON 404s, not HTML pages."""
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return JSONNotFound()
+
+    def render(self, request: Request) -> bytes:
+        return JSONNotFound().render(request)
+
+
+class Health(JSONResource):
+    """``GET /health``: the service's own account of itself."""
+
+    def __init__(self, status: Callable[[], dict[str, Any] | Deferred[dict[str, Any]]]) -> None:
+        super().__init__()
+        self._status = status
+
+    def json_GET(self, request: Request) -> Any:
+        return self._status()
+
+
+class Metrics(Resource):
+    """``GET /metrics``: the registry in the Prometheus text format."""
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self._registry)
+
+    def render(self, request: Request) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            return write_error(request, ApiError("method not allowed here", 405))
+        return super().render(request)
+
+
+def operator_root(
+    status: Callable[[], Any], registry: CollectorRegistry, children: dict[bytes, IResource] | None = None
+) -> JSONTree:
+    """The resource tree of a service's operator port."""
+    root = JSONTree()
+    root.putChild(b"health", Health(status))
+    root.putChild(b"metrics", Metrics(registry))
+    for name, child in (children or {}).items():
+        root.putChild(name, child)
+    return root
+
+
+def make_site(root: IResource) -> Site:
+    """A Site that never shows tracebacks and logs nothing per request."""
+    site = Site(root)
+    site.displayTracebacks = False
+    site.log = lambda request: None  # type: ignore[method-assign]
+    return site

@@ -1,0 +1,399 @@
+"""
+The internal wire: JSON lines over persistent TCP connections.
+
+Every call, push and stream between toystore services travels here.  A
+connection carries one JSON object per line (``\\n``-terminated, UTF-8, at
+most ``wire.max_line`` bytes).  Three kinds of line share it::
+
+    request  {"id": 7, "type": "buy", ...fields}        expects one reply
+    reply    {"id": 7, "data": {...}}                    success
+             {"id": 7, "error": {"code": 409, "message": "..."}}
+    push     {"type": "invalidate", ...fields}           no id, no reply
+
+Either side may send requests; replies may come in any order, matched by
+``id`` (an integer or string chosen by the caller), so many calls share one
+connection at once.  Bad input (invalid JSON, a line that is not an object, an
+unknown type, a missing field) is answered with an error reply, with
+``"id": null`` when the line had no usable id; a line longer than the limit
+is answered with an error and the connection is closed, since its framing is
+lost.  Error codes are HTTP status codes (see :mod:`toystore.envelope`).
+
+Messages
+========
+
+Catalog, lines port (8101)::
+
+    -> {"id", "type": "query", "name": "Tux"}
+    <- {"id", "data": {"name": "Tux", "price": 15.99, "quantity": 100}}
+       404 unknown toy; 400 name missing or not a string
+
+    -> {"id", "type": "list"}
+    <- {"id", "data": {"toys": [{"name", "price", "quantity"}, ...]}}  sorted by name
+
+    -> {"id", "type": "buy", "name": "Tux", "quantity": 2, "key": "k-1", "epoch": 3}
+    <- {"id", "data": {"name": "Tux", "quantity": 2, "price": 15.99,
+                       "remaining": 98, "key": "k-1", "epoch": 3, "seq": 41}}
+       400 bad field; 404 unknown toy; 409 insufficient stock;
+       412 epoch older than the newest the catalog has seen;
+       422 key already used for a different buy.
+       A repeated key returns the recorded reply and changes nothing.
+       ``seq`` numbers the catalog's successful buys (1, 2, ...).
+
+    -> {"id", "type": "subscribe"}
+    <- {"id", "data": {"subscribed": true}}
+       From then on the connection also receives a push per stock change:
+    <- {"type": "invalidate", "names": ["Tux"], "reason": "buy" | "restock"}
+       A subscriber whose connection stops reading for ``catalog.stall_timeout``
+       seconds is disconnected.
+
+Any service, any lines port::
+
+    -> {"id", "type": "ping"}
+    <- {"id", "data": {"pong": true}}
+
+Using it
+========
+
+A server is a :class:`WireFactory` around a *handler*: request ``type`` T calls
+``handler.call_T(message, connection)``, which returns the reply's ``data``
+(or a Deferred or coroutine of it) or raises :class:`ApiError`; push T calls
+``handler.push_T(message, connection)``.  The optional hooks
+``connection_made(connection)`` and ``connection_lost(connection, reason)``
+tell the handler about connections, and ``call_finished(type, outcome,
+seconds)`` about every request and push served (outcome ``"ok"`` or the error
+code), for metrics.  A client is a :class:`WireClient`: a
+reconnecting connection (``ClientService`` with backoff) whose ``call`` fails
+with :class:`Unavailable` subclasses when the peer cannot be reached, does
+not answer in time, or drops the connection with the call pending.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any, Callable
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred
+from twisted.internet.error import ConnectError
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+from twisted.python.failure import Failure
+
+from .config import WireConfig
+from .envelope import ApiError, BadRequest, Unavailable, dumps, loads
+
+_TYPE = re.compile(r"[a-z][a-z_]{0,63}\Z")
+
+
+class NotConnected(Unavailable):
+    """The peer could not be reached in time."""
+
+
+class CallTimeout(Unavailable):
+    """The peer did not answer a call in time."""
+
+
+class ConnectionDropped(Unavailable):
+    """The connection closed while the call was pending."""
+
+
+def require(message: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    """
+    The field ``name`` of a request, checked to be of ``kind``.
+
+    Booleans are not accepted where integers are expected.
+
+    :raises BadRequest: naming the field, when it is missing or ill-typed.
+    """
+    if name not in message:
+        raise BadRequest(f"field {name!r} is missing")
+    value = message[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise BadRequest(f"field {name!r} must be of type {expected}, not {value!r}")
+    return value
+
+
+class WireProtocol(LineOnlyReceiver):
+    """
+    One JSON-lines connection, as server and client at once.
+
+    :ivar handler: the object whose ``call_*`` and ``push_*`` methods serve
+        incoming requests and pushes.
+    """
+
+    delimiter = b"\n"
+    log = Logger()
+
+    def __init__(self, handler: object, clock: IReactorTime, config: WireConfig) -> None:
+        self.handler = handler
+        self.clock = clock
+        self.call_timeout = config.call_timeout
+        self.MAX_LENGTH = config.max_line
+        self.connected = False
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Deferred[Any]] = {}
+        self._stall_timeout: float | None = None
+        self._stall: IDelayedCall | None = None
+
+    # -- connection events ------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.connected = True
+        # As a streaming producer we hear pauseProducing when the peer stops
+        # reading and our write buffer fills: that is how stalls are seen.
+        self.transport.registerProducer(self, True)
+        self._hook("connection_made", self)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDropped("closed"))) -> None:
+        self.connected = False
+        self._cancel_stall()
+        pending, self._pending = self._pending, {}
+        for d in pending.values():
+            d.errback(ConnectionDropped(f"connection to {self.peer} closed with the call pending"))
+        self._hook("connection_lost", self, reason)
+
+    @property
+    def peer(self) -> str:
+        """The peer's address, for messages."""
+        if self.transport is None:
+            return "peer"
+        address = self.transport.getPeer()
+        host, port = getattr(address, "host", None), getattr(address, "port", None)
+        return f"{host}:{port}" if host is not None else str(address)
+
+    def _hook(self, name: str, *args: object) -> None:
+        hook = getattr(self.handler, name, None)
+        if hook is not None:
+            with self.log.failuresHandled("in {hook} of {handler!r}", hook=name, handler=self.handler):
+                hook(*args)
+
+    # -- producer: stall detection -----------------------------------------
+
+    def drop_if_stalled(self, timeout: float) -> None:
+        """
+        Close this connection if the peer stops reading for ``timeout``
+        seconds (our write buffer stays full that long).
+        """
+        self._stall_timeout = timeout
+
+    def pauseProducing(self) -> None:
+        if self._stall_timeout is not None and self._stall is None:
+            self._stall = self.clock.callLater(self._stall_timeout, self._stalled)
+
+    def resumeProducing(self) -> None:
+        self._cancel_stall()
+
+    def stopProducing(self) -> None:
+        self._cancel_stall()
+
+    def _cancel_stall(self) -> None:
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
+        self._stall = None
+
+    def _stalled(self) -> None:
+        self._stall = None
+        self.log.warn(
+            "dropping {peer}: it read nothing for {timeout} s", peer=self.peer, timeout=self._stall_timeout
+        )
+        self.transport.abortConnection()
+
+    # -- sending ------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Write one message as a line, unless the connection is gone."""
+        if self.connected:
+            self.sendLine(dumps(message))
+
+    def push(self, type: str, **fields: Any) -> None:
+        """Send a push: a message with a type and no id."""
+        self.send({"type": type, **fields})
+
+    def call(self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None) -> Deferred[Any]:
+        """
+        Send a request and wait for its reply.
+
+        :return: a Deferred that fires with the reply's ``data``, or fails
+            with the reply's :class:`ApiError`, :class:`CallTimeout` after
+            ``timeout`` seconds (default ``wire.call_timeout``), or
+            :class:`ConnectionDropped`.
+        """
+        if not self.connected:
+            raise NotConnected(f"not connected to {self.peer}")
+        call_id = next(self._ids)
+        d: Deferred[Any] = Deferred(lambda _: self._pending.pop(call_id, None))
+        self._pending[call_id] = d
+        self.send({**(fields or {}), "id": call_id, "type": type})
+        limit = self.call_timeout if timeout is None else timeout
+
+        def timed_out(result: object, _timeout: float) -> None:
+            raise CallTimeout(f"{type!r} call to {self.peer} got no reply in {limit} s")
+
+        return d.addTimeout(limit, self.clock, onTimeoutCancel=timed_out)
+
+    # -- receiving ----------------------------------------------------------
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            message = loads(line)
+            if not isinstance(message, dict):
+                raise BadRequest("a message must be a JSON object")
+        except BadRequest as e:
+            self.send({"id": None, **e.to_json()})
+            return
+        if "type" in message:
+            self._dispatch(message)
+        elif "id" in message:
+            self._reply_received(message)
+        else:
+            self.send({"id": None, **BadRequest("a message needs a type or an id").to_json()})
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.send({"id": None, **BadRequest(f"line longer than {self.MAX_LENGTH} bytes").to_json()})
+        self.transport.loseConnection()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        call_id = message.get("id")
+        is_request = "id" in message
+        if is_request and (isinstance(call_id, bool) or not isinstance(call_id, (int, str))):
+            self.send({"id": None, **BadRequest(f"id must be an integer or string, not {call_id!r}").to_json()})
+            return
+        kind = message["type"]
+        handler = None
+        if isinstance(kind, str) and _TYPE.match(kind):
+            prefix = "call_" if is_request else "push_"
+            handler = getattr(self.handler, prefix + kind, None)
+            if handler is None and kind == "ping" and is_request:
+                handler = _pong
+        if handler is None:
+            what = "request" if is_request else "push"
+            self.send({"id": call_id, **BadRequest(f"unknown {what} type {kind!r}").to_json()})
+            return
+        started = self.clock.seconds()
+        d = maybeDeferred(handler, message, self)
+        d.addBoth(self._answer, call_id if is_request else None, kind, is_request, started)
+
+    def _answer(self, result: Any, call_id: Any, kind: str, is_request: bool, started: float) -> None:
+        if isinstance(result, Failure):
+            error = self._error(result, kind)
+            self.send({"id": call_id, **error.to_json()})
+            outcome = str(error.code)
+        else:
+            if is_request:
+                self.send({"id": call_id, "data": result})
+            outcome = "ok"
+        self._hook("call_finished", kind, outcome, self.clock.seconds() - started)
+
+    def _error(self, failure: Failure, kind: str) -> ApiError:
+        if failure.check(ApiError):
+            return failure.value
+        self.log.failure("while serving {kind!r} from {peer}", failure, kind=kind, peer=self.peer)
+        return ApiError(f"internal error while serving {kind!r}", 500)
+
+    def _reply_received(self, message: dict[str, Any]) -> None:
+        d = self._pending.pop(message["id"], None) if isinstance(message["id"], int) else None
+        if d is None:
+            if "error" in message:
+                self.log.warn("{peer} reports: {error}", peer=self.peer, error=message["error"])
+            else:
+                self.log.debug("late or unknown reply {id!r} from {peer}", id=message["id"], peer=self.peer)
+            return
+        if "error" in message:
+            d.errback(ApiError.from_json(message["error"]))
+        elif "data" in message:
+            d.callback(message["data"])
+        else:
+            d.errback(ApiError(f"reply from {self.peer} has neither data nor error", 502))
+
+
+def _pong(message: dict[str, Any], connection: WireProtocol) -> dict[str, bool]:
+    return {"pong": True}
+
+
+class WireFactory(Factory):
+    """Builds :class:`WireProtocol` connections that share one handler."""
+
+    noisy = False
+
+    def __init__(self, handler: object, clock: IReactorTime, config: WireConfig) -> None:
+        self.handler = handler
+        self.clock = clock
+        self.config = config
+
+    def buildProtocol(self, addr: object) -> WireProtocol:
+        return WireProtocol(self.handler, self.clock, self.config)
+
+
+class WireClient(Service):
+    """
+    A persistent connection to one peer's lines port, reconnected with
+    exponential backoff whenever it drops.
+
+    :param endpoint: the peer, as an endpoint.
+    :param handler: serves the pushes (and requests) the peer sends us.
+    :param prepare: called with each new connection before any call may use
+        it (for example to subscribe); it may return a Deferred.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        clock: IReactorTime,
+        config: WireConfig,
+        handler: object = None,
+        prepare: Callable[[WireProtocol], object] | None = None,
+        name: str = "peer",
+        jitter: Callable[[], float] | None = None,
+    ) -> None:
+        self.name = name
+        self._clock = clock
+        self._timeout = config.call_timeout
+        policy = backoffPolicy(config.reconnect_initial, config.reconnect_max, **({"jitter": jitter} if jitter else {}))
+        self._service = ClientService(
+            endpoint, WireFactory(handler, clock, config), retryPolicy=policy, clock=clock, prepareConnection=prepare
+        )
+
+    def startService(self) -> None:
+        super().startService()
+        self._service.startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self._service.stopService()
+
+    async def connection(self, timeout: float | None = None) -> WireProtocol:
+        """
+        The current connection, or the next one made within ``timeout``.
+
+        :raises NotConnected: when the next attempt fails or time runs out.
+        """
+        limit = self._timeout if timeout is None else timeout
+        waiting = self._service.whenConnected(failAfterFailures=1)
+        try:
+            return await waiting.addTimeout(limit, self._clock)
+        except TimeoutError:
+            raise NotConnected(f"no connection to {self.name} within {limit} s") from None
+        except CancelledError:
+            raise NotConnected(f"connection to {self.name} is stopped") from None
+        except ConnectError as e:
+            raise NotConnected(f"cannot connect to {self.name}: {e}") from None
+
+    async def call(self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        """
+        Make a call over the connection (waiting for one, if need be).
+
+        :return: the reply's ``data``.
+        :raises ApiError: the peer's error, or an :class:`Unavailable` one
+            when it cannot be reached, does not answer in time, or the
+            connection drops.
+        """
+        connection = await self.connection(timeout)
+        return await connection.call(type, fields, timeout)

@@ -1,0 +1,14 @@
+"""
+The twistd commands of toystore.  Kept free of imports beyond Twisted's own:
+twistd imports every plugin file on every run, and ServiceMaker loads each
+tap module only when its command is used.
+"""
+
+from twisted.application.service import ServiceMaker
+
+toystore_catalog = ServiceMaker(
+    "toystore catalog",
+    "toystore.catalog.tap",
+    "The toystore catalog: toys, stock in SQLite, restocks and the invalidation feed.",
+    "toystore-catalog",
+)
