@@ -11,7 +11,6 @@ mistake in the file never shows up later as a traceback.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -225,13 +224,13 @@ class ServiceOptions(usage.Options):
     flags that override single values of the cluster file.
 
     Subclasses list their overriding flags in ``overrides``, mapping an option
-    name to ``(section, key)``; after parsing, ``self.config`` is the checked
-    :class:`ClusterConfig`.  A bad flag or config exits with one line naming
-    the problem (status 1), never a usage dump or a traceback.
+    name to ``(section, key, type)``; after parsing, ``self.config`` is the
+    checked :class:`ClusterConfig`.  A bad flag or config exits with one line
+    naming the problem (status 1), never a usage dump or a traceback.
     """
 
     command = "toystore"
-    overrides: dict[str, tuple[str, str]] = {}
+    overrides: dict[str, tuple[str, str, type]] = {}
 
     optParameters: list[list[Any]] = [
         ["config", "c", None, "The cluster file (TOML). Default: the packaged one-machine cluster."],
@@ -249,16 +248,14 @@ class ServiceOptions(usage.Options):
     def postOptions(self) -> None:
         """Load the cluster file with the flags applied over it."""
         wanted: dict[str, dict[str, Any]] = {}
-        for option, (section, key) in self.overrides.items():
+        for option, (section, key, kind) in self.overrides.items():
             if self.get(option) is not None:
-                wanted.setdefault(section, {})[key] = self[option]
+                try:
+                    value = kind(self[option])
+                except ValueError:
+                    raise usage.UsageError(f"--{option} must be {_NAMES[kind]}, not {self[option]!r}")
+                wanted.setdefault(section, {})[key] = value
         try:
             self.config = load(self["config"], wanted)
         except ConfigError as e:
             raise usage.UsageError(str(e))
-
-
-def fail(command: str, message: str) -> typing.NoReturn:
-    """Stop the process with one line on standard error and status 1."""
-    print(f"{command}: error: {message}", file=sys.stderr)
-    raise SystemExit(1)

@@ -17,7 +17,7 @@ import json
 from typing import Any, Callable, TypeVar
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore, IReactorFromThreads
@@ -126,6 +126,23 @@ class ProcessService(MultiService):
         except StartupError as e:
             raise SystemExit(f"{self.command}: error: {e}") from None
         self._reactor.callWhenRunning(self._ready)
+
+    async def _stop_in_turn(self) -> None:
+        for child in reversed(list(self)):
+            try:
+                await maybeDeferred(child.stopService)
+            except Exception:
+                self.log.failure("while stopping {child!r}", child=child)
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the children one at a time, newest first, each finishing before
+        the next begins: listeners close, then services drain their work,
+        then the thread pools they drain into stop.  (MultiService stops
+        them all at once.)
+        """
+        Service.stopService(self)
+        return Deferred.fromCoroutine(self._stop_in_turn())
 
     def ports(self) -> dict[str, int | None]:
         """The bound port of every listener, by listener name."""

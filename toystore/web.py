@@ -70,9 +70,14 @@ class JSONResource(Resource):
             result: list[Any] = []
             d.addBoth(result.append)
             return self._body(request, result[0])
-        finished = request.notifyFinish()
-        finished.addErrback(lambda _: d.cancel())
-        d.addBoth(self._finish_later, request)
+        gone: list[bool] = []
+
+        def client_left(reason: Failure) -> None:
+            gone.append(True)
+            d.cancel()
+
+        request.notifyFinish().addErrback(client_left)
+        d.addBoth(self._finish_later, request, gone)
         return NOT_DONE_YET
 
     def _body(self, request: Request, result: Any) -> bytes:
@@ -83,9 +88,9 @@ class JSONResource(Resource):
         self.log.failure("while serving {method} {uri}", result, method=request.method, uri=request.uri)
         return write_error(request, ApiError("internal error", 500))
 
-    def _finish_later(self, result: Any, request: Request) -> None:
-        if request._disconnected:
-            # The client left; cancellation has already run its course.
+    def _finish_later(self, result: Any, request: Request, gone: list[bool]) -> None:
+        if gone:
+            # The client left and the handler was cancelled: nobody to answer.
             return None
         request.write(self._body(request, result))
         request.finish()

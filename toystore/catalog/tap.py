@@ -32,17 +32,17 @@ class Options(ServiceOptions):
         ["data-dir", "d", None, "Directory of the catalog's database. [default: catalog.data_dir]"],
         ["lines", None, None, "Endpoint of the lines port. [default: catalog.lines]"],
         ["http", None, None, "Endpoint of the operator HTTP port. [default: catalog.http]"],
-        ["initial-stock", None, None, "Stock of every toy in a new database.", int],
-        ["restock-interval", None, None, "Seconds between restocks.", float],
-        ["restock-quantity", None, None, "Stock a sold-out toy is restocked to.", int],
+        ["initial-stock", None, None, "Stock of every toy in a new database."],
+        ["restock-interval", None, None, "Seconds between restocks."],
+        ["restock-quantity", None, None, "Stock a sold-out toy is restocked to."],
     ]
     overrides = {
-        "data-dir": ("catalog", "data_dir"),
-        "lines": ("catalog", "lines"),
-        "http": ("catalog", "http"),
-        "initial-stock": ("catalog", "initial_stock"),
-        "restock-interval": ("catalog", "restock_interval"),
-        "restock-quantity": ("catalog", "restock_quantity"),
+        "data-dir": ("catalog", "data_dir", str),
+        "lines": ("catalog", "lines", str),
+        "http": ("catalog", "http", str),
+        "initial-stock": ("catalog", "initial_stock", int),
+        "restock-interval": ("catalog", "restock_interval", float),
+        "restock-quantity": ("catalog", "restock_quantity", int),
     }
 
 

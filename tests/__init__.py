@@ -1,0 +1,1 @@
+"""The toystore test suite."""

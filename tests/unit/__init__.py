@@ -1,0 +1,1 @@
+"""Unit tests: no real network, no real processes; Twisted's doubles instead."""

@@ -1,0 +1,62 @@
+"""Shared test doubles for the unit tests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.testing import StringTransport
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from toystore.config import WireConfig
+from toystore.wire import WireProtocol
+
+WIRE = WireConfig(call_timeout=5.0, max_line=4096, reconnect_initial=1.0, reconnect_max=8.0)
+
+
+def connect(handler: object, clock: Clock | None = None, config: WireConfig = WIRE) -> tuple[WireProtocol, StringTransport]:
+    """A wire protocol connected to a StringTransport."""
+    protocol = WireProtocol(handler, clock or Clock(), config)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def sent(transport: StringTransport) -> list[dict[str, Any]]:
+    """Every message written to ``transport`` so far, decoded; the buffer is cleared."""
+    lines = transport.value().split(b"\n")
+    transport.clear()
+    assert lines[-1] == b"", "a message was not newline-terminated"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def feed(protocol: WireProtocol, *messages: dict[str, Any]) -> None:
+    """Deliver ``messages`` to ``protocol`` as lines."""
+    protocol.dataReceived(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+
+
+@implementer(IStreamClientEndpoint)
+class ScriptedEndpoint:
+    """
+    A client endpoint whose connection attempts fail or succeed as the test
+    says; successful ones are attached to StringTransports.
+    """
+
+    def __init__(self) -> None:
+        self.attempts: list[Deferred[Any]] = []
+        self.connected: list[tuple[Any, StringTransport]] = []
+        self.refuse = False
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        if self.refuse:
+            from twisted.internet.error import ConnectionRefusedError
+
+            return fail(ConnectionRefusedError("refused"))
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.connected.append((protocol, transport))
+        return succeed(protocol)

@@ -1,0 +1,271 @@
+"""
+Tests for the catalog service: its wire calls, the feed, restocks and group
+commit, with a Clock and the database work run inline or held back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from toystore.catalog.service import CatalogService
+from toystore.config import load
+from toystore.runtime import StartupError
+
+from .helpers import connect, feed, sent
+
+
+def inline(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    """Run 'thread' work at once, on the test's thread."""
+    return maybeDeferred(function, *args)
+
+
+class HeldThread:
+    """Thread work that waits until the test releases it, to see what happens meanwhile."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+
+    def __call__(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.held.append((function, args, d))
+        return d
+
+    def release(self) -> None:
+        function, args, d = self.held.pop(0)
+        d.callback(function(*args))
+
+
+class CatalogCase(SynchronousTestCase):
+    """A started catalog in a temporary directory, 10 of each toy."""
+
+    run_in_thread: Callable[..., Deferred[Any]] = staticmethod(inline)
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        base = load().catalog
+        self.config = base.__class__(**{**base.__dict__, "data_dir": self.mktemp(), "initial_stock": 10})
+        self.catalog = CatalogService(self.config, self.clock, self.run_in_thread)
+        self.catalog.startService()
+        self.addCleanup(self.stop)
+        self.protocol, self.transport = connect(self.catalog, self.clock)
+
+    def stop(self) -> None:
+        if self.catalog.running:
+            d = self.catalog.stopService()
+            while isinstance(self.run_in_thread, HeldThread) and self.run_in_thread.held:
+                self.run_in_thread.release()
+            self.successResultOf(d)
+
+    def call(self, type: str, **fields: Any) -> dict[str, Any]:
+        feed(self.protocol, {"id": 1, "type": type, **fields})
+        [reply] = sent(self.transport)
+        return reply
+
+    def subscriber(self) -> tuple[Any, Any]:
+        protocol, transport = connect(self.catalog, self.clock)
+        feed(protocol, {"id": 1, "type": "subscribe"})
+        self.assertEqual(sent(transport), [{"id": 1, "data": {"subscribed": True}}])
+        return protocol, transport
+
+
+class QueryTests(CatalogCase):
+    """query and list answer from the in-memory toys."""
+
+    def test_query(self) -> None:
+        """A known toy comes back with price and quantity."""
+        self.assertEqual(self.call("query", name="Tux"), {"id": 1, "data": {"name": "Tux", "price": 15.99, "quantity": 10}})
+
+    def test_query_errors(self) -> None:
+        """Unknown toy: 404; missing or bad name: 400."""
+        self.assertEqual(self.call("query", name="Unicorn")["error"]["code"], 404)
+        self.assertEqual(self.call("query")["error"]["code"], 400)
+        self.assertEqual(self.call("query", name=["Tux"])["error"]["code"], 400)
+
+    def test_list(self) -> None:
+        """list gives all fifteen toys, sorted by name."""
+        toys = self.call("list")["data"]["toys"]
+        self.assertEqual(len(toys), 15)
+        self.assertEqual([t["name"] for t in toys], sorted(t["name"] for t in toys))
+
+
+class BuyTests(CatalogCase):
+    """buy commits, updates the reads, and pushes an invalidation."""
+
+    def test_buy_then_query(self) -> None:
+        """After a buy, queries show the new stock and subscribers hear of it."""
+        _, feed_transport = self.subscriber()
+        reply = self.call("buy", name="Tux", quantity=4, key="k1", epoch=1)
+        self.assertEqual(reply["data"]["remaining"], 6)
+        self.assertEqual(self.call("query", name="Tux")["data"]["quantity"], 6)
+        self.assertEqual(sent(feed_transport), [{"type": "invalidate", "names": ["Tux"], "reason": "buy"}])
+        self.assertEqual(self.catalog.epoch, 1)
+
+    def test_replay_pushes_nothing(self) -> None:
+        """A repeated key changes nothing, so nothing is pushed or counted twice."""
+        _, feed_transport = self.subscriber()
+        first = self.call("buy", name="Tux", quantity=4, key="k1", epoch=1)
+        sent(feed_transport)
+        again = self.call("buy", name="Tux", quantity=4, key="k1", epoch=1)
+        self.assertEqual(first["data"], again["data"])
+        self.assertEqual(sent(feed_transport), [])
+        self.assertEqual(self.catalog.metrics.buys._value.get(), 1)
+        self.assertEqual(self.catalog.metrics.items_sold._value.get(), 4)
+
+    def test_errors(self) -> None:
+        """Each refusal has its own code; refused buys push nothing."""
+        _, feed_transport = self.subscriber()
+        self.call("buy", name="Tux", quantity=1, key="a", epoch=5)
+        sent(feed_transport)
+        cases = [
+            ({"name": "Tux", "quantity": 11, "key": "b", "epoch": 5}, 409),
+            ({"name": "Unicorn", "quantity": 1, "key": "c", "epoch": 5}, 404),
+            ({"name": "Tux", "quantity": 0, "key": "d", "epoch": 5}, 400),
+            ({"name": "Tux", "quantity": "1", "key": "d", "epoch": 5}, 400),
+            ({"name": "Tux", "quantity": 1, "epoch": 5}, 400),
+            ({"name": "Tux", "quantity": 1, "key": "e", "epoch": 4}, 412),
+            ({"name": "Tux", "quantity": 2, "key": "a", "epoch": 5}, 422),
+        ]
+        for fields, code in cases:
+            with self.subTest(fields=fields):
+                self.assertEqual(self.call("buy", **fields)["error"]["code"], code)
+        self.assertEqual(sent(feed_transport), [])
+        self.assertEqual(self.call("query", name="Tux")["data"]["quantity"], 9)
+
+    def test_metrics(self) -> None:
+        """Calls are counted by type and outcome; stock is a gauge per toy."""
+        self.call("buy", name="Tux", quantity=4, key="k1", epoch=1)
+        self.call("buy", name="Tux", quantity=40, key="k2", epoch=1)
+        registry = self.catalog.metrics.registry
+        self.assertEqual(registry.get_sample_value("toystore_catalog_calls_total", {"type": "buy", "outcome": "ok"}), 1)
+        self.assertEqual(registry.get_sample_value("toystore_catalog_calls_total", {"type": "buy", "outcome": "409"}), 1)
+        self.assertEqual(registry.get_sample_value("toystore_catalog_stock", {"toy": "Tux"}), 6)
+        self.assertEqual(registry.get_sample_value("toystore_catalog_commit_batch_size_count"), 2)
+
+
+class CommitTests(CatalogCase):
+    """Writes are committed off the reactor thread, in batches."""
+
+    def setUp(self) -> None:
+        self.run_in_thread = HeldThread()
+        super().setUp()
+
+    def test_reads_see_only_committed_stock(self) -> None:
+        """Until the commit is done, reads show the old stock and no reply is sent."""
+        feed(self.protocol, {"id": 9, "type": "buy", "name": "Tux", "quantity": 4, "key": "k1", "epoch": 1})
+        self.assertEqual(sent(self.transport), [])
+        self.assertEqual(self.call("query", name="Tux")["data"]["quantity"], 10)
+        self.run_in_thread.release()
+        self.assertEqual(sent(self.transport)[0]["data"]["remaining"], 6)
+        self.assertEqual(self.call("query", name="Tux")["data"]["quantity"], 6)
+
+    def test_concurrent_buys_share_a_commit(self) -> None:
+        """Buys that arrive during a commit go together in the next one."""
+        for n in range(5):
+            feed(self.protocol, {"id": n, "type": "buy", "name": "Fox", "quantity": 1, "key": f"k{n}", "epoch": 1})
+        self.assertEqual(len(self.run_in_thread.held), 1, "the first buy's commit starts alone")
+        self.run_in_thread.release()
+        self.assertEqual(len(self.run_in_thread.held), 1, "the other four share the next commit")
+        self.run_in_thread.release()
+        replies = sent(self.transport)
+        self.assertEqual(sorted(r["data"]["remaining"] for r in replies), [5, 6, 7, 8, 9])
+        registry = self.catalog.metrics.registry
+        self.assertEqual(registry.get_sample_value("toystore_catalog_commit_batch_size_count"), 2)
+        self.assertEqual(registry.get_sample_value("toystore_catalog_commit_batch_size_sum"), 5)
+
+    def test_stop_waits_for_writes(self) -> None:
+        """stopService finishes the pending buy before closing the database."""
+        feed(self.protocol, {"id": 9, "type": "buy", "name": "Tux", "quantity": 4, "key": "k1", "epoch": 1})
+        stopped = self.catalog.stopService()
+        self.assertNoResult(stopped)
+        self.run_in_thread.release()  # the buy
+        self.assertEqual(sent(self.transport)[0]["data"]["remaining"], 6)
+        self.run_in_thread.release()  # closing the database
+        self.successResultOf(stopped)
+
+
+class RestockTests(CatalogCase):
+    """Every restock_interval seconds, sold-out toys come back."""
+
+    def test_restock_on_the_clock(self) -> None:
+        """A sold-out toy is restocked at the next tick, and subscribers are told."""
+        _, feed_transport = self.subscriber()
+        self.call("buy", name="Kite", quantity=10, key="k1", epoch=1)
+        sent(feed_transport)
+        self.clock.advance(self.config.restock_interval - 0.1)
+        self.assertEqual(self.call("query", name="Kite")["data"]["quantity"], 0)
+        self.clock.advance(0.1)
+        self.assertEqual(self.call("query", name="Kite")["data"]["quantity"], self.config.restock_quantity)
+        self.assertEqual(sent(feed_transport), [{"type": "invalidate", "names": ["Kite"], "reason": "restock"}])
+
+    def test_quiet_restock(self) -> None:
+        """A restock that finds nothing sold out pushes nothing."""
+        _, feed_transport = self.subscriber()
+        self.clock.advance(self.config.restock_interval * 3)
+        self.assertEqual(sent(feed_transport), [])
+
+    def test_failed_restock_keeps_the_loop(self) -> None:
+        """A restock that fails is logged and the next one still runs."""
+        self.call("buy", name="Kite", quantity=10, key="k1", epoch=1)
+        real = self.catalog._run_in_thread
+        self.catalog._run_in_thread = lambda f, *a: maybeDeferred(lambda: 1 / 0)
+        self.clock.advance(self.config.restock_interval)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.catalog._run_in_thread = real
+        self.clock.advance(self.config.restock_interval)
+        self.assertEqual(self.call("query", name="Kite")["data"]["quantity"], self.config.restock_quantity)
+
+
+class FeedTests(CatalogCase):
+    """Subscribers that leave or stall are dropped without harming the others."""
+
+    def test_disconnected_subscriber_removed(self) -> None:
+        """A subscriber that disconnects gets no more pushes; others still do."""
+        gone, gone_transport = self.subscriber()
+        _, kept_transport = self.subscriber()
+        gone.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.catalog.status()["subscribers"], 1)
+        self.call("buy", name="Tux", quantity=1, key="k1", epoch=1)
+        self.assertEqual(gone_transport.value(), b"")
+        self.assertEqual(len(sent(kept_transport)), 1)
+
+    def test_stalled_subscriber_dropped(self) -> None:
+        """A subscriber whose buffer stays full for stall_timeout is cut off; the others are kept."""
+        stalled, stalled_transport = self.subscriber()
+        _, kept_transport = self.subscriber()
+        stalled.pauseProducing()
+        self.clock.advance(self.config.stall_timeout)
+        self.assertTrue(stalled_transport.disconnecting)
+        stalled.connectionLost(Failure(ConnectionDone()))
+        self.call("buy", name="Tux", quantity=1, key="k1", epoch=1)
+        self.assertEqual(len(sent(kept_transport)), 1)
+        self.assertEqual(self.catalog.status()["subscribers"], 1)
+
+    def test_health(self) -> None:
+        """status() reports what /health shows."""
+        self.subscriber()
+        status = self.catalog.status()
+        self.assertEqual(
+            {k: status[k] for k in ("service", "status", "toys", "in_stock", "subscribers")},
+            {"service": "catalog", "status": "ok", "toys": 15, "in_stock": 15, "subscribers": 1},
+        )
+
+
+class StartupTests(SynchronousTestCase):
+    """A catalog that cannot open its database says why in one line."""
+
+    def test_unusable_data_dir(self) -> None:
+        """A data directory that is a file stops the start with a StartupError."""
+        path = Path(self.mktemp())
+        path.write_text("not a directory")
+        base = load().catalog
+        config = base.__class__(**{**base.__dict__, "data_dir": str(path)})
+        catalog = CatalogService(config, Clock(), inline)
+        error = self.assertRaises(StartupError, catalog.startService)
+        self.assertIn("cannot open the catalog database", str(error))

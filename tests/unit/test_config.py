@@ -1,0 +1,166 @@
+"""Tests for the cluster file and the shared command line of :mod:`toystore.config`."""
+
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from toystore import config
+from toystore.catalog.tap import Options as CatalogOptions
+from toystore.config import ConfigError, load, read_raw
+
+
+def dump_toml(raw: dict, path: Path) -> None:
+    """Write the small subset of TOML our config uses (tables, arrays of tables, scalars)."""
+
+    def scalar(value: object) -> str:
+        if isinstance(value, str):
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return repr(value).lower() if isinstance(value, bool) else repr(value)
+
+    lines = []
+    for section, table in raw.items():
+        for key, value in table.items():
+            if isinstance(value, list):
+                for item in value:
+                    lines.append(f"[[{section}.{key}]]")
+                    lines += [f"{k} = {scalar(v)}" for k, v in item.items()]
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {scalar(v)}" for k, v in table.items() if not isinstance(v, list)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+class DefaultConfigTests(SynchronousTestCase):
+    """The packaged cluster file describes the one-machine store."""
+
+    def test_ports(self) -> None:
+        """Ports are those of the design, all bound to 127.0.0.1."""
+        cluster = load()
+        self.assertEqual(cluster.catalog.lines, "tcp:8101:interface=127.0.0.1")
+        self.assertEqual(cluster.catalog.http, "tcp:8100:interface=127.0.0.1")
+        self.assertEqual(cluster.frontend.http, "tcp:8000:interface=127.0.0.1")
+        self.assertEqual(
+            [(r.id, r.lines, r.http) for r in cluster.order.replicas],
+            [(i, f"tcp:{8300 + i}:interface=127.0.0.1", f"tcp:{8200 + i}:interface=127.0.0.1") for i in (1, 2, 3)],
+        )
+
+    def test_knobs(self) -> None:
+        """Restock every 10 s to 100; numbers are of the right type."""
+        cluster = load()
+        self.assertEqual(cluster.catalog.restock_interval, 10.0)
+        self.assertIsInstance(cluster.catalog.restock_interval, float)
+        self.assertEqual(cluster.catalog.restock_quantity, 100)
+        self.assertEqual(cluster.catalog.initial_stock, 100)
+
+
+class LoadErrorTests(SynchronousTestCase):
+    """A bad value is reported in one line that names it."""
+
+    def write(self, mutate) -> str:
+        raw = read_raw(None)
+        mutate(raw)
+        path = Path(self.mktemp())
+        dump_toml(raw, path)
+        return str(path)
+
+    def assertProblem(self, mutate, words: str) -> None:
+        error = self.assertRaises(ConfigError, load, self.write(mutate))
+        self.assertIn(words, str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_rewritten_default_loads(self) -> None:
+        """The test's TOML writer round-trips the default (so the cases below test one change each)."""
+        self.assertEqual(load(self.write(lambda raw: None)), load())
+
+    def test_unknown_key(self) -> None:
+        """A misspelt key is named, not ignored."""
+        self.assertProblem(lambda raw: raw["catalog"].update(restock_intervall=3), "catalog.restock_intervall is not a known setting")
+
+    def test_missing_key(self) -> None:
+        """A key left out is named."""
+        self.assertProblem(lambda raw: raw["catalog"].pop("data_dir"), "catalog.data_dir is missing")
+
+    def test_wrong_type(self) -> None:
+        """A string where a number belongs is named with its value."""
+        self.assertProblem(lambda raw: raw["catalog"].update(restock_quantity="100"), "catalog.restock_quantity must be an integer")
+
+    def test_bool_is_not_an_integer(self) -> None:
+        """TOML true is not accepted as a count."""
+        self.assertProblem(lambda raw: raw["catalog"].update(initial_stock=True), "catalog.initial_stock must be an integer")
+
+    def test_out_of_range(self) -> None:
+        """Checks run on values: an interval must be positive."""
+        self.assertProblem(lambda raw: raw["catalog"].update(restock_interval=0), "catalog.restock_interval must be > 0")
+
+    def test_bad_endpoints(self) -> None:
+        """Endpoint strings are parsed at load time, listen and connect alike."""
+        self.assertProblem(lambda raw: raw["catalog"].update(lines="tcpx:8101"), "catalog.lines is not a listening endpoint")
+        self.assertProblem(lambda raw: raw["catalog"].update(connect="tcp:host=x"), "catalog.connect is not a client endpoint")
+
+    def test_replica_problems(self) -> None:
+        """Replica entries are checked one by one, and ids must differ."""
+        self.assertProblem(lambda raw: raw["order"]["replicas"][1].update(http=8), "order.replicas[1].http must be a string")
+        self.assertProblem(lambda raw: raw["order"]["replicas"][2].update(id=1), "ids must be unique")
+
+    def test_not_toml(self) -> None:
+        """A file that is not TOML says so, with the parser's position."""
+        path = Path(self.mktemp())
+        path.write_text("[catalog\n")
+        self.assertIn("is not valid TOML", str(self.assertRaises(ConfigError, load, str(path))))
+
+    def test_missing_file(self) -> None:
+        """A missing file is named."""
+        error = self.assertRaises(ConfigError, load, "/nonexistent/cluster.toml")
+        self.assertIn("cannot read config /nonexistent/cluster.toml", str(error))
+
+
+class OptionsTests(SynchronousTestCase):
+    """Plugin options: --config plus flags that override single values."""
+
+    def test_defaults(self) -> None:
+        """Without flags the options carry the packaged config."""
+        options = CatalogOptions()
+        options.parseOptions([])
+        self.assertEqual(options.config, load())
+
+    def test_overrides(self) -> None:
+        """Flags replace single values and are converted to their types."""
+        options = CatalogOptions()
+        options.parseOptions(["--data-dir", "/tmp/x", "--restock-interval=2.5", "--lines", "tcp:0:interface=127.0.0.1"])
+        self.assertEqual(options.config.catalog.data_dir, "/tmp/x")
+        self.assertEqual(options.config.catalog.restock_interval, 2.5)
+        self.assertEqual(options.config.catalog.lines, "tcp:0:interface=127.0.0.1")
+        self.assertEqual(options.config.catalog.http, load().catalog.http)
+
+    def test_config_file_then_flag(self) -> None:
+        """A flag wins over the file named by --config."""
+        raw = read_raw(None)
+        raw["catalog"]["restock_quantity"] = 7
+        raw["catalog"]["initial_stock"] = 9
+        path = Path(self.mktemp())
+        dump_toml(raw, path)
+        options = CatalogOptions()
+        options.parseOptions(["--config", str(path), "--initial-stock", "3"])
+        self.assertEqual((options.config.catalog.restock_quantity, options.config.catalog.initial_stock), (7, 3))
+
+    def test_errors_exit_with_one_line(self) -> None:
+        """Bad flags and bad values end the process with one line naming the problem."""
+        cases = {
+            ("--restock-interval", "soon"): "--restock-interval must be a number, not 'soon'",
+            ("--initial-stock", "1.5"): "--initial-stock must be an integer",
+            ("--restock-interval", "-1"): "catalog.restock_interval must be > 0",
+            ("--bogus",): "option --bogus not recognized",
+            ("--config", "/nonexistent.toml"): "cannot read config /nonexistent.toml",
+            ("--http", "nonsense"): "catalog.http is not a listening endpoint",
+        }
+        for argv, words in cases.items():
+            with self.subTest(argv=argv):
+                error = self.assertRaises(SystemExit, CatalogOptions().parseOptions, list(argv))
+                message = str(error.code)
+                self.assertTrue(message.startswith("toystore-catalog: error: "), message)
+                self.assertIn(words, message)
+                self.assertNotIn("\n", message)
+
+    def test_config_module_names_default(self) -> None:
+        """The default file ships inside the package."""
+        self.assertEqual(config.DEFAULT_CONFIG, "cluster.toml")
+        self.assertIn("catalog", read_raw(None))

@@ -1,0 +1,155 @@
+"""
+Tests for the JSON HTTP layer (:mod:`toystore.web`) and the catalog's operator
+endpoints, through treq's StubTreq: no sockets.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from toystore.catalog.service import CatalogService
+from toystore.config import load
+from toystore.envelope import Conflict
+from toystore.web import JSONResource, JSONTree, operator_root
+
+from .test_catalog_service import inline
+
+
+class Slow(JSONResource):
+    """A resource whose answers wait on Deferreds the test controls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[Deferred[Any]] = []
+        self.cancelled = 0
+
+    def json_GET(self, request: object) -> Deferred[Any]:
+        def cancel(d: Deferred[Any]) -> None:
+            self.cancelled += 1
+
+        self.waiting.append(Deferred(cancel))
+        return self.waiting[-1]
+
+    def json_POST(self, request: object) -> Any:
+        raise Conflict("sold out")
+
+    async def json_PUT(self, request: object) -> Any:
+        raise KeyError("a bug")
+
+
+class JSONResourceTests(SynchronousTestCase):
+    """Handlers return data; the adapter writes envelopes and statuses."""
+
+    def setUp(self) -> None:
+        self.slow = Slow()
+        root = JSONTree()
+        root.putChild(b"slow", self.slow)
+        self.treq = StubTreq(root)
+
+    def get(self, method: str, path: str) -> tuple[int, dict[str, Any], Any]:
+        d = self.treq.request(method, "http://operator" + path)
+        self.treq.flush()
+        response = self.successResultOf(d)
+        body = self.successResultOf(response.content())
+        return response.code, dict(response.headers.getAllRawHeaders()), json.loads(body)
+
+    def test_deferred_answer(self) -> None:
+        """A handler's Deferred result is written when it fires."""
+        d = self.treq.get("http://operator/slow")
+        self.treq.flush()
+        self.assertNoResult(d)
+        self.slow.waiting[0].callback({"ok": 1})
+        self.treq.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(json.loads(self.successResultOf(response.content())), {"data": {"ok": 1}})
+
+    def test_api_error(self) -> None:
+        """An ApiError becomes its status and error envelope."""
+        code, headers, body = self.get("POST", "/slow")
+        self.assertEqual((code, body), (409, {"error": {"code": 409, "message": "sold out"}}))
+        self.assertEqual(headers[b"Content-Type"], [b"application/json"])
+
+    def test_bug_is_a_json_500(self) -> None:
+        """An unexpected exception is logged and answered with a JSON 500, no traceback."""
+        code, _, body = self.get("PUT", "/slow")
+        self.assertEqual((code, body), (500, {"error": {"code": 500, "message": "internal error"}}))
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_method_not_allowed(self) -> None:
+        """An unsupported method is a JSON 405 with an Allow header."""
+        code, headers, body = self.get("DELETE", "/slow")
+        self.assertEqual(code, 405)
+        self.assertEqual(body["error"]["code"], 405)
+        self.assertEqual(headers[b"Allow"], [b"GET, POST, PUT, HEAD"])
+
+    def test_unknown_path(self) -> None:
+        """Unknown paths, nested or not, are JSON 404s."""
+        for path in ("/nope", "/", "/slow2/x"):
+            with self.subTest(path=path):
+                code, _, body = self.get("GET", path)
+                self.assertEqual((code, body["error"]["code"]), (404, 404))
+
+    def test_client_gone_cancels(self) -> None:
+        """When the client disconnects, the handler's Deferred is cancelled."""
+        # StubTreq cannot drop a connection, so drive the resource with a DummyRequest.
+        from twisted.web.test.requesthelper import DummyRequest
+
+        request = DummyRequest([b""])
+        from twisted.web.server import NOT_DONE_YET
+
+        self.assertEqual(self.slow.render(request), NOT_DONE_YET)
+        request.processingFailed(Failure(ConnectionLost("gone")))
+        self.assertEqual(self.slow.cancelled, 1)
+        self.assertEqual(request.written, [])
+
+
+class OperatorEndpointTests(SynchronousTestCase):
+    """The catalog's /health and /metrics."""
+
+    def setUp(self) -> None:
+        base = load().catalog
+        config = base.__class__(**{**base.__dict__, "data_dir": self.mktemp()})
+        self.catalog = CatalogService(config, Clock(), inline)
+        self.catalog.startService()
+        self.addCleanup(self.catalog.stopService)
+        self.treq = StubTreq(operator_root(self.catalog.status, self.catalog.metrics.registry))
+
+    def test_health(self) -> None:
+        """GET /health is the catalog's status in a data envelope."""
+        response = self.successResultOf(self.treq.get("http://catalog/health"))
+        self.assertEqual(response.code, 200)
+        body = json.loads(self.successResultOf(response.content()))
+        self.assertEqual(body["data"]["service"], "catalog")
+        self.assertEqual(body["data"]["toys"], 15)
+
+    def test_metrics(self) -> None:
+        """GET /metrics is Prometheus text with the stock of every toy."""
+        response = self.successResultOf(self.treq.get("http://catalog/metrics"))
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"text/plain", response.headers.getRawHeaders(b"content-type")[0])
+        text = self.successResultOf(response.text())
+        self.assertIn('toystore_catalog_stock{toy="Tux"} 100.0', text)
+        self.assertIn("toystore_catalog_buys_total 0.0", text)
+
+    def test_metrics_wrong_method(self) -> None:
+        """POST /metrics is a JSON 405."""
+        response = self.successResultOf(self.treq.post("http://catalog/metrics"))
+        self.assertEqual(response.code, 405)
+        self.assertEqual(json.loads(self.successResultOf(response.content()))["error"]["code"], 405)
+
+    def test_registry_is_private(self) -> None:
+        """Each service has its own registry: two catalogs in one process do not clash."""
+        registry = CollectorRegistry()
+        Counter("toystore_catalog_buys", "clash?", registry=registry)
+        other = CatalogService(self.catalog.config, Clock(), inline)
+        self.assertIsNot(other.metrics.registry, self.catalog.metrics.registry)
