@@ -31,7 +31,7 @@ setup(
             "hypothesis >= 6.100",
         ],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["toystore = toystore.cli:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

@@ -1,0 +1,72 @@
+"""
+Fixtures for end-to-end tests: real ``twistd`` processes on free loopback
+ports, driven through pytest-twisted's reactor.
+
+Each process is started with ``tcp:0`` listeners and announces its bound
+ports in its ready line (see :mod:`toystore.runtime`); tests wait for that
+line, never for a fixed time.  Every process a test starts is killed when
+the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import DeferredList
+from twisted.internet.endpoints import clientFromString
+
+from toystore.config import load
+from toystore.supervise import Supervisor
+from toystore.wire import WireFactory, WireProtocol
+
+#: The checkout, put on the children's PYTHONPATH so twistd finds this tree's plugins.
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def no_logged_failures() -> Any:
+    """
+    Fail a test whose code logged a failure (an unhandled error in a
+    Deferred, a crashed callback): pytest would not notice otherwise.
+    """
+    from twisted.logger import globalLogPublisher
+
+    failures: list[dict] = []
+
+    def observe(event: dict) -> None:
+        if "log_failure" in event:
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield
+    globalLogPublisher.removeObserver(observe)
+    assert not failures, [event["log_failure"].getTraceback() for event in failures]
+
+
+@pytest.fixture
+def reactor() -> Any:
+    """The reactor pytest-twisted runs."""
+    from twisted.internet import reactor
+
+    return reactor
+
+
+@pytest.fixture
+def supervisor(reactor: Any) -> Any:
+    """A Supervisor for this test's children; every child is killed when the test ends."""
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    started = Supervisor(reactor, env={"PYTHONPATH": pythonpath})
+    yield started
+    pending = started.kill_all()
+    if pending:
+        pytest_twisted.blockon(DeferredList(pending).addTimeout(10, reactor))
+
+
+async def wire_connect(reactor: Any, port: int) -> WireProtocol:
+    """A wire connection to a lines port on loopback."""
+    endpoint = clientFromString(reactor, f"tcp:host=127.0.0.1:port={port}")
+    return await endpoint.connect(WireFactory(None, reactor, load().wire))

@@ -1,0 +1,114 @@
+"""
+End-to-end tests of the tools around the services: ``toystore up`` and the
+benchmark scripts (in their smoke modes, so that none of them can rot).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports that were free a moment ago (the OS picks them)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class Watched(ProcessProtocol):
+    """A child whose output is watched for one line."""
+
+    def __init__(self, marker: bytes) -> None:
+        self.marker = marker
+        self.seen: Deferred[None] = Deferred()
+        self.ended: Deferred[int] = Deferred()
+        self.output = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if self.marker in self.output and not self.seen.called:
+            self.seen.callback(None)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        if not self.seen.called:
+            self.seen.errback(RuntimeError(self.output.decode()))
+        code = reason.value.exitCode
+        self.ended.callback(-reason.value.signal if code is None else code)
+
+
+@pytest_twisted.ensureDeferred
+async def test_up_starts_and_stops_the_store(reactor: Any, tmp_path: Path) -> None:
+    """toystore up starts the catalog, which answers; SIGTERM stops it all with status 0."""
+    http, lines = free_ports(2)
+    text = (Path(ROOT) / "toystore" / "cluster.toml").read_text()
+    config = tmp_path / "cluster.toml"
+    config.write_text(text.replace("8100", str(http)).replace("8101", str(lines)))
+    child = Watched(b"toystore is up.")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "toystore", "up", "--config", str(config), "--data-dir", str(tmp_path / "var")]
+    process = reactor.spawnProcess(child, sys.executable, argv, env=env)
+    try:
+        await child.seen.addTimeout(30, reactor)
+        response = await treq.get(f"http://127.0.0.1:{http}/health")
+        assert (await response.json())["data"]["service"] == "catalog"
+        assert f"Operators: http://127.0.0.1:{http}/health" in child.output.decode()
+        process.signalProcess("TERM")
+        assert await child.ended.addTimeout(30, reactor) == 0
+        assert b"toystore: stopped." in child.output
+        assert (tmp_path / "var" / "logs" / "catalog.log").read_text().rstrip().endswith("Server Shut Down.")
+    finally:
+        if not child.ended.called:
+            process.signalProcess("KILL")
+            await child.ended
+
+
+def test_up_reports_a_bad_config(tmp_path: Path) -> None:
+    """toystore up with a bad cluster file exits 1 with one line naming the problem."""
+    config = tmp_path / "cluster.toml"
+    config.write_text("[catalog\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "toystore", "up", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "is not valid TOML" in result.stderr
+
+
+def test_bench_wire_smoke(tmp_path: Path) -> None:
+    """The wire benchmark runs in smoke mode and reports both set-ups."""
+    out = tmp_path / "wire.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_wire.py"), "--smoke", "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "same process" in result.stdout and "two processes" in result.stdout
+    rows = json.loads(out.read_text())["results"]
+    assert {(r["mode"], r["concurrency"]) for r in rows} == {
+        (mode, c) for mode in ("same process", "two processes") for c in (1, 8)
+    }
+    assert all(r["calls_per_s"] > 0 for r in rows)

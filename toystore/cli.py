@@ -1,0 +1,125 @@
+"""
+The ``toystore`` command.
+
+``toystore up`` runs the store on this machine: every service as a child
+process (``twistd -n --pidfile= toystore-<service>``), started in order, each
+awaited until it reports ready.  It prints where the store answers, reports
+any child that exits, and stops them all on Ctrl-C or SIGTERM.  Each child's
+log goes to ``<data-dir>/logs/<service>.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import react
+
+from .config import ClusterConfig, ConfigError, load
+from .supervise import Child, ChildFailed, Supervisor
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One service of the store as ``toystore up`` starts it."""
+
+    name: str
+    command: str
+    args: list[str]
+
+
+def plan(config: ClusterConfig, config_path: str | None, data_dir: Path) -> list[Plan]:
+    """The services to start, in order, with their flags."""
+    common = ["--config", config_path] if config_path else []
+    return [
+        Plan("catalog", "toystore-catalog", [*common, "--data-dir", str(data_dir / "catalog")]),
+    ]
+
+
+def say(message: str) -> None:
+    """Print a line of ``toystore up``'s own output."""
+    print(message, flush=True)
+
+
+async def up(reactor: Any, options: argparse.Namespace) -> None:
+    """Start the store, report on it, and stop it when told to."""
+    try:
+        config = load(options.config)
+    except ConfigError as e:
+        raise SystemExit(f"toystore: error: {e}")
+    data_dir = Path(options.data_dir)
+    supervisor = Supervisor(reactor)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(stop(supervisor)))
+    say(f"toystore: starting the store; data and logs in {data_dir}/")
+    for service in plan(config, options.config, data_dir):
+        log_path = data_dir / "logs" / f"{service.name}.log"
+        try:
+            child = await supervisor.start(service.name, service.command, service.args, log_path)
+        except ChildFailed as e:
+            say(f"toystore: {e}; the end of its log ({log_path}):")
+            say("\n".join(e.output.splitlines()[-15:]))
+            raise SystemExit(1)
+        except Exception as e:
+            say(f"toystore: {service.name} did not start: {e!r}; see {log_path}")
+            raise SystemExit(1)
+        ports = "  ".join(f"{name} :{port}" for name, port in sorted(child.ports.items()))
+        say(f"  {service.name:<10} ready   pid {child.pid:<7} {ports}")
+        watch(supervisor, child, log_path)
+    say(status_line(supervisor))
+    say(f"toystore is up.  Operators: {operator_url(supervisor)}/health   Ctrl-C stops it.")
+    await Deferred()  # until the reactor stops
+
+
+def operator_url(supervisor: Supervisor) -> str:
+    """The catalog's operator URL (the public front-end is not part of the store yet)."""
+    catalog = next(child for child in supervisor.children if child.name == "catalog")
+    return f"http://127.0.0.1:{catalog.ports['http']}"
+
+
+def status_line(supervisor: Supervisor) -> str:
+    """One line: each child up or down."""
+    states = [f"{child.name} {'up' if child.running else 'DOWN'}" for child in supervisor.children]
+    return "toystore: " + ", ".join(states)
+
+
+def watch(supervisor: Supervisor, child: Child, log_path: Path) -> None:
+    """Report the child if it exits while the store is up."""
+
+    def ended(status: int) -> None:
+        if supervisor.stopping:
+            return
+        how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+        say(f"toystore: {child.name} {how}; see {log_path}")
+        say(status_line(supervisor))
+
+    child.when_ended().addCallback(ended)
+
+
+async def stop(supervisor: Supervisor) -> None:
+    """Stop every child: SIGTERM, then SIGKILL for the slow."""
+    if any(child.running for child in supervisor.children):
+        say("toystore: stopping ...")
+        await supervisor.stop_all()
+        say("toystore: stopped.")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``toystore``."""
+    top = argparse.ArgumentParser(prog="toystore", description="A replicated online toy store.")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("up", help="run the whole store on this machine until Ctrl-C")
+    run.add_argument("--config", "-c", help="the cluster file (TOML); default: the packaged one-machine cluster")
+    run.add_argument("--data-dir", "-d", default="var", help="where each service keeps its data and log (default: ./var)")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``toystore`` command."""
+    options = parser().parse_args(argv)
+    if options.command == "up":
+        react(up, (options,))
+    sys.exit(0)
