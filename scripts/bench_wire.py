@@ -34,11 +34,11 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import twisted  # noqa: E402
 from twisted.internet import endpoints, stdio, task  # noqa: E402
 from twisted.internet.defer import Deferred, gatherResults  # noqa: E402
 from twisted.internet.protocol import ProcessProtocol, Protocol  # noqa: E402
 
+import twisted  # noqa: E402
 from toystore.config import WireConfig  # noqa: E402
 from toystore.wire import WireFactory, WireProtocol  # noqa: E402
 
@@ -93,8 +93,9 @@ async def run_mode(reactor: Any, mode: str, port: int, args: argparse.Namespace)
         for c in args.concurrency:
             samples = [await measure(reactor, proto, c, args.seconds) for _ in range(args.repeats)]
             rate = statistics.median(samples)
-            rows.append({"mode": mode, "concurrency": c, "calls_per_s": rate,
-                         "latency_us": 1e6 * c / rate, "samples": samples})
+            rows.append(
+                {"mode": mode, "concurrency": c, "calls_per_s": rate, "latency_us": 1e6 * c / rate, "samples": samples}
+            )
             print(f"  {mode}, C={c}: {rate:,.0f} calls/s", file=sys.stderr)
         return rows
     finally:
@@ -168,7 +169,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append((r["mode"], str(r["concurrency"]), f"{r['calls_per_s']:,.0f}", f"{r['latency_us']:,.1f}"))
     widths = [max(len(line[i]) for line in lines) for i in range(4)]
     return "\n".join(
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
         for line in lines
     )
 
@@ -177,8 +180,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line; ``--smoke`` overrides the sizes with small ones."""
     parser = argparse.ArgumentParser(description="Round-trip rate of one toystore wire connection.")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement (default 3)")
-    parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[1, 16, 64],
-                        help="calls in flight on the connection, comma-separated (default 1,16,64)")
+    parser.add_argument(
+        "--concurrency",
+        type=lambda s: [int(c) for c in s.split(",")],
+        default=[1, 16, 64],
+        help="calls in flight on the connection, comma-separated (default 1,16,64)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="measurements per figure; the median is shown")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
     parser.add_argument("--smoke", action="store_true", help="a ~1 s run with small numbers, for CI")
@@ -204,8 +211,14 @@ async def main(reactor: Any, *argv: str) -> None:
     rows += await two_processes(reactor, args)
     print(table(rows))
     if args.json:
-        meta = {"seconds": args.seconds, "repeats": args.repeats, "python": platform.python_version(),
-                "twisted": twisted.__version__, "reactor": type(reactor).__name__, "cpus": os.cpu_count()}
+        meta = {
+            "seconds": args.seconds,
+            "repeats": args.repeats,
+            "python": platform.python_version(),
+            "twisted": twisted.__version__,
+            "reactor": type(reactor).__name__,
+            "cpus": os.cpu_count(),
+        }
         with open(args.json, "w") as f:
             json.dump({"settings": meta, "results": rows}, f, indent=2)
 

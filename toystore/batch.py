@@ -89,6 +89,6 @@ class BatchQueue(Generic[T, R]):
             for _, d in batch:
                 d.errback(failure)
         else:
-            for (_, d), result in zip(batch, results):
+            for (_, d), result in zip(batch, results, strict=True):
                 d.callback(result)
         self._next()

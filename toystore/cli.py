@@ -50,7 +50,7 @@ async def up(reactor: Any, options: argparse.Namespace) -> None:
     try:
         config = load(options.config)
     except ConfigError as e:
-        raise SystemExit(f"toystore: error: {e}")
+        raise SystemExit(f"toystore: error: {e}") from None
     data_dir = Path(options.data_dir)
     supervisor = Supervisor(reactor)
     reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(stop(supervisor)))
@@ -62,10 +62,10 @@ async def up(reactor: Any, options: argparse.Namespace) -> None:
         except ChildFailed as e:
             say(f"toystore: {e}; the end of its log ({log_path}):")
             say("\n".join(e.output.splitlines()[-15:]))
-            raise SystemExit(1)
+            raise SystemExit(1) from None
         except Exception as e:
             say(f"toystore: {service.name} did not start: {e!r}; see {log_path}")
-            raise SystemExit(1)
+            raise SystemExit(1) from None
         ports = "  ".join(f"{name} :{port}" for name, port in sorted(child.ports.items()))
         say(f"  {service.name:<10} ready   pid {child.pid:<7} {ports}")
         watch(supervisor, child, log_path)
@@ -113,7 +113,9 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("up", help="run the whole store on this machine until Ctrl-C")
     run.add_argument("--config", "-c", help="the cluster file (TOML); default: the packaged one-machine cluster")
-    run.add_argument("--data-dir", "-d", default="var", help="where each service keeps its data and log (default: ./var)")
+    run.add_argument(
+        "--data-dir", "-d", default="var", help="where each service keeps its data and log (default: ./var)"
+    )
     return top
 
 

@@ -193,11 +193,11 @@ def read_raw(path: str | None) -> dict[str, Any]:
         else:
             text = Path(path).read_text("utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config {path}: {getattr(e, 'strerror', None) or e}")
+        raise ConfigError(f"cannot read config {path}: {getattr(e, 'strerror', None) or e}") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path or DEFAULT_CONFIG} is not valid TOML: {e}")
+        raise ConfigError(f"{path or DEFAULT_CONFIG} is not valid TOML: {e}") from None
 
 
 def load(path: str | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> ClusterConfig:
@@ -253,9 +253,9 @@ class ServiceOptions(usage.Options):
                 try:
                     value = kind(self[option])
                 except ValueError:
-                    raise usage.UsageError(f"--{option} must be {_NAMES[kind]}, not {self[option]!r}")
+                    raise usage.UsageError(f"--{option} must be {_NAMES[kind]}, not {self[option]!r}") from None
                 wanted.setdefault(section, {})[key] = value
         try:
             self.config = load(self["config"], wanted)
         except ConfigError as e:
-            raise usage.UsageError(str(e))
+            raise usage.UsageError(str(e)) from None

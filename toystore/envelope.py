@@ -51,10 +51,7 @@ class ApiError(Exception):
         return _BY_CODE.get(code, ApiError)(message, code)
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, ApiError)
-            and (self.code, self.message) == (other.code, other.message)
-        )
+        return isinstance(other, ApiError) and (self.code, self.message) == (other.code, other.message)
 
     def __hash__(self) -> int:
         return hash((self.code, self.message))
@@ -102,9 +99,7 @@ class Unavailable(ApiError):
     code = 503
 
 
-_BY_CODE = {
-    cls.code: cls for cls in (BadRequest, NotFound, Conflict, Unprocessable, StaleEpoch, Unavailable)
-}
+_BY_CODE = {cls.code: cls for cls in (BadRequest, NotFound, Conflict, Unprocessable, StaleEpoch, Unavailable)}
 
 
 def ok(data: Any) -> dict[str, Any]:
@@ -122,9 +117,7 @@ def dumps(obj: Any) -> bytes:
     Encode ``obj`` as compact, deterministic UTF-8 JSON (sorted keys, no
     whitespace, no NaN): the same object always gives the same bytes.
     """
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -152,8 +145,6 @@ def loads(raw: bytes) -> Any:
     except UnicodeDecodeError as e:
         raise BadRequest(f"body is not valid UTF-8: {e.reason} at byte {e.start}") from None
     try:
-        return json.loads(
-            text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicates
-        )
+        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicates)
     except ValueError as e:
         raise BadRequest(f"invalid JSON: {e}") from None

@@ -149,6 +149,4 @@ class ProcessService(MultiService):
         return {child.name: child.bound for child in self if isinstance(child, Listener)}
 
     def _ready(self) -> None:
-        self.log.info(
-            "{command} ready: {ports}", command=self.command, ports=json.dumps(self.ports(), sort_keys=True)
-        )
+        self.log.info("{command} ready: {ports}", command=self.command, ports=json.dumps(self.ports(), sort_keys=True))

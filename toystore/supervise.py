@@ -147,8 +147,9 @@ class Supervisor:
         self.children.append(child)
         return child
 
-    async def start(self, name: str, command: str, args: list[str], log_path: Path | None = None,
-                    timeout: float = 30.0) -> Child:
+    async def start(
+        self, name: str, command: str, args: list[str], log_path: Path | None = None, timeout: float = 30.0
+    ) -> Child:
         """Spawn a child and wait until it is ready (at most ``timeout`` seconds)."""
         child = self.spawn(name, command, args, log_path)
         await child.ready.addTimeout(timeout, self.reactor)

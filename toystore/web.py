@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from .envelope import ApiError, NotFound, dumps, error_body, ok
+from .envelope import ApiError, NotFound, dumps, ok
 
 JSON = b"application/json"
 

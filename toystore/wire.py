@@ -150,7 +150,7 @@ class WireProtocol(LineOnlyReceiver):
         self.transport.registerProducer(self, True)
         self._hook("connection_made", self)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDropped("closed"))) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected = False
         self._cancel_stall()
         pending, self._pending = self._pending, {}
@@ -199,9 +199,7 @@ class WireProtocol(LineOnlyReceiver):
 
     def _stalled(self) -> None:
         self._stall = None
-        self.log.warn(
-            "dropping {peer}: it read nothing for {timeout} s", peer=self.peer, timeout=self._stall_timeout
-        )
+        self.log.warn("dropping {peer}: it read nothing for {timeout} s", peer=self.peer, timeout=self._stall_timeout)
         self.transport.abortConnection()
 
     # -- sending ------------------------------------------------------------

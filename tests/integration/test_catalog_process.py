@@ -17,9 +17,8 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import deferLater
 
 from toystore.envelope import ApiError
-from toystore.wire import WireProtocol
-
 from toystore.supervise import Supervisor, twistd_executable
+from toystore.wire import WireProtocol
 
 from .conftest import ROOT, wire_connect
 
@@ -80,16 +79,18 @@ async def test_acknowledged_buys_survive_sigkill(reactor: Any, supervisor: Super
     connection = await wire_connect(reactor, ports["lines"])
     before = {t["name"]: t["quantity"] for t in (await connection.call("list"))["toys"]}
     for key, reply in acked.items():
-        again = await connection.call("buy", {"name": reply["name"], "quantity": reply["quantity"], "key": key, "epoch": 1})
+        again = await connection.call(
+            "buy", {"name": reply["name"], "quantity": reply["quantity"], "key": key, "epoch": 1}
+        )
         assert again == reply, f"acknowledged buy {key} was not kept"
     after = {t["name"]: t["quantity"] for t in (await connection.call("list"))["toys"]}
     assert after == before, "replaying acknowledged keys changed the stock"
 
     sold_acked: dict[str, int] = defaultdict(int)
     sold_attempted: dict[str, int] = defaultdict(int)
-    for key, reply in acked.items():
+    for reply in acked.values():
         sold_acked[reply["name"]] += reply["quantity"]
-    for key, (name, quantity) in attempted.items():
+    for name, quantity in attempted.values():
         sold_attempted[name] += quantity
     for name in TOYS:
         # Committed buys include every acknowledged one and at most the in-flight rest.
@@ -154,7 +155,9 @@ def test_bad_flags_are_one_line() -> None:
     ]:
         result = run_twistd("-n", "--pidfile=", CATALOG, *args)
         assert result.returncode == 1
-        assert result.stderr.strip().splitlines() == [f"{CATALOG}: error: " + result.stderr.split("error: ", 1)[1].strip()]
+        assert result.stderr.strip().splitlines() == [
+            f"{CATALOG}: error: " + result.stderr.split("error: ", 1)[1].strip()
+        ]
         assert words in result.stderr
         assert "Traceback" not in result.stderr + result.stdout
 

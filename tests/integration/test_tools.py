@@ -91,7 +91,10 @@ def test_up_reports_a_bad_config(tmp_path: Path) -> None:
     config.write_text("[catalog\n")
     result = subprocess.run(
         [sys.executable, "-m", "toystore", "up", "--config", str(config)],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
@@ -103,7 +106,9 @@ def test_bench_wire_smoke(tmp_path: Path) -> None:
     out = tmp_path / "wire.json"
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_wire.py"), "--smoke", "--json", str(out)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "same process" in result.stdout and "two processes" in result.stdout

@@ -7,8 +7,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.testing import StringTransport
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from toystore.config import WireConfig
@@ -17,7 +17,9 @@ from toystore.wire import WireProtocol
 WIRE = WireConfig(call_timeout=5.0, max_line=4096, reconnect_initial=1.0, reconnect_max=8.0)
 
 
-def connect(handler: object, clock: Clock | None = None, config: WireConfig = WIRE) -> tuple[WireProtocol, StringTransport]:
+def connect(
+    handler: object, clock: Clock | None = None, config: WireConfig = WIRE
+) -> tuple[WireProtocol, StringTransport]:
     """A wire protocol connected to a StringTransport."""
     protocol = WireProtocol(handler, clock or Clock(), config)
     transport = StringTransport()

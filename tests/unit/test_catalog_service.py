@@ -80,7 +80,9 @@ class QueryTests(CatalogCase):
 
     def test_query(self) -> None:
         """A known toy comes back with price and quantity."""
-        self.assertEqual(self.call("query", name="Tux"), {"id": 1, "data": {"name": "Tux", "price": 15.99, "quantity": 10}})
+        self.assertEqual(
+            self.call("query", name="Tux"), {"id": 1, "data": {"name": "Tux", "price": 15.99, "quantity": 10}}
+        )
 
     def test_query_errors(self) -> None:
         """Unknown toy: 404; missing or bad name: 400."""
@@ -144,7 +146,9 @@ class BuyTests(CatalogCase):
         self.call("buy", name="Tux", quantity=40, key="k2", epoch=1)
         registry = self.catalog.metrics.registry
         self.assertEqual(registry.get_sample_value("toystore_catalog_calls_total", {"type": "buy", "outcome": "ok"}), 1)
-        self.assertEqual(registry.get_sample_value("toystore_catalog_calls_total", {"type": "buy", "outcome": "409"}), 1)
+        self.assertEqual(
+            registry.get_sample_value("toystore_catalog_calls_total", {"type": "buy", "outcome": "409"}), 1
+        )
         self.assertEqual(registry.get_sample_value("toystore_catalog_stock", {"toy": "Tux"}), 6)
         self.assertEqual(registry.get_sample_value("toystore_catalog_commit_batch_size_count"), 2)
 

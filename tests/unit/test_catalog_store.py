@@ -127,7 +127,9 @@ class BuyTests(SynchronousTestCase):
 
     def test_database_error_rolls_back_the_batch(self) -> None:
         """If the database fails mid-batch, nothing of the batch is committed."""
-        self.db._db.execute("CREATE TRIGGER boom BEFORE UPDATE ON toys WHEN NEW.name = 'Fox' BEGIN SELECT RAISE(ABORT, 'boom'); END")
+        self.db._db.execute(
+            "CREATE TRIGGER boom BEFORE UPDATE ON toys WHEN NEW.name = 'Fox' BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
         self.assertRaises(sqlite3.IntegrityError, self.db.apply, [Buy("Tux", 1, "a", 1), Buy("Fox", 1, "b", 1)])
         self.assertEqual(self.db.toys()["Tux"].quantity, 10)
         self.assertEqual(self.db.ledger()["Tux"]["sold"], 0)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
-from twisted.internet.testing import EventLoggingObserver
 from twisted.trial.unittest import SynchronousTestCase
 
 from toystore.catalog.tap import Options, makeService

@@ -73,7 +73,9 @@ class LoadErrorTests(SynchronousTestCase):
 
     def test_unknown_key(self) -> None:
         """A misspelt key is named, not ignored."""
-        self.assertProblem(lambda raw: raw["catalog"].update(restock_intervall=3), "catalog.restock_intervall is not a known setting")
+        self.assertProblem(
+            lambda raw: raw["catalog"].update(restock_intervall=3), "catalog.restock_intervall is not a known setting"
+        )
 
     def test_missing_key(self) -> None:
         """A key left out is named."""
@@ -81,24 +83,36 @@ class LoadErrorTests(SynchronousTestCase):
 
     def test_wrong_type(self) -> None:
         """A string where a number belongs is named with its value."""
-        self.assertProblem(lambda raw: raw["catalog"].update(restock_quantity="100"), "catalog.restock_quantity must be an integer")
+        self.assertProblem(
+            lambda raw: raw["catalog"].update(restock_quantity="100"), "catalog.restock_quantity must be an integer"
+        )
 
     def test_bool_is_not_an_integer(self) -> None:
         """TOML true is not accepted as a count."""
-        self.assertProblem(lambda raw: raw["catalog"].update(initial_stock=True), "catalog.initial_stock must be an integer")
+        self.assertProblem(
+            lambda raw: raw["catalog"].update(initial_stock=True), "catalog.initial_stock must be an integer"
+        )
 
     def test_out_of_range(self) -> None:
         """Checks run on values: an interval must be positive."""
-        self.assertProblem(lambda raw: raw["catalog"].update(restock_interval=0), "catalog.restock_interval must be > 0")
+        self.assertProblem(
+            lambda raw: raw["catalog"].update(restock_interval=0), "catalog.restock_interval must be > 0"
+        )
 
     def test_bad_endpoints(self) -> None:
         """Endpoint strings are parsed at load time, listen and connect alike."""
-        self.assertProblem(lambda raw: raw["catalog"].update(lines="tcpx:8101"), "catalog.lines is not a listening endpoint")
-        self.assertProblem(lambda raw: raw["catalog"].update(connect="tcp:host=x"), "catalog.connect is not a client endpoint")
+        self.assertProblem(
+            lambda raw: raw["catalog"].update(lines="tcpx:8101"), "catalog.lines is not a listening endpoint"
+        )
+        self.assertProblem(
+            lambda raw: raw["catalog"].update(connect="tcp:host=x"), "catalog.connect is not a client endpoint"
+        )
 
     def test_replica_problems(self) -> None:
         """Replica entries are checked one by one, and ids must differ."""
-        self.assertProblem(lambda raw: raw["order"]["replicas"][1].update(http=8), "order.replicas[1].http must be a string")
+        self.assertProblem(
+            lambda raw: raw["order"]["replicas"][1].update(http=8), "order.replicas[1].http must be a string"
+        )
         self.assertProblem(lambda raw: raw["order"]["replicas"][2].update(id=1), "ids must be unique")
 
     def test_not_toml(self) -> None:

@@ -96,7 +96,9 @@ class ServerSideTests(SynchronousTestCase):
         """An unexpected exception is logged and answered with a 500, and the connection stays up."""
         feed(self.protocol, {"id": 7, "type": "crash"}, {"id": 8, "type": "add", "a": 1, "b": 1})
         replies = sent(self.transport)
-        self.assertEqual(replies[0], {"id": 7, "error": {"code": 500, "message": "internal error while serving 'crash'"}})
+        self.assertEqual(
+            replies[0], {"id": 7, "error": {"code": 500, "message": "internal error while serving 'crash'"}}
+        )
         self.assertEqual(replies[1], {"id": 8, "data": {"sum": 2}})
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         self.assertFalse(self.transport.disconnecting)

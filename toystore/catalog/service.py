@@ -43,7 +43,9 @@ class CatalogMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.calls = Counter("toystore_catalog_calls", "Wire calls served", ["type", "outcome"], registry=r)
-        self.call_seconds = Histogram("toystore_catalog_call_seconds", "Time to serve a wire call", ["type"], registry=r)
+        self.call_seconds = Histogram(
+            "toystore_catalog_call_seconds", "Time to serve a wire call", ["type"], registry=r
+        )
         self.buys = Counter("toystore_catalog_buys", "Buys committed (replays not counted)", registry=r)
         self.items_sold = Counter("toystore_catalog_items_sold", "Items sold by committed buys", registry=r)
         self.restocks = Counter("toystore_catalog_restocks", "Toys restocked", registry=r)

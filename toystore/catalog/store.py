@@ -228,9 +228,7 @@ class CatalogDB:
             raise StaleEpoch(f"epoch {buy.epoch} is older than epoch {newest}, the newest seen")
         if buy.epoch > newest:
             self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('epoch', ?)", (buy.epoch,))
-        recorded = self._db.execute(
-            "SELECT seq, name, quantity, reply FROM buys WHERE key = ?", (buy.key,)
-        ).fetchone()
+        recorded = self._db.execute("SELECT seq, name, quantity, reply FROM buys WHERE key = ?", (buy.key,)).fetchone()
         if recorded is not None:
             seq, name, quantity, reply = recorded
             if (name, quantity) != (buy.name, buy.quantity):
