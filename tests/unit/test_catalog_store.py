@@ -13,14 +13,21 @@ from toystore.catalog.store import TOYS, Buy, CatalogDB, Outcome, Restock, parse
 from toystore.envelope import BadRequest, Conflict, NotFound, StaleEpoch, Unprocessable
 
 
+def open_db(case: SynchronousTestCase, initial_stock: int) -> CatalogDB:
+    """A new database in a fresh temporary file, closed when the test ends."""
+    path = Path(case.mktemp())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = CatalogDB(path, initial_stock=initial_stock)
+    case.addCleanup(db.close)
+    return db
+
+
 class NewDatabaseTests(SynchronousTestCase):
     """A new database holds the fifteen toys at the initial stock, durably configured."""
 
     def setUp(self) -> None:
-        self.path = Path(self.mktemp())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = CatalogDB(self.path, initial_stock=100)
-        self.addCleanup(self.db.close)
+        self.db = open_db(self, initial_stock=100)
+        self.path = self.db.path
 
     def test_fifteen_toys(self) -> None:
         """All toys of the design are there, each at 100, with its price."""
@@ -54,10 +61,7 @@ class BuyTests(SynchronousTestCase):
     """A buy checks, decrements and records, in one transaction."""
 
     def setUp(self) -> None:
-        path = Path(self.mktemp())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = CatalogDB(path, initial_stock=10)
-        self.addCleanup(self.db.close)
+        self.db = open_db(self, initial_stock=10)
 
     def buy(self, *args: object) -> Outcome:
         [outcome] = self.db.apply([Buy(*args)])  # type: ignore[arg-type]
@@ -139,10 +143,7 @@ class RestockTests(SynchronousTestCase):
     """Restock sets every sold-out toy back to the restock quantity."""
 
     def setUp(self) -> None:
-        path = Path(self.mktemp())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = CatalogDB(path, initial_stock=5)
-        self.addCleanup(self.db.close)
+        self.db = open_db(self, initial_stock=5)
 
     def test_only_sold_out_toys(self) -> None:
         """Toys at 0 go to the quantity; others are untouched."""
@@ -174,9 +175,7 @@ class LedgerProperty(SynchronousTestCase):
     )
     def test_conservation(self, script: list) -> None:
         """Random buys (some repeating keys) and restocks keep the ledger balanced."""
-        path = Path(self.mktemp())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = CatalogDB(path, initial_stock=8)
+        db = open_db(self, initial_stock=8)
         try:
             for step in script:
                 if step == "restock":
@@ -188,7 +187,7 @@ class LedgerProperty(SynchronousTestCase):
                 self.assertGreaterEqual(row["quantity"], 0)
                 self.assertEqual(row["initial"] + row["restocked"] - row["sold"], row["quantity"], name)
         finally:
-            db.close()
+            db.close()  # now, not at the end of all the examples
 
 
 class ParseBuyTests(SynchronousTestCase):
