@@ -1,0 +1,168 @@
+"""Tests for the order log file and its in-memory view, :mod:`toystore.order.journal` (no reactor)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from toystore.order.journal import CorruptJournal, Log, decode, encode, open_journal, scan
+
+
+def sample_log() -> Log:
+    """A log of one epoch record and three orders over two epochs."""
+    log = Log()
+    log.append_leader(1, 3)
+    log.append_order(1, "Tux", 2, "k0")
+    log.append_order(1, "Fox", 1, "k1")
+    log.append_leader(2, 2)
+    log.append_order(2, "Kite", 5, "k2")
+    return log
+
+
+class EncodingTests(SynchronousTestCase):
+    """Lines are deterministic and checked."""
+
+    def test_deterministic(self) -> None:
+        """The same record gives the same bytes, whatever the key order."""
+        a = encode({"index": 0, "epoch": 1, "leader": 3})
+        b = encode({"leader": 3, "epoch": 1, "index": 0})
+        self.assertEqual(a, b)
+        self.assertRegex(a, rb"^[0-9a-f]{8} \{.*\}\n$")
+        self.assertEqual(decode(a), {"index": 0, "epoch": 1, "leader": 3})
+
+    def test_bad_lines(self) -> None:
+        """A flipped byte, a bad checksum or a non-record is refused."""
+        line = encode({"index": 0, "epoch": 1, "leader": 3})
+        flipped = line.replace(b'"leader":3', b'"leader":4')
+        for bad in (flipped, b"zzzzzzzz {}\n", b"{}\n", encode({"index": "0", "epoch": 1})):
+            with self.subTest(bad=bad):
+                self.assertRaises(ValueError, decode, bad)
+
+
+class ScanTests(SynchronousTestCase):
+    """Start-up reading: torn tails are cut, corruption before good records stops the start."""
+
+    def setUp(self) -> None:
+        self.path = Path(self.mktemp())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = sample_log()
+        self.data = b"".join(self.log.lines)
+
+    def test_missing_file_is_empty(self) -> None:
+        """A replica starting for the first time has an empty log, and the file is created."""
+        scanned, journal = open_journal(self.path)
+        self.addCleanup(journal.close)
+        self.assertEqual(scanned.lines, [])
+        self.assertTrue(self.path.exists())
+
+    def test_torn_tail_at_every_offset(self) -> None:
+        """Cut anywhere inside the last record, the log opens with the records before it, and the file is trimmed."""
+        last = self.log.lines[-1]
+        keep = self.data[: -len(last)]
+        for cut in range(len(last)):
+            with self.subTest(cut=cut):
+                self.path.write_bytes(keep + last[:cut])
+                scanned, journal = open_journal(self.path)
+                journal.close()
+                self.assertEqual(scanned.lines, self.log.lines[:-1])
+                self.assertEqual(self.path.read_bytes(), keep)
+
+    def test_garbage_tail(self) -> None:
+        """Zeros after the last record (a crash that extended the file) are cut off too."""
+        self.path.write_bytes(self.data + b"\x00" * 100)
+        scanned, journal = open_journal(self.path)
+        journal.close()
+        self.assertEqual(len(scanned.lines), len(self.log))
+        self.assertEqual(self.path.read_bytes(), self.data)
+
+    def test_corrupt_middle_record(self) -> None:
+        """A bad record followed by good ones stops the start, naming the record."""
+        lines = list(self.log.lines)
+        lines[2] = lines[2].replace(b'"Fox"', b'"Fax"')
+        self.path.write_bytes(b"".join(lines))
+        error = self.assertRaises(CorruptJournal, scan, self.path)
+        self.assertIn("record 3", str(error))
+        self.assertIn("checksum mismatch", str(error))
+        self.assertIn("good records follow it", str(error))
+        self.assertEqual(self.path.read_bytes(), b"".join(lines), "a corrupt journal must not be modified")
+
+    def test_records_out_of_order(self) -> None:
+        """A well-formed record with the wrong index is corruption."""
+        lines = list(self.log.lines)
+        lines[1], lines[2] = lines[2], lines[1]
+        self.path.write_bytes(b"".join(lines))
+        self.assertIn("expected 1", str(self.assertRaises(CorruptJournal, scan, self.path)))
+
+    def test_write_and_reopen(self) -> None:
+        """Appends and truncations reach the file; reopening reads the same log."""
+        scanned, journal = open_journal(self.path)
+        sizes = journal.write([("append", line) for line in self.log.lines])
+        self.assertEqual(sizes[-1], len(self.data))
+        self.assertEqual(journal.write([("truncate", self.log.offsets[3])]), [self.log.offsets[3]])
+        journal.write([("append", self.log.lines[3])])
+        journal.close()
+        self.assertEqual(scan(self.path).lines, self.log.lines[:4])
+
+
+class LogTests(SynchronousTestCase):
+    """The in-memory log: numbering, keys, truncation, and where two logs part."""
+
+    def test_numbering(self) -> None:
+        """Records are indexed by position; orders are numbered without gaps, skipping leader records."""
+        log = sample_log()
+        self.assertEqual([r["index"] for r in log.records], [0, 1, 2, 3, 4])
+        self.assertEqual(log.orders, [1, 2, 4])
+        self.assertEqual(log.order(2), {"number": 2, "name": "Kite", "quantity": 5, "key": "k2"})
+        self.assertIsNone(log.order(3))
+        self.assertEqual(log.keys, {"k0": 0, "k1": 1, "k2": 2})
+        self.assertEqual(log.last_epoch, 2)
+
+    def test_rebuilt_from_lines(self) -> None:
+        """A log rebuilt from its lines is the same log."""
+        log = sample_log()
+        again = Log(log.lines)
+        self.assertEqual(
+            (again.records, again.orders, again.keys, again.offsets), (log.records, log.orders, log.keys, log.offsets)
+        )
+
+    def test_append_line_checks_continuity(self) -> None:
+        """A peer's line must be the next record of this log."""
+        log = sample_log()
+        copy = Log(log.lines[:3])
+        self.assertRaises(ValueError, copy.append_line, log.lines[4])
+        copy.append_line(log.lines[3])
+        self.assertEqual(len(copy), 4)
+
+    def test_truncate(self) -> None:
+        """Truncation drops records, their orders and keys, and gives the new file size."""
+        log = sample_log()
+        self.assertEqual(log.truncate(2), len(log.lines[0]) + len(log.lines[1]))
+        self.assertEqual((len(log), log.orders, log.keys), (2, [1], {"k0": 0}))
+        log.append_order(3, "Whale", 1, "k9")
+        self.assertEqual(log.order(1)["key"], "k9")
+
+    def test_runs(self) -> None:
+        """runs() lists where each epoch starts."""
+        self.assertEqual(sample_log().runs(), [[0, 1], [3, 2]])
+        self.assertEqual(Log().runs(), [])
+
+    def test_common_length(self) -> None:
+        """Two logs share records up to the first index whose epochs differ."""
+        leader = sample_log()
+        same = Log(leader.lines[:4])
+        self.assertEqual(leader.common_length(same.runs(), len(same)), 4)
+        diverged = Log(leader.lines[:3])
+        diverged.append_order(1, "Tux", 1, "old")  # index 3 written in epoch 1 by a leader that died
+        diverged.append_order(1, "Tux", 1, "old2")
+        self.assertEqual(leader.common_length(diverged.runs(), len(diverged)), 3)
+        self.assertEqual(diverged.common_length(leader.runs(), len(leader)), 3)
+        self.assertEqual(leader.common_length([], 0), 0)
+
+    def test_newer_than(self) -> None:
+        """A later last epoch wins; at the same epoch, the longer log."""
+        log = sample_log()
+        self.assertTrue(log.newer_than(1, 10))
+        self.assertTrue(log.newer_than(2, 4))
+        self.assertFalse(log.newer_than(2, 5))
+        self.assertFalse(log.newer_than(3, 1))
