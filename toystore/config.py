@@ -109,11 +109,27 @@ class ReplicaConfig:
     http: str = _knob(_listen)
 
 
+def _has_id(value: str) -> str | None:
+    return None if "{id}" in value else "must contain {id}"
+
+
 @dataclass(frozen=True)
 class OrderConfig:
-    """The order replicas."""
+    """The order replicas and the knobs of replication."""
 
+    data_dir: str = _knob(_has_id)
+    min_insync: int = _knob(_at_least_one)
+    commit_timeout: float = _knob(_positive)
+    ack_timeout: float = _knob(_positive)
+    discovery_interval: float = _knob(_positive)
     replicas: tuple[ReplicaConfig, ...] = _knob()
+
+    def replica(self, id: int) -> ReplicaConfig:
+        """The replica with ``id``."""
+        for replica in self.replicas:
+            if replica.id == id:
+                return replica
+        raise ConfigError(f"no replica with id {id} in order.replicas (ids: {[r.id for r in self.replicas]})")
 
 
 @dataclass(frozen=True)
@@ -178,6 +194,8 @@ def _check_cluster(config: ClusterConfig) -> ClusterConfig:
     ids = [r.id for r in config.order.replicas]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"order.replicas ids must be unique, not {ids}")
+    if config.order.min_insync > len(ids):
+        raise ConfigError(f"order.min_insync must be at most the number of replicas ({len(ids)})")
     return config
 
 

@@ -12,7 +12,8 @@ most ``wire.max_line`` bytes).  Three kinds of line share it::
 
 Either side may send requests; replies may come in any order, matched by
 ``id`` (an integer or string chosen by the caller), so many calls share one
-connection at once.  Bad input (invalid JSON, a line that is not an object, an
+connection at once.  ``id`` and ``type`` are reserved: no message uses them
+as fields of its own.  Bad input (invalid JSON, a line that is not an object, an
 unknown type, a missing field) is answered with an error reply, with
 ``"id": null`` when the line had no usable id; a line longer than the limit
 is answered with an error and the connection is closed, since its framing is
@@ -56,7 +57,8 @@ Using it
 
 A server is a :class:`WireFactory` around a *handler*: request ``type`` T calls
 ``handler.call_T(message, connection)``, which returns the reply's ``data``
-(or a Deferred or coroutine of it) or raises :class:`ApiError`; push T calls
+(or a Deferred or coroutine of it, or a :class:`Reply` to act right after
+the reply is sent) or raises :class:`ApiError`; push T calls
 ``handler.push_T(message, connection)``.  The optional hooks
 ``connection_made(connection)`` and ``connection_lost(connection, reason)``
 tell the handler about connections, and ``call_finished(type, outcome,
@@ -87,6 +89,18 @@ from .config import WireConfig
 from .envelope import ApiError, BadRequest, Unavailable, dumps, loads
 
 _TYPE = re.compile(r"[a-z][a-z_]{0,63}\Z")
+
+
+class Reply:
+    """
+    What a handler returns to send ``data`` as its reply and then run
+    ``after()``: for a request that starts a stream whose pushes must come
+    after the reply.
+    """
+
+    def __init__(self, data: Any, after: Callable[[], None]) -> None:
+        self.data = data
+        self.after = after
 
 
 class NotConnected(Unavailable):
@@ -157,6 +171,11 @@ class WireProtocol(LineOnlyReceiver):
         for d in pending.values():
             d.errback(ConnectionDropped(f"connection to {self.peer} closed with the call pending"))
         self._hook("connection_lost", self, reason)
+
+    @property
+    def connection(self) -> WireProtocol:
+        """This connection itself, also when reached through a proxy (as ClientService hands it out)."""
+        return self
 
     @property
     def peer(self) -> str:
@@ -283,8 +302,14 @@ class WireProtocol(LineOnlyReceiver):
             self.send({"id": call_id, **error.to_json()})
             outcome = str(error.code)
         else:
+            after = None
+            if isinstance(result, Reply):
+                result, after = result.data, result.after
             if is_request:
                 self.send({"id": call_id, "data": result})
+            if after is not None:
+                with self.log.failuresHandled("after replying to {kind!r}", kind=kind):
+                    after()
             outcome = "ok"
         self._hook("call_finished", kind, outcome, self.clock.seconds() - started)
 
@@ -356,7 +381,11 @@ class WireClient(Service):
         self._timeout = config.call_timeout
         policy = backoffPolicy(config.reconnect_initial, config.reconnect_max, **({"jitter": jitter} if jitter else {}))
         self._service = ClientService(
-            endpoint, WireFactory(handler, clock, config), retryPolicy=policy, clock=clock, prepareConnection=prepare
+            endpoint,
+            WireFactory(handler, clock, config),
+            retryPolicy=policy,
+            clock=clock,
+            prepareConnection=(lambda proxy: prepare(proxy.connection)) if prepare else None,
         )
 
     def startService(self) -> None:

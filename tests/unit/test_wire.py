@@ -12,7 +12,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from toystore.envelope import ApiError, BadRequest, Conflict
-from toystore.wire import CallTimeout, ConnectionDropped, NotConnected, WireClient, WireProtocol, require
+from toystore.wire import CallTimeout, ConnectionDropped, NotConnected, Reply, WireClient, WireProtocol, require
 
 from .helpers import WIRE, ScriptedEndpoint, connect, feed, sent
 
@@ -35,6 +35,9 @@ class Handler:
 
     async def call_echo(self, message: dict[str, Any], connection: WireProtocol) -> Any:
         return message["value"]
+
+    def call_stream(self, message: dict[str, Any], connection: WireProtocol) -> Reply:
+        return Reply({"streaming": True}, lambda: connection.push("note", n=1))
 
     def call_refuse(self, message: dict[str, Any], connection: WireProtocol) -> None:
         raise Conflict("no stock")
@@ -77,6 +80,11 @@ class ServerSideTests(SynchronousTestCase):
         self.handler.waiting["b"].callback("B")
         self.handler.waiting["a"].callback("A")
         self.assertEqual(sent(self.transport), [{"id": 2, "data": "B"}, {"id": 1, "data": "A"}])
+
+    def test_reply_then_act(self) -> None:
+        """A Reply is sent first, then its after() runs (here: a push that must follow the reply)."""
+        feed(self.protocol, {"id": 3, "type": "stream"})
+        self.assertEqual(sent(self.transport), [{"id": 3, "data": {"streaming": True}}, {"type": "note", "n": 1}])
 
     def test_api_error(self) -> None:
         """An ApiError raised by the handler becomes the reply's error."""

@@ -12,3 +12,10 @@ toystore_catalog = ServiceMaker(
     "The toystore catalog: toys, stock in SQLite, restocks and the invalidation feed.",
     "toystore-catalog",
 )
+
+toystore_order = ServiceMaker(
+    "toystore order replica",
+    "toystore.order.tap",
+    "One toystore order replica: a durable, replicated order log (--id N).",
+    "toystore-order",
+)

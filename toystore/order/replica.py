@@ -1,0 +1,448 @@
+"""
+One order replica: its log on disk, its role, and the calls of its lines port.
+
+A replica starts as a follower.  Told ``lead {epoch, leader}`` naming itself,
+it pulls what it lacks from the most up-to-date reachable peer, writes the
+record that opens its epoch, and serves orders; naming another replica, it
+follows that one's log stream (:mod:`toystore.order.replication`).  The
+highest epoch it has accepted is on disk, and everything from an older epoch
+(notices, streams, records) is refused, so a deposed leader cannot commit.
+
+An order is acknowledged only once its record is durable on ``min_insync``
+replicas, the leader included.  The leader's own log writes, like the
+followers', go through a :class:`BatchQueue` to one thread: one fsync per
+batch, and the reactor thread never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredLock, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from ..batch import BatchQueue
+from ..catalog.store import parse_name
+from ..config import ClusterConfig, ReplicaConfig
+from ..envelope import ApiError, Conflict, NotFound, StaleEpoch, Unavailable, Unprocessable, dumps, loads
+from ..runtime import StartupError
+from ..wire import WireProtocol, require
+from .journal import CorruptJournal, JournalFile, Log, open_journal, write_durably
+from .metrics import ReplicaMetrics
+from .replication import Link, Streams
+
+JOURNAL = "orders.log"
+EPOCH = "epoch.json"
+MAX_KEY = 200
+
+RunInThread = Callable[..., Deferred[Any]]
+
+
+class NotLeader(ApiError):
+    """This replica does not lead; the message names the one it knows (421 Misdirected Request)."""
+
+    code = 421
+
+
+class Waiter:
+    """An order waiting for its record to be committed."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.deferred: Deferred[None] = Deferred()
+
+
+class Replica(Service):
+    """
+    An order replica: the handler of its lines port and the owner of its log.
+
+    :param me: this replica's addresses.
+    :param cluster: the whole cluster file.
+    :param clock: timers (commit timeouts, in-sync checks, discovery).
+    :param run_in_thread: runs disk work off the reactor thread (one thread).
+    :param peers: a wire client per other replica id, for promotion.
+    :param catalog: the wire client of the catalog, for buys.
+    :param connect: the client endpoint of a replica id, for the log stream.
+    :param find_leader: asks the front-end who leads (``GET /leader``).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        me: ReplicaConfig,
+        cluster: ClusterConfig,
+        clock: IReactorTime,
+        run_in_thread: RunInThread,
+        peers: dict[int, Any],
+        catalog: Any,
+        connect: Callable[[int], Any],
+        find_leader: Callable[[], Deferred[dict[str, Any]]],
+    ) -> None:
+        self.id = me.id
+        self.config = cluster.order
+        self.clock = clock
+        self.data_dir = Path(self.config.data_dir.format(id=me.id))
+        self.metrics = ReplicaMetrics(me.id)
+        self.peers = peers
+        self.catalog = catalog
+        self.role = "follower"
+        self.epoch = 0
+        self.leader: int | None = None
+        self.log_: Log = Log()
+        self.durable = 0  # records on disk here
+        self.commit = 0  # records known to be on min_insync replicas (leader: exact; follower: 0)
+        self.epoch_start = 0  # index of the record that opened this leader's epoch
+        self.streams = Streams(self, clock, self.config.ack_timeout)
+        self.link = Link(self, clock, cluster.wire, connect, find_leader, self.config.discovery_interval)
+        self._run = run_in_thread
+        self._file: JournalFile | None = None
+        self._writes: BatchQueue[tuple[str, Any], int] = BatchQueue(self._write_batch)
+        self._waiters: list[Waiter] = []
+        self._placing: dict[str, tuple[tuple[str, int], list[Deferred[int]]]] = {}
+        self._generation = 0  # bumped by each truncation, so older writes cannot claim newer records
+        self._roles = DeferredLock()
+
+    # -- life cycle --------------------------------------------------------------
+
+    def startService(self) -> None:
+        """Read the log (cutting a torn tail) and the accepted epoch."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            scanned, self._file = open_journal(self.data_dir / JOURNAL)
+            epoch_file = self.data_dir / EPOCH
+            self.epoch = loads(epoch_file.read_bytes())["epoch"] if epoch_file.exists() else 0
+        except CorruptJournal as e:
+            raise StartupError(f"the order log is corrupt, refusing to start: {e}") from None
+        except (OSError, ValueError, KeyError, ApiError) as e:
+            raise StartupError(f"cannot open the order log in {self.data_dir}: {e}") from None
+        if scanned.torn_bytes:
+            self.log.warn("cut a torn record ({n} bytes) off the end of the log", n=scanned.torn_bytes)
+        self.log_ = Log(scanned.lines)
+        self.durable = len(self.log_)
+        self.metrics.update(self)
+        super().startService()
+        self.link.start()
+
+    async def _stop(self) -> None:
+        self.role = "stopping"
+        self.link.shutdown()
+        self.streams.close_all()
+        self._fail_waiters(Unavailable(f"replica {self.id} is stopping"))
+        await self._writes.when_idle()
+        if self._file is not None:
+            await self._run(self._file.close)
+            self._file = None
+
+    def stopService(self) -> Deferred[None]:
+        """Let the queued log writes finish, then close the log."""
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    # -- the disk ----------------------------------------------------------------
+
+    def _write_batch(self, operations: list[tuple[str, Any]]) -> Deferred[list[int]]:
+        journal = self._file
+        if journal is None:
+            raise Unavailable("the order log is closed")
+
+        def timed() -> tuple[list[int], float]:
+            started = time.perf_counter()
+            sizes = journal.write(operations)
+            return sizes, time.perf_counter() - started
+
+        def record(result: tuple[list[int], float]) -> list[int]:
+            sizes, seconds = result
+            self.metrics.fsync_seconds.observe(seconds)
+            self.metrics.batch_size.observe(len(operations))
+            return sizes
+
+        return self._run(timed).addCallback(record)
+
+    async def write_lines(self, lines: list[bytes]) -> None:
+        """Append ``lines`` (already in the in-memory log) to the file; wait for the fsync."""
+        length, generation = len(self.log_), self._generation
+        await self._writes.submit(("append", b"".join(lines)))
+        if generation == self._generation:
+            self.durable = max(self.durable, length)
+            self.metrics.update(self)
+            self.advance_commit()
+
+    async def truncate(self, length: int) -> None:
+        """Keep only the first ``length`` records, in memory and (durably) on disk."""
+        if length >= len(self.log_):
+            return
+        self.log.warn("truncating the log from {old} to {new} records", old=len(self.log_), new=length)
+        size = self.log_.truncate(length)
+        self._generation += 1
+        self.durable = min(self.durable, length)
+        self.commit = min(self.commit, length)
+        await self._writes.submit(("truncate", size))
+        self.metrics.update(self)
+
+    def accept_epoch(self, epoch: int) -> Deferred[None]:
+        """
+        Make ``epoch`` the highest accepted: at once in memory, so that older
+        epochs are refused from now on, and durably on disk by the time the
+        Deferred fires.  The write goes to the disk thread ahead of any log
+        write queued after this call, so no record of ``epoch`` is
+        acknowledged before the epoch is on disk.
+        """
+        if epoch < self.epoch:
+            raise StaleEpoch(f"epoch {epoch} is older than epoch {self.epoch}, which replica {self.id} accepted")
+        if epoch == self.epoch:
+            return Deferred.fromCoroutine(_nothing())
+        self.epoch = epoch
+        self.metrics.update(self)
+        return self._run(write_durably, self.data_dir / EPOCH, dumps({"epoch": epoch}))
+
+    # -- commitment -------------------------------------------------------------
+
+    def advance_commit(self) -> None:
+        """
+        Recompute the commit point from the copies on disk: the leader's own
+        and each follower's acknowledged length.  Only a point past the
+        record that opened this epoch counts (older records are committed by
+        it, never by counting their own copies).
+        """
+        if self.role != "leader":
+            return
+        copies = sorted([self.durable, *self.streams.acked()], reverse=True)
+        if len(copies) < self.config.min_insync:
+            return
+        point = copies[self.config.min_insync - 1]
+        if point > self.epoch_start and point > self.commit:
+            self.commit = point
+            self.metrics.update(self)
+            ready, self._waiters = (
+                [w for w in self._waiters if w.index < point],
+                [w for w in self._waiters if w.index >= point],
+            )
+            for waiter in ready:
+                waiter.deferred.callback(None)
+
+    async def committed(self, index: int) -> None:
+        """Wait until record ``index`` is committed, at most ``order.commit_timeout`` seconds."""
+        if index < self.commit:
+            return
+        waiter = Waiter(index)
+        self._waiters.append(waiter)
+        try:
+            await waiter.deferred.addTimeout(self.config.commit_timeout, self.clock)
+        except TimeoutError:
+            raise Unavailable(
+                f"no majority: the order is on fewer than {self.config.min_insync} replicas "
+                f"after {self.config.commit_timeout} s, so it is not acknowledged"
+            ) from None
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _fail_waiters(self, error: ApiError) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.deferred.errback(error)
+
+    # -- roles ---------------------------------------------------------------------
+
+    def not_leader(self) -> NotLeader:
+        """The error for a call only a leader serves."""
+        known = f"replica {self.leader} leads" if self.leader is not None else "no leader is known"
+        return NotLeader(f"replica {self.id} is not the leader ({known}, epoch {self.epoch})")
+
+    def step_down(self, reason: str) -> None:
+        """Stop leading (a newer epoch exists): fail the orders waiting to commit."""
+        if self.role == "leader":
+            self.log.warn("replica {id} steps down: {reason}", id=self.id, reason=reason)
+            self.role = "follower"
+            self.streams.close_all()
+            self._fail_waiters(self.not_leader())
+            self.metrics.update(self)
+
+    async def lead(self, epoch: int, leader: int) -> dict[str, Any]:
+        """
+        Handle a leader notice: ``leader`` leads ``epoch``.  Naming this
+        replica, it promotes itself; naming another, it follows that one.
+        An epoch is led by one replica, once: a repeated notice is answered
+        again, a conflicting or older one refused.
+        """
+        async with self._roles:
+            if epoch < self.epoch:
+                raise StaleEpoch(f"epoch {epoch} is older than epoch {self.epoch}, which replica {self.id} accepted")
+            if epoch == self.epoch:
+                if leader == self.leader and (leader != self.id or self.role == "leader"):
+                    return self._notice_reply()
+                if leader == self.id:
+                    raise StaleEpoch(f"replica {self.id} already accepted epoch {epoch}: leading needs a newer one")
+                if self.leader is not None and self.leader != leader:
+                    raise Conflict(f"epoch {epoch} is led by replica {self.leader}, not {leader}")
+            await self.accept_epoch(epoch)
+            self.leader = leader
+            if leader == self.id:
+                await self.promote(epoch)
+            else:
+                self.step_down(f"replica {leader} leads epoch {epoch}")
+                self.link.follow(leader)
+            self.metrics.update(self)
+            return self._notice_reply()
+
+    def _notice_reply(self) -> dict[str, Any]:
+        reply = {"epoch": self.epoch, "leader": self.leader, "role": self.role, "length": len(self.log_)}
+        if self.role == "leader":
+            reply["ready"] = True
+        return reply
+
+    async def promote(self, epoch: int) -> None:
+        """Catch up from the most up-to-date reachable peer, open the epoch with a record, and lead."""
+        self.role = "promoting"
+        self.link.stop()
+        try:
+            await self.link.catch_up_from_peers(epoch)
+            if self.epoch != epoch:
+                raise StaleEpoch(f"epoch {epoch} was superseded by epoch {self.epoch} during the promotion")
+            self.epoch_start = len(self.log_)
+            self.commit = 0
+            line = self.log_.append_leader(epoch, self.id)
+            self.role = "leader"
+            self.streams.open()
+            self.streams.send_new()
+            await self.write_lines([line])
+        except BaseException:
+            self.role = "follower"
+            self.leader = None
+            raise
+        self.log.info(
+            "replica {id} leads epoch {epoch} from record {index}", id=self.id, epoch=epoch, index=self.epoch_start
+        )
+
+    # -- orders ----------------------------------------------------------------
+
+    async def place(self, name: str, quantity: int, key: str) -> dict[str, int]:
+        """Place an order (once per key) and return its number once committed."""
+        if self.role != "leader":
+            raise self.not_leader()
+        number = self.log_.keys.get(key)
+        if number is not None:
+            self._same_body(key, self.log_.order(number), name, quantity)
+            await self.committed(self.log_.orders[number])
+            return {"order_number": number}
+        if key in self._placing:
+            (first_name, first_quantity), waiting = self._placing[key]
+            self._same_body(key, {"name": first_name, "quantity": first_quantity}, name, quantity)
+            waiting.append(Deferred())
+            return {"order_number": await waiting[-1]}
+        waiting: list[Deferred[int]] = []
+        self._placing[key] = ((name, quantity), waiting)
+        try:
+            number = await self._place(name, quantity, key)
+        except Exception as e:
+            for d in waiting:
+                d.errback(e)
+            raise
+        finally:
+            self._placing.pop(key, None)
+        for d in waiting:
+            d.callback(number)
+        return {"order_number": number}
+
+    @staticmethod
+    def _same_body(key: str, order: dict[str, Any] | None, name: str, quantity: int) -> None:
+        if order is not None and (order["name"], order["quantity"]) != (name, quantity):
+            raise Unprocessable(
+                f"key {key!r} was used for {order['quantity']} x {order['name']}, not {quantity} x {name}"
+            )
+
+    async def _place(self, name: str, quantity: int, key: str) -> int:
+        epoch = self.epoch
+        started = self.clock.seconds()
+        try:
+            await self.catalog.call("buy", {"name": name, "quantity": quantity, "key": key, "epoch": epoch})
+        except StaleEpoch as e:
+            self.step_down(f"the catalog refused epoch {epoch}: {e.message}")
+            raise self.not_leader() from None
+        if self.role != "leader" or self.epoch != epoch:
+            raise self.not_leader()
+        line = self.log_.append_order(epoch, name, quantity, key)
+        index = len(self.log_) - 1
+        number = self.log_.records[index]["order"]["number"]
+        self.streams.send_new()
+        await self.write_lines([line])
+        await self.committed(index)
+        self.metrics.order_seconds.observe(self.clock.seconds() - started)
+        return number
+
+    def order(self, number: int) -> dict[str, Any]:
+        """An order from this replica's log: committed ones on a leader, durable ones on a follower."""
+        limit = self.commit if self.role == "leader" else self.durable
+        order = self.log_.order(number)
+        if order is None or self.log_.orders[number] >= limit:
+            raise NotFound(f"order {number} not found")
+        return {"number": order["number"], "name": order["name"], "quantity": order["quantity"]}
+
+    def status(self) -> dict[str, Any]:
+        """What ``status`` and ``GET /health`` report."""
+        last = len(self.log_.orders) - 1
+        return {
+            "id": self.id,
+            "role": self.role,
+            "epoch": self.epoch,
+            "leader": self.leader,
+            "length": len(self.log_),
+            "durable": self.durable,
+            "commit": self.commit,
+            "last_epoch": self.log_.last_epoch,
+            "last_order": last,
+            "in_sync": self.streams.in_sync() if self.role == "leader" else [],
+        }
+
+    # -- the lines port ---------------------------------------------------------
+
+    def call_status(self, message: dict[str, Any], connection: WireProtocol) -> dict[str, Any]:
+        return self.status()
+
+    def call_lead(self, message: dict[str, Any], connection: WireProtocol) -> Any:
+        epoch = require(message, "epoch", int)
+        leader = require(message, "leader", int)
+        if leader not in {r.id for r in self.config.replicas}:
+            raise NotFound(f"no replica {leader} in the cluster")
+        return self.lead(epoch, leader)
+
+    def call_order(self, message: dict[str, Any], connection: WireProtocol) -> Any:
+        name = parse_name(message)
+        quantity = require(message, "quantity", int)
+        key = require(message, "key", str)
+        if not 1 <= quantity <= 1_000_000:
+            raise ApiError(f"field 'quantity' must be from 1 to 1000000, not {quantity}", 400)
+        if not 0 < len(key) <= MAX_KEY:
+            raise ApiError(f"field 'key' must have 1 to {MAX_KEY} characters", 400)
+        return self.place(name, quantity, key)
+
+    def call_get(self, message: dict[str, Any], connection: WireProtocol) -> dict[str, Any]:
+        return self.order(require(message, "number", int))
+
+    def call_sync(self, message: dict[str, Any], connection: WireProtocol) -> Any:
+        return self.streams.sync(message, connection)
+
+    def call_pull(self, message: dict[str, Any], connection: WireProtocol) -> dict[str, Any]:
+        return self.streams.pull(message)
+
+    def push_ack(self, message: dict[str, Any], connection: WireProtocol) -> None:
+        self.streams.ack(message, connection)
+
+    def push_records(self, message: dict[str, Any], connection: WireProtocol) -> Any:
+        return self.link.records(message, connection)
+
+    def connection_lost(self, connection: WireProtocol, reason: object) -> None:
+        self.streams.lost(connection)
+        self.link.lost(connection)
+
+    def call_finished(self, kind: str, outcome: str, seconds: float) -> None:
+        self.metrics.calls.labels(kind, outcome).inc()
+
+
+async def _nothing() -> None:
+    return None

@@ -1,0 +1,385 @@
+"""
+Log replication: the leader's streams to its followers, the follower's link
+to its leader, and the catch-up a new leader does before it serves.
+
+One mechanism serves live replication and catch-up after a crash.  A follower
+connects to the leader's lines port and calls ``sync`` with a summary of its
+log (its length and where each epoch starts).  The leader answers with the
+length both logs share (the follower truncates a tail that diverged), then
+pushes every record after it, then each new record as it is written, on the
+same connection.  The follower appends, fsyncs and pushes ``ack`` with its
+durable length; the leader counts those copies to commit orders.  A follower
+that has records not yet acknowledged for longer than ``order.ack_timeout``
+leaves the in-sync set until it has caught up again; the leader goes on
+serving meanwhile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from ..envelope import ApiError, BadRequest, StaleEpoch, Unavailable
+from ..wire import Reply, WireClient, WireProtocol, require
+
+if TYPE_CHECKING:
+    from .replica import Replica
+
+#: Records per ``records`` push or ``pull`` reply.
+CHUNK = 500
+#: Seconds a promoting replica waits for each peer's status.
+PEER_TIMEOUT = 1.0
+
+
+def _log_summary(replica: Replica) -> dict[str, Any]:
+    return {"replica": replica.id, "epoch": replica.epoch, "runs": replica.log_.runs(), "length": len(replica.log_)}
+
+
+def _their_log(message: dict[str, Any]) -> tuple[list[list[int]], int]:
+    runs = require(message, "runs", list)
+    length = require(message, "length", int)
+    if not all(isinstance(r, list) and len(r) == 2 and all(type(x) is int for x in r) for r in runs):
+        raise BadRequest("field 'runs' must be a list of [index, epoch] pairs")
+    return runs, length
+
+
+@dataclass
+class Follower:
+    """What the leader knows of one follower's stream."""
+
+    id: int
+    connection: WireProtocol
+    sent: int  # records pushed to it (or shared at sync)
+    acked: int = 0  # records it has on disk
+    in_sync: bool = False
+    behind_since: float | None = None
+
+
+class Streams:
+    """The leader's side of replication (and ``pull``, which any replica serves)."""
+
+    log = Logger()
+
+    def __init__(self, replica: Replica, clock: Any, ack_timeout: float) -> None:
+        self.replica = replica
+        self.clock = clock
+        self.ack_timeout = ack_timeout
+        self.followers: dict[WireProtocol, Follower] = {}
+        self._checker = LoopingCall(self._check_lag)
+        self._checker.clock = clock
+
+    def open(self) -> None:
+        """Start watching followers' lag (on becoming leader)."""
+        if not self._checker.running:
+            self._checker.start(self.ack_timeout / 2, now=False)
+
+    def close_all(self) -> None:
+        """Drop every follower stream (on stepping down)."""
+        if self._checker.running:
+            self._checker.stop()
+        followers, self.followers = self.followers, {}
+        for follower in followers.values():
+            follower.connection.transport.loseConnection()
+
+    def sync(self, message: dict[str, Any], connection: WireProtocol) -> Reply:
+        """A follower's ``sync``: agree on the shared length, then stream."""
+        replica = self.replica
+        runs, length = _their_log(message)
+        their_epoch = require(message, "epoch", int)
+        follower_id = require(message, "replica", int)
+        if replica.role != "leader":
+            raise replica.not_leader()
+        if their_epoch > replica.epoch:
+            replica.step_down(f"replica {follower_id} has seen epoch {their_epoch}")
+            raise replica.not_leader()
+        common = replica.log_.common_length(runs, length)
+        follower = Follower(follower_id, connection, sent=common)
+        self.followers[connection] = follower
+        self.log.info(
+            "replica {id} syncs: it has {length} records, {common} shared; streaming from there",
+            id=follower_id,
+            length=length,
+            common=common,
+        )
+        reply = {"epoch": replica.epoch, "leader": replica.id, "common": common}
+        return Reply(reply, lambda: self._send(follower))
+
+    def _send(self, follower: Follower) -> None:
+        lines = self.replica.log_.lines
+        while follower.sent < len(lines):
+            chunk = lines[follower.sent : follower.sent + CHUNK]
+            follower.connection.push(
+                "records",
+                epoch=self.replica.epoch,
+                start=follower.sent,
+                lines=[line.decode("utf-8") for line in chunk],
+            )
+            follower.sent += len(chunk)
+            if follower.behind_since is None:
+                follower.behind_since = self.clock.seconds()
+
+    def send_new(self) -> None:
+        """Push the records written since the last push to every follower."""
+        for follower in list(self.followers.values()):
+            self._send(follower)
+
+    def ack(self, message: dict[str, Any], connection: WireProtocol) -> None:
+        """A follower's ``ack``: it has ``length`` records on disk."""
+        follower = self.followers.get(connection)
+        if follower is None:
+            return
+        length = require(message, "length", int)
+        follower.acked = max(follower.acked, min(length, follower.sent))
+        if follower.acked >= follower.sent:
+            follower.behind_since = None
+            if not follower.in_sync:
+                follower.in_sync = True
+                self.log.info("replica {id} is in sync at {length} records", id=follower.id, length=follower.acked)
+        self.replica.advance_commit()
+
+    def _check_lag(self) -> None:
+        now = self.clock.seconds()
+        for follower in self.followers.values():
+            late = follower.behind_since is not None and now - follower.behind_since > self.ack_timeout
+            if late and follower.in_sync:
+                follower.in_sync = False
+                self.log.warn(
+                    "replica {id} acknowledged nothing for {timeout} s: out of the in-sync set",
+                    id=follower.id,
+                    timeout=self.ack_timeout,
+                )
+        self.replica.metrics.update(self.replica)
+
+    def lost(self, connection: WireProtocol) -> None:
+        """A connection closed; if it was a follower's stream, forget it."""
+        follower = self.followers.pop(connection, None)
+        if follower is not None:
+            self.log.info("replica {id}'s stream closed", id=follower.id)
+
+    def acked(self) -> list[int]:
+        """Each follower's acknowledged length (the best of its streams)."""
+        best: dict[int, int] = {}
+        for follower in self.followers.values():
+            best[follower.id] = max(best.get(follower.id, 0), follower.acked)
+        return list(best.values())
+
+    def in_sync(self) -> list[int]:
+        """The ids of the followers in the in-sync set."""
+        return sorted({f.id for f in self.followers.values() if f.in_sync})
+
+    def pull(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A promoting peer's ``pull``: the shared length and the durable records after it."""
+        replica = self.replica
+        runs, length = _their_log(message)
+        epoch = require(message, "epoch", int)
+        if epoch < replica.epoch:
+            raise StaleEpoch(f"epoch {epoch} is older than epoch {replica.epoch}, which replica {replica.id} accepted")
+        common = min(replica.log_.common_length(runs, length), replica.durable)
+        lines = replica.log_.lines[common : min(replica.durable, common + CHUNK)]
+        return {"common": common, "length": replica.durable, "lines": [line.decode("utf-8") for line in lines]}
+
+
+class Link:
+    """
+    The follower's side: one stream from the leader it follows, reconnected
+    with backoff; and the catch-up of a promotion.
+
+    :param connect: the client endpoint of a replica id.
+    :param find_leader: asks the front-end who leads: a Deferred of
+        ``{"leader": id, "epoch": e}``.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        replica: Replica,
+        clock: Any,
+        wire: Any,
+        connect: Callable[[int], Any],
+        find_leader: Callable[[], Deferred[dict[str, Any]]],
+        discovery_interval: float,
+    ) -> None:
+        self.replica = replica
+        self.clock = clock
+        self.wire = wire
+        self._connect = connect
+        self._find_leader = find_leader
+        self._client: WireClient | None = None
+        self._stream: WireProtocol | None = None
+        self.following: int | None = None
+        self._discovery = LoopingCall(self._discover)
+        self._discovery.clock = clock
+        self._discovery_interval = discovery_interval
+
+    @property
+    def connected(self) -> bool:
+        """Whether a synced stream from the leader is up."""
+        return self._stream is not None and self._stream.connected
+
+    def start(self) -> None:
+        """Look for the leader now and every ``discovery_interval`` while there is no stream."""
+        self._discovery.start(self._discovery_interval, now=True)
+
+    def shutdown(self) -> None:
+        """Stop looking and following (the service is stopping)."""
+        if self._discovery.running:
+            self._discovery.stop()
+        self.stop()
+
+    def follow(self, leader: int) -> None:
+        """Stream from ``leader`` (replacing any current stream)."""
+        if self.following == leader and self._client is not None:
+            return
+        self.stop()
+        self.following = leader
+        self._client = WireClient(
+            self._connect(leader),
+            self.clock,
+            self.wire,
+            handler=self.replica,
+            prepare=self._sync,
+            name=f"replica {leader}",
+        )
+        self._client.startService()
+        self.log.info("replica {id} follows replica {leader}", id=self.replica.id, leader=leader)
+
+    def stop(self) -> None:
+        """Close the stream, if any."""
+        client, self._client, self._stream, self.following = self._client, None, None, None
+        if client is not None:
+            client.stopService()
+
+    async def _sync(self, connection: WireProtocol) -> None:
+        replica = self.replica
+        reply = await connection.call("sync", _log_summary(replica))
+        epoch, leader, common = reply["epoch"], reply["leader"], reply["common"]
+        if epoch < replica.epoch or self._client is None:
+            connection.transport.loseConnection()
+            raise StaleEpoch(f"replica {leader} streams epoch {epoch}, older than epoch {replica.epoch}")
+        accepted = replica.accept_epoch(epoch)
+        replica.leader = leader
+        self._stream = connection
+        # Start now: the in-memory part must be done before the first records push is read.
+        truncated = Deferred.fromCoroutine(replica.truncate(common))
+        await accepted
+        await truncated
+        connection.push("ack", length=replica.durable)
+
+    def records(self, message: dict[str, Any], connection: WireProtocol) -> Deferred[None] | None:
+        """Records from the leader: append, fsync, acknowledge."""
+        replica = self.replica
+        if connection is not self._stream or replica.role != "follower":
+            return None
+        start = require(message, "start", int)
+        lines = require(message, "lines", list)
+        if message.get("epoch", 0) < replica.epoch or start != len(replica.log_):
+            self.log.warn(
+                "records from {start} in epoch {epoch} do not continue this log ({length} records, epoch {mine}): "
+                "syncing again",
+                start=start,
+                epoch=message.get("epoch"),
+                length=len(replica.log_),
+                mine=replica.epoch,
+            )
+            connection.transport.loseConnection()
+            return None
+        added = []
+        try:
+            for line in lines:
+                replica.log_.append_line(line.encode("utf-8"))
+                added.append(replica.log_.lines[-1])
+        except (ValueError, AttributeError) as e:
+            self.log.warn("a bad record from the leader ({error}): syncing again", error=e)
+            replica.log_.truncate(start + len(added))
+            connection.transport.loseConnection()
+            if not added:
+                return None
+
+        async def write_and_ack() -> None:
+            await replica.write_lines(added)
+            connection.push("ack", length=replica.durable)
+
+        return Deferred.fromCoroutine(write_and_ack())
+
+    async def catch_up_from_peers(self, epoch: int) -> None:
+        """
+        Before leading ``epoch``: hear from enough peers to form a majority,
+        and copy the most up-to-date reachable log if it is not ours.
+        """
+        replica = self.replica
+        peers = replica.peers
+        calls = [client.call("status", timeout=PEER_TIMEOUT) for client in peers.values()]
+        results = await DeferredList([Deferred.fromCoroutine(c) for c in calls], consumeErrors=True)
+        reachable = {peer: status for peer, (ok, status) in zip(peers, results, strict=True) if ok}
+        newest = max((s["epoch"] for s in reachable.values()), default=0)
+        if newest > epoch:
+            raise StaleEpoch(f"a peer has accepted epoch {newest}, newer than {epoch}")
+        if len(reachable) + 1 < replica.config.min_insync:
+            raise Unavailable(
+                f"replica {replica.id} reaches {len(reachable)} peer(s); leading needs "
+                f"{replica.config.min_insync - 1} to hold every committed order"
+            )
+        best = max(reachable.items(), key=lambda item: (item[1]["last_epoch"], item[1]["durable"]), default=None)
+        if best is None or not _newer(best[1], replica):
+            return
+        source, status = best
+        self.log.info(
+            "replica {id} copies the log of replica {source} ({length} records) before leading",
+            id=replica.id,
+            source=source,
+            length=status["durable"],
+        )
+        while True:
+            reply = await peers[source].call("pull", {**_log_summary(replica), "epoch": epoch})
+            await replica.truncate(reply["common"])
+            lines = reply["lines"]
+            for line in lines:
+                replica.log_.append_line(line.encode("utf-8"))
+            if lines:
+                await replica.write_lines(replica.log_.lines[-len(lines) :])
+            if not lines or len(replica.log_) >= reply["length"]:
+                return
+
+    async def _discover(self) -> None:
+        """Find the leader (front-end first, then the peers) and follow it."""
+        replica = self.replica
+        if replica.role != "follower" or self.connected:
+            return
+        try:
+            found = await self._find_leader()
+            leader, epoch = found["leader"], found["epoch"]
+        except Exception as e:
+            self.log.debug("the front-end does not say who leads ({error}); asking the peers", error=e)
+            leader, epoch = await self._ask_peers()
+        if leader is None or leader == replica.id:
+            return
+        try:
+            await replica.lead(epoch, leader)
+        except ApiError as e:
+            self.log.info(
+                "not following replica {leader} in epoch {epoch}: {error}", leader=leader, epoch=epoch, error=e.message
+            )
+
+    async def _ask_peers(self) -> tuple[int | None, int]:
+        peers = self.replica.peers
+        calls = [Deferred.fromCoroutine(c.call("status", timeout=PEER_TIMEOUT)) for c in peers.values()]
+        results = await DeferredList(calls, consumeErrors=True)
+        leaders = [status for ok, status in results if ok and status["role"] == "leader"]
+        if not leaders:
+            return None, 0
+        newest = max(leaders, key=lambda s: s["epoch"])
+        return newest["id"], newest["epoch"]
+
+    def lost(self, connection: WireProtocol) -> None:
+        """A connection closed; if it was our stream, we have none until the next sync."""
+        if connection is self._stream:
+            self._stream = None
+
+
+def _newer(status: dict[str, Any], replica: Replica) -> bool:
+    return (status["last_epoch"], status["durable"]) > (replica.log_.last_epoch, len(replica.log_))

@@ -1,0 +1,110 @@
+"""
+``twistd -n toystore-order --id N``: one order replica.
+
+Listens on its lines port (``8300+N``) for the wire calls of
+:mod:`toystore.wire` and on its operator port (``8200+N``) for ``GET
+/health``, ``GET /metrics`` and ``GET /orders/<n>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import treq
+from twisted.application.service import IService
+from twisted.internet.endpoints import clientFromString
+from twisted.python import usage
+
+from ..config import ConfigError, ServiceOptions
+from ..runtime import Listener, ProcessService, ThreadPoolService
+from ..web import make_site
+from ..wire import WireClient, WireFactory
+from .replica import Replica
+from .resources import replica_root
+
+COMMAND = "toystore-order"
+
+
+class Options(ServiceOptions):
+    """An order replica's command line."""
+
+    command = COMMAND
+    synopsis = "--id N [--config FILE] [options]"
+    longdesc = "Run one toystore order replica: a durable, replicated order log."
+
+    optParameters = ServiceOptions.optParameters + [
+        ["id", "i", None, "This replica's id, one of order.replicas (required)."],
+        ["data-dir", "d", None, "Directory of this replica's log. [default: order.data_dir]"],
+        ["lines", None, None, "Endpoint of the lines port. [default: the replica's lines]"],
+        ["http", None, None, "Endpoint of the operator HTTP port. [default: the replica's http]"],
+        ["min-insync", None, None, "Copies an order needs before it is acknowledged."],
+    ]
+    overrides = {
+        "min-insync": ("order", "min_insync", int),
+    }
+
+    def postOptions(self) -> None:
+        if self["id"] is None:
+            raise usage.UsageError("--id is required")
+        try:
+            self["id"] = int(self["id"])
+        except ValueError:
+            raise usage.UsageError(f"--id must be an integer, not {self['id']!r}") from None
+        super().postOptions()
+        try:
+            me = self.config.order.replica(self["id"])
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        self.me = me
+
+
+def leader_lookup(reactor: Any, url: str) -> Any:
+    """A function asking the front-end ``GET /leader``: a Deferred of ``{"leader", "epoch"}``."""
+
+    async def find() -> dict[str, Any]:
+        response = await treq.get(url.rstrip("/") + "/leader", timeout=1.0, reactor=reactor, persistent=False)
+        body = await response.json()
+        return body["data"]
+
+    return find
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """Assemble an order replica from its parsed command line."""
+    if reactor is None:
+        from twisted.internet import reactor
+    config = options.config
+    me = options.me
+    replicas = {r.id: r for r in config.order.replicas}
+
+    def connect(replica_id: int) -> Any:
+        return clientFromString(reactor, replicas[replica_id].connect)
+
+    top = ProcessService(reactor, COMMAND)
+    pool = ThreadPoolService(reactor, f"order-{me.id}-log", size=1)
+    pool.setServiceParent(top)
+    peers = {
+        r.id: WireClient(connect(r.id), reactor, config.wire, name=f"replica {r.id}")
+        for r in config.order.replicas
+        if r.id != me.id
+    }
+    catalog = WireClient(clientFromString(reactor, config.catalog.connect), reactor, config.wire, name="catalog")
+    for client in (*peers.values(), catalog):
+        client.setServiceParent(top)
+    if options["data-dir"]:
+        config = _with_data_dir(config, options["data-dir"])
+    replica = Replica(
+        me, config, reactor, pool.run, peers, catalog, connect, leader_lookup(reactor, config.frontend.url)
+    )
+    replica.setServiceParent(top)
+    lines = options["lines"] or me.lines
+    http = options["http"] or me.http
+    Listener(reactor, "lines", lines, WireFactory(replica, reactor, config.wire)).setServiceParent(top)
+    Listener(reactor, "http", http, make_site(replica_root(replica))).setServiceParent(top)
+    return top
+
+
+def _with_data_dir(config: Any, data_dir: str) -> Any:
+    from dataclasses import replace
+
+    return replace(config, order=replace(config.order, data_dir=data_dir))
