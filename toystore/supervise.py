@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -109,7 +110,8 @@ class Child(ProcessProtocol):
     def signal(self, name: str) -> None:
         """Send signal ``name`` (``"KILL"``, ``"TERM"``, ``"STOP"``, ``"CONT"``) if it still runs."""
         if self.running:
-            self.transport.signalProcess(name)
+            # Twisted translates only some names (not CONT), so pass the number.
+            self.transport.signalProcess(getattr(signal, f"SIG{name}"))
 
 
 class ChildFailed(Exception):

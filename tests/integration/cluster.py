@@ -1,0 +1,152 @@
+"""
+A whole store on free loopback ports, for end-to-end tests: a cluster file
+written for the test, real twistd children, and wire calls that play the
+front-end's part where it is not built yet.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList
+
+from toystore.supervise import Child, Supervisor
+from toystore.wire import WireProtocol
+
+from .conftest import wire_connect
+
+REPLICAS = (1, 2, 3)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports that were free a moment ago (the OS picks them)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def write_cluster(directory: Path, **order_knobs: Any) -> tuple[Path, dict[str, int]]:
+    """A cluster file with every listener on a free loopback port; the file and the ports by name."""
+    names = ["frontend", "catalog_http", "catalog_lines"] + [
+        f"{kind}{i}" for i in REPLICAS for kind in ("http", "lines")
+    ]
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    knobs = {"min_insync": 2, "commit_timeout": 3.0, "ack_timeout": 1.0, "discovery_interval": 0.5, **order_knobs}
+    text = f"""
+[wire]
+call_timeout = 5.0
+max_line = 1048576
+reconnect_initial = 0.05
+reconnect_max = 0.5
+
+[catalog]
+lines = "tcp:{ports["catalog_lines"]}:interface=127.0.0.1"
+connect = "tcp:host=127.0.0.1:port={ports["catalog_lines"]}"
+http = "tcp:{ports["catalog_http"]}:interface=127.0.0.1"
+data_dir = "{directory / "catalog"}"
+initial_stock = 100000
+restock_interval = 10.0
+restock_quantity = 100
+stall_timeout = 5.0
+
+[frontend]
+http = "tcp:{ports["frontend"]}:interface=127.0.0.1"
+url = "http://127.0.0.1:{ports["frontend"]}"
+
+[order]
+data_dir = "{directory / "order-{id}"}"
+""" + "".join(f"{key} = {value!r}\n" for key, value in knobs.items())
+    for i in REPLICAS:
+        text += f"""
+[[order.replicas]]
+id = {i}
+lines = "tcp:{ports[f"lines{i}"]}:interface=127.0.0.1"
+connect = "tcp:host=127.0.0.1:port={ports[f"lines{i}"]}"
+http = "tcp:{ports[f"http{i}"]}:interface=127.0.0.1"
+"""
+    path = directory / "cluster.toml"
+    path.write_text(text)
+    return path, ports
+
+
+class Cluster:
+    """The processes of one test's store, and calls to them."""
+
+    def __init__(self, reactor: Any, supervisor: Supervisor, directory: Path, **order_knobs: Any) -> None:
+        self.reactor = reactor
+        self.supervisor = supervisor
+        self.directory = directory
+        self.config, self.ports = write_cluster(directory, **order_knobs)
+        self.replicas: dict[int, Child] = {}
+        self._connections: dict[int, WireProtocol] = {}
+
+    async def start_catalog(self) -> Child:
+        return await self.supervisor.start("catalog", "toystore-catalog", ["--config", str(self.config)])
+
+    async def start_replica(self, i: int) -> Child:
+        child = await self.supervisor.start(
+            f"order-{i}", "toystore-order", ["--config", str(self.config), "--id", str(i)]
+        )
+        self.replicas[i] = child
+        self._connections.pop(i, None)
+        return child
+
+    async def start(self) -> None:
+        """The catalog and three replicas, replica 3 leading epoch 1."""
+        await self.start_catalog()
+        for i in REPLICAS:
+            await self.start_replica(i)
+        await self.elect(1, 3)
+
+    async def call(self, i: int, type: str, timeout: float = 5.0, **fields: Any) -> Any:
+        """A wire call to replica ``i`` (one cached connection per replica)."""
+        connection = self._connections.get(i)
+        if connection is None or not connection.connected:
+            connection = await wire_connect(self.reactor, self.ports[f"lines{i}"])
+            self._connections[i] = connection
+        return await connection.call(type, fields, timeout=timeout)
+
+    async def elect(self, epoch: int, leader: int, skip: tuple[int, ...] = ()) -> None:
+        """What the front-end does: tell ``leader`` it leads, wait for ready, tell the others."""
+        reply = await self.call(leader, "lead", epoch=epoch, leader=leader)
+        assert reply["ready"], reply
+        for i in REPLICAS:
+            if i != leader and i not in skip and self.replicas[i].running:
+                await self.call(i, "lead", epoch=epoch, leader=leader)
+
+    async def order(self, leader: int, key: str, name: str = "Tux", quantity: int = 1) -> int:
+        reply = await self.call(leader, "order", name=name, quantity=quantity, key=key)
+        return reply["order_number"]
+
+    async def caught_up(self, length: int | None = None, replicas: tuple[int, ...] = REPLICAS) -> None:
+        """Wait until every replica named has ``length`` records on disk (default: the longest log)."""
+        for _ in range(200):
+            statuses = [await self.call(i, "status") for i in replicas]
+            target = length if length is not None else max(s["length"] for s in statuses)
+            if all(s["durable"] == target for s in statuses):
+                return
+            await _sleep(self.reactor, 0.05)
+        raise AssertionError(f"replicas did not catch up: {statuses}")
+
+    def log(self, i: int) -> bytes:
+        return (self.directory / f"order-{i}" / "orders.log").read_bytes()
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.transport.loseConnection()
+
+
+def _sleep(reactor: Any, seconds: float) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+async def gather(*coroutines: Any) -> list[tuple[bool, Any]]:
+    return await DeferredList([Deferred.fromCoroutine(c) for c in coroutines], consumeErrors=True)
