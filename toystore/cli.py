@@ -35,9 +35,15 @@ class Plan:
 def plan(config: ClusterConfig, config_path: str | None, data_dir: Path) -> list[Plan]:
     """The services to start, in order, with their flags."""
     common = ["--config", config_path] if config_path else []
-    return [
-        Plan("catalog", "toystore-catalog", [*common, "--data-dir", str(data_dir / "catalog")]),
+    replicas = [
+        Plan(
+            f"order-{r.id}",
+            "toystore-order",
+            [*common, "--id", str(r.id), "--data-dir", str(data_dir / f"order-{r.id}")],
+        )
+        for r in config.order.replicas
     ]
+    return [Plan("catalog", "toystore-catalog", [*common, "--data-dir", str(data_dir / "catalog")]), *replicas]
 
 
 def say(message: str) -> None:

@@ -122,6 +122,7 @@ class OrderConfig:
     commit_timeout: float = _knob(_positive)
     ack_timeout: float = _knob(_positive)
     discovery_interval: float = _knob(_positive)
+    max_batch: int = _knob(_at_least_one)
     replicas: tuple[ReplicaConfig, ...] = _knob()
 
     def replica(self, id: int) -> ReplicaConfig:

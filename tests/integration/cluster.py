@@ -37,7 +37,14 @@ def write_cluster(directory: Path, **order_knobs: Any) -> tuple[Path, dict[str, 
         f"{kind}{i}" for i in REPLICAS for kind in ("http", "lines")
     ]
     ports = dict(zip(names, free_ports(len(names)), strict=True))
-    knobs = {"min_insync": 2, "commit_timeout": 3.0, "ack_timeout": 1.0, "discovery_interval": 0.5, **order_knobs}
+    knobs = {
+        "min_insync": 2,
+        "commit_timeout": 3.0,
+        "ack_timeout": 1.0,
+        "discovery_interval": 0.5,
+        "max_batch": 1000,
+        **order_knobs,
+    }
     text = f"""
 [wire]
 call_timeout = 5.0

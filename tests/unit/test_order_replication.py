@@ -7,9 +7,11 @@ No sockets, no threads.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
+from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -22,6 +24,7 @@ from toystore.config import load
 from toystore.envelope import ApiError, Conflict, StaleEpoch, Unavailable
 from toystore.order.journal import Log
 from toystore.order.replica import NotLeader, Replica
+from toystore.order.resources import replica_root
 from toystore.wire import WireClient, WireProtocol
 
 from .helpers import WIRE
@@ -92,6 +95,10 @@ class ReplicaCase(SynchronousTestCase):
     """Three replicas over a Network; none leads until a test says so."""
 
     min_insync = 2
+    front_end: dict[str, int] | None = None  # what GET /leader answers; None: the front-end is down
+
+    def find_leader(self) -> Deferred[dict[str, int]]:
+        return succeed(self.front_end) if self.front_end else fail(OSError("no front-end"))
 
     def setUp(self) -> None:
         self.clock = Clock()
@@ -311,3 +318,54 @@ class PromotionTests(ReplicaCase):
         self.failureResultOf(self.order(3, "k"), NotLeader)
         self.assertEqual(self.replicas[3].role, "follower")
         self.assertEqual(self.replicas[3].streams.followers, {})
+
+
+class DiscoveryTests(ReplicaCase):
+    """A follower that nobody told finds the leader by itself."""
+
+    def test_from_the_front_end(self) -> None:
+        """GET /leader names the leader: the follower accepts its epoch and streams from it."""
+        self.make()
+        self.elect(4, 3, others=(2,))
+        self.front_end = {"leader": 3, "epoch": 4}
+        self.clock.advance(self.replicas[1].config.discovery_interval)
+        self.network.flush()
+        self.assertEqual((self.replicas[1].leader, self.replicas[1].epoch), (3, 4))
+        self.assertEqual(self.file(1), self.file(3))
+
+    def test_from_the_peers(self) -> None:
+        """With the front-end down, the peers' status names the leader."""
+        self.make()
+        self.elect(4, 3, others=(2,))
+        self.clock.advance(self.replicas[1].config.discovery_interval)
+        self.network.flush()
+        self.assertEqual((self.replicas[1].leader, self.replicas[1].epoch), (3, 4))
+        self.assertEqual(self.replicas[3].status()["in_sync"], [1, 2])
+
+
+class OperatorPortTests(ReplicaCase):
+    """GET /orders/<n>, /health and /metrics of a replica, through StubTreq."""
+
+    def get(self, replica: int, path: str) -> tuple[int, Any]:
+        treq = StubTreq(replica_root(self.replicas[replica]))
+        response = self.successResultOf(treq.get("http://replica" + path))
+        body = self.successResultOf(response.content())
+        return response.code, body
+
+    def test_endpoints(self) -> None:
+        """Orders come from the replica's own log; bad numbers are 400, unknown ones 404."""
+        self.make()
+        self.elect(1, 3)
+        self.successResultOf(self.order(3, "k", name="Whale"))
+        for replica in (3, 1):
+            code, body = self.get(replica, "/orders/0")
+            self.assertEqual((code, json.loads(body)), (200, {"data": {"number": 0, "name": "Whale", "quantity": 1}}))
+        self.assertEqual(self.get(3, "/orders/1")[0], 404)
+        self.assertEqual(self.get(3, "/orders/-1")[0], 400)
+        self.assertEqual(self.get(3, "/orders/x")[0], 400)
+        code, body = self.get(3, "/health")
+        health = json.loads(body)["data"]
+        self.assertEqual((health["id"], health["role"], health["epoch"], health["last_order"]), (3, "leader", 1, 0))
+        code, body = self.get(3, "/metrics")
+        self.assertIn(b'toystore_order_role{role="leader"} 1.0', body)
+        self.assertIn(b"toystore_order_log_committed 2.0", body)

@@ -101,7 +101,7 @@ class Replica(Service):
         self.link = Link(self, clock, cluster.wire, connect, find_leader, self.config.discovery_interval)
         self._run = run_in_thread
         self._file: JournalFile | None = None
-        self._writes: BatchQueue[tuple[str, Any], int] = BatchQueue(self._write_batch)
+        self._writes: BatchQueue[tuple[str, Any], int] = BatchQueue(self._write_batch, self.config.max_batch)
         self._waiters: list[Waiter] = []
         self._placing: dict[str, tuple[tuple[str, int], list[Deferred[int]]]] = {}
         self._generation = 0  # bumped by each truncation, so older writes cannot claim newer records

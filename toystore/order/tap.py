@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import treq
+from treq.client import HTTPClient
 from twisted.application.service import IService
 from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
 from ..config import ConfigError, ServiceOptions
 from ..runtime import Listener, ProcessService, ThreadPoolService
@@ -58,11 +59,20 @@ class Options(ServiceOptions):
         self.me = me
 
 
+class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
+    """Twisted's HTTP client factory without a log line per connection (asked every few seconds)."""
+
+    noisy = False
+
+
 def leader_lookup(reactor: Any, url: str) -> Any:
     """A function asking the front-end ``GET /leader``: a Deferred of ``{"leader", "epoch"}``."""
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    pool._factory = _QuietHTTP11ClientFactory
+    client = HTTPClient(Agent(reactor, pool=pool))
 
     async def find() -> dict[str, Any]:
-        response = await treq.get(url.rstrip("/") + "/leader", timeout=1.0, reactor=reactor, persistent=False)
+        response = await client.get(url.rstrip("/") + "/leader", timeout=1.0)
         body = await response.json()
         return body["data"]
 
