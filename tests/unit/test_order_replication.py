@@ -288,6 +288,22 @@ class PromotionTests(ReplicaCase):
         self.assertEqual(replica.log_.records[-1], {"index": 4, "epoch": 2, "leader": 2})
         self.assertEqual(self.successResultOf(self.order(2, "k3")), {"order_number": 3})
 
+    def test_read_after_promotion_waits_for_commitment(self) -> None:
+        """A new leader answers for an old order only once its epoch is committed on a majority."""
+        self.make()
+        self.elect(1, 3)
+        self.successResultOf(self.order(3, "k"))
+        self.network.cut(3)
+        promoting = self.drive(self.replicas[2].lead(2, 2))
+        self.clock.advance(1.0)
+        self.network.flush()
+        self.successResultOf(promoting)
+        read = self.drive(self.replicas[2].order(0))
+        self.assertNoResult(read)
+        self.successResultOf(self.drive(self.replicas[1].lead(2, 2)))
+        self.network.flush()
+        self.assertEqual(self.successResultOf(read), {"number": 0, "name": "Tux", "quantity": 1})
+
     def test_promotion_needs_a_majority(self) -> None:
         """With no peer reachable, a replica refuses to lead (it might lack committed orders)."""
         self.make()

@@ -300,6 +300,8 @@ class Replica(Service):
         """Catch up from the most up-to-date reachable peer, open the epoch with a record, and lead."""
         self.role = "promoting"
         self.link.stop()
+        # Streams of an earlier leadership must sync again, and so learn the new epoch.
+        self.streams.close_all()
         try:
             await self.link.catch_up_from_peers(epoch)
             if self.epoch != epoch:
@@ -375,11 +377,20 @@ class Replica(Service):
         self.metrics.order_seconds.observe(self.clock.seconds() - started)
         return number
 
-    def order(self, number: int) -> dict[str, Any]:
-        """An order from this replica's log: committed ones on a leader, durable ones on a follower."""
-        limit = self.commit if self.role == "leader" else self.durable
+    async def order(self, number: int) -> dict[str, Any]:
+        """
+        An order from this replica's log.  A leader answers for committed
+        orders only, waiting (up to ``order.commit_timeout``) for one that is
+        in its log but not yet committed, as after a promotion; a follower
+        answers from what it has on disk.
+        """
         order = self.log_.order(number)
-        if order is None or self.log_.orders[number] >= limit:
+        if order is None:
+            raise NotFound(f"order {number} not found")
+        index = self.log_.orders[number]
+        if self.role == "leader":
+            await self.committed(index)
+        elif index >= self.durable:
             raise NotFound(f"order {number} not found")
         return {"number": order["number"], "name": order["name"], "quantity": order["quantity"]}
 
@@ -421,7 +432,7 @@ class Replica(Service):
             raise ApiError(f"field 'key' must have 1 to {MAX_KEY} characters", 400)
         return self.place(name, quantity, key)
 
-    def call_get(self, message: dict[str, Any], connection: WireProtocol) -> dict[str, Any]:
+    def call_get(self, message: dict[str, Any], connection: WireProtocol) -> Any:
         return self.order(require(message, "number", int))
 
     def call_sync(self, message: dict[str, Any], connection: WireProtocol) -> Any:

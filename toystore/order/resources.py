@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
@@ -25,11 +26,11 @@ class Order(JSONResource):
         self._replica = replica
         self._segment = segment
 
-    def json_GET(self, request: Request) -> dict[str, Any]:
+    def json_GET(self, request: Request) -> Any:
         text = self._segment.decode("utf-8", "replace")
         if not text.isdigit() or len(text) > 18:
             raise BadRequest(f"order number must be a non-negative integer, not {text!r}")
-        return self._replica.order(int(text))
+        return Deferred.fromCoroutine(self._replica.order(int(text)))
 
 
 class Orders(JSONTree):
