@@ -6,8 +6,8 @@ benchmark scripts (in their smoke modes, so that none of them can rot).
 from __future__ import annotations
 
 import json
+import re
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,20 +20,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
+from .cluster import write_cluster
 from .conftest import ROOT
 
 pytestmark = pytest.mark.integration
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports that were free a moment ago (the OS picks them)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 class Watched(ProcessProtocol):
@@ -61,24 +51,30 @@ class Watched(ProcessProtocol):
 
 @pytest_twisted.ensureDeferred
 async def test_up_starts_and_stops_the_store(reactor: Any, tmp_path: Path) -> None:
-    """toystore up starts the catalog, which answers; SIGTERM stops it all with status 0."""
-    http, lines = free_ports(2)
-    text = (Path(ROOT) / "toystore" / "cluster.toml").read_text()
-    config = tmp_path / "cluster.toml"
-    config.write_text(text.replace("8100", str(http)).replace("8101", str(lines)))
+    """
+    toystore up starts the catalog and the three replicas, which answer;
+    SIGTERM stops them all and toystore up exits with status 0.
+    """
+    config, ports = write_cluster(tmp_path)
     child = Watched(b"toystore is up.")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "toystore", "up", "--config", str(config), "--data-dir", str(tmp_path / "var")]
     process = reactor.spawnProcess(child, sys.executable, argv, env=env)
     try:
-        await child.seen.addTimeout(30, reactor)
-        response = await treq.get(f"http://127.0.0.1:{http}/health")
+        await child.seen.addTimeout(60, reactor)
+        output = child.output.decode()
+        for name in ("catalog", "order-1", "order-2", "order-3"):
+            assert re.search(rf"^  {name} +ready +pid \d+", output, re.MULTILINE), output
+        response = await treq.get(f"http://127.0.0.1:{ports['catalog_http']}/health")
         assert (await response.json())["data"]["service"] == "catalog"
-        assert f"Operators: http://127.0.0.1:{http}/health" in child.output.decode()
+        response = await treq.get(f"http://127.0.0.1:{ports['http2']}/health")
+        assert (await response.json())["data"]["role"] == "follower"
         process.signalProcess("TERM")
         assert await child.ended.addTimeout(30, reactor) == 0
         assert b"toystore: stopped." in child.output
-        assert (tmp_path / "var" / "logs" / "catalog.log").read_text().rstrip().endswith("Server Shut Down.")
+        for name in ("catalog", "order-1"):
+            log = (tmp_path / "var" / "logs" / f"{name}.log").read_text()
+            assert log.rstrip().endswith("Server Shut Down."), name
     finally:
         if not child.ended.called:
             process.signalProcess("KILL")

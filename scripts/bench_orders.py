@@ -1,0 +1,490 @@
+"""
+Benchmark of durable orders per second through the leader of three real
+order replicas.
+
+It writes a cluster file with every listener on a free loopback port (data
+in a new temporary directory, 100,000,000 of every toy, ``order.min_insync``
+2) and starts, with :class:`toystore.supervise.Supervisor`, the catalog
+(``twistd -n toystore-catalog``) and three replicas (``twistd -n
+toystore-order --id N``).  There is no front-end yet, so the benchmark plays
+its part: it elects replica 3 for epoch 1 (``lead`` to replica 3, then to 1
+and 2) and waits until both followers are in the leader's in-sync set.
+
+C clients, each on its OWN wire connection to the leader's lines port, loop
+``order`` calls (1 item, toys in rotation, a unique key each) for
+``--seconds``, ``--repeats`` times per client count C.  An order is answered
+once its record is on disk on two replicas (one fsync per log write batch on
+each, group commit up to ``order.max_batch`` writes), after the catalog's own
+durable buy.
+
+Per client count: median orders/s; p50 and p99 call latency (pooled over the
+repeats); mean fsync batch size and mean fsync time of the leader's log
+(deltas of its ``/metrics`` histograms; the JSON adds the followers').  At
+the end it waits until every replica has the same log on disk and compares
+the three ``orders.log`` files byte for byte.  A full run does all of it
+twice, with a fresh cluster each time: ``order.max_batch`` 1000 (group
+commit) and 1 (one fsync per write), so that the effect of group commit is
+visible.  As a reference: the raw ``write(4 KiB) + fsync`` rate of the
+temporary directory's disk (``TMPDIR`` picks it).  Run it from the
+repository root::
+
+    python scripts/bench_orders.py                 # full run, max_batch 1000 vs 1, about 1.5 min
+    python scripts/bench_orders.py --max-batch 64  # one setting only
+    python scripts/bench_orders.py --smoke         # ~1 s of measuring, for CI
+
+This is a benchmark, not a test: it asserts nothing about speed, and its
+numbers depend on the machine, its disk and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import treq  # noqa: E402
+from twisted.copyright import version as twisted_version  # noqa: E402
+from twisted.internet import task, threads  # noqa: E402
+from twisted.internet.defer import Deferred, DeferredList  # noqa: E402
+from twisted.internet.endpoints import clientFromString  # noqa: E402
+
+from toystore.catalog.store import TOYS  # noqa: E402
+from toystore.config import WireConfig, load  # noqa: E402
+from toystore.envelope import ApiError  # noqa: E402
+from toystore.order.journal import Log, scan  # noqa: E402
+from toystore.supervise import ChildFailed, Supervisor  # noqa: E402
+from toystore.wire import ConnectionDropped, NotConnected, WireFactory, WireProtocol  # noqa: E402
+
+NAMES = list(TOYS)
+SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$")
+RUN = f"bench-{uuid.uuid4().hex[:12]}"  # makes this run's order keys unique
+REPLICAS = (1, 2, 3)
+LEADER = 3
+EPOCH = 1
+POLL = 0.05  # seconds between two looks while waiting for a state
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile (0..1) of ``values``; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports that were free a moment ago (the OS picks them)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def write_cluster(directory: Path, max_batch: int) -> tuple[Path, dict[str, int]]:
+    """A cluster file with every listener on a free loopback port; the file and the ports by name."""
+    names = ["frontend", "catalog_http", "catalog_lines"] + [
+        f"{kind}{i}" for i in REPLICAS for kind in ("http", "lines")
+    ]
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    knobs = {
+        "min_insync": 2,
+        "commit_timeout": 3.0,
+        "ack_timeout": 1.0,
+        "discovery_interval": 0.5,
+        "max_batch": max_batch,
+    }
+    text = f"""
+[wire]
+call_timeout = 5.0
+max_line = 1048576
+reconnect_initial = 0.05
+reconnect_max = 0.5
+
+[catalog]
+lines = "tcp:{ports["catalog_lines"]}:interface=127.0.0.1"
+connect = "tcp:host=127.0.0.1:port={ports["catalog_lines"]}"
+http = "tcp:{ports["catalog_http"]}:interface=127.0.0.1"
+data_dir = "{directory / "catalog"}"
+initial_stock = 100000000
+restock_interval = 10.0
+restock_quantity = 100
+stall_timeout = 5.0
+
+[frontend]
+http = "tcp:{ports["frontend"]}:interface=127.0.0.1"
+url = "http://127.0.0.1:{ports["frontend"]}"
+
+[order]
+data_dir = "{directory / "order-{id}"}"
+""" + "".join(f"{key} = {value!r}\n" for key, value in knobs.items())
+    for i in REPLICAS:
+        text += f"""
+[[order.replicas]]
+id = {i}
+lines = "tcp:{ports[f"lines{i}"]}:interface=127.0.0.1"
+connect = "tcp:host=127.0.0.1:port={ports[f"lines{i}"]}"
+http = "tcp:{ports[f"http{i}"]}:interface=127.0.0.1"
+"""
+    path = directory / "cluster.toml"
+    path.write_text(text)
+    return path, ports
+
+
+async def connect(reactor: Any, port: int, wire: WireConfig) -> WireProtocol:
+    """A wire connection to a lines port on loopback."""
+    endpoint = clientFromString(reactor, f"tcp:host=127.0.0.1:port={port}")
+    return await endpoint.connect(WireFactory(None, reactor, wire))
+
+
+def sleep(reactor: Any, seconds: float) -> Deferred[None]:
+    """A Deferred that fires after ``seconds`` of reactor time (never ``time.sleep``)."""
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+async def metrics(http: int) -> dict[str, float]:
+    """A replica's ``/metrics``, as ``{"name{labels}": value}``."""
+    response = await treq.get(f"http://127.0.0.1:{http}/metrics", persistent=False)
+    samples = {}
+    for line in (await treq.text_content(response)).splitlines():
+        match = SAMPLE.match(line)
+        if match:
+            samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    return samples
+
+
+async def all_metrics(ports: dict[str, int]) -> dict[int, dict[str, float]]:
+    """Every replica's ``/metrics``, by replica id."""
+    return {i: await metrics(ports[f"http{i}"]) for i in REPLICAS}
+
+
+def fsync_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Number of fsyncs, mean batch size and mean fsync time (ms) of the log writes between two scrapes."""
+    delta = {name: after[name] - before.get(name, 0.0) for name in after}
+    fsyncs = delta.get("toystore_order_fsync_seconds_count", 0.0)
+    batches = delta.get("toystore_order_fsync_batch_size_count", 0.0)
+    if not fsyncs or not batches:
+        return {"fsyncs": fsyncs, "mean_batch": float("nan"), "mean_fsync_ms": float("nan")}
+    return {
+        "fsyncs": fsyncs,
+        "mean_batch": delta["toystore_order_fsync_batch_size_sum"] / batches,
+        "mean_fsync_ms": 1e3 * delta["toystore_order_fsync_seconds_sum"] / fsyncs,
+    }
+
+
+async def status(reactor: Any, ports: dict[str, int], wire: WireConfig, i: int) -> dict[str, Any]:
+    """Replica ``i``'s ``status``, over a connection of its own."""
+    connection = await connect(reactor, ports[f"lines{i}"], wire)
+    try:
+        return await connection.call("status")
+    finally:
+        connection.transport.loseConnection()
+
+
+async def elect(reactor: Any, ports: dict[str, int], wire: WireConfig, timeout: float = 15.0) -> None:
+    """
+    The front-end's part: tell replica 3 it leads epoch 1, wait for it to be
+    ready, tell the other two, and wait until both are in its in-sync set.
+    """
+    for i in (LEADER, *(i for i in REPLICAS if i != LEADER)):
+        connection = await connect(reactor, ports[f"lines{i}"], wire)
+        try:
+            reply = await connection.call("lead", {"epoch": EPOCH, "leader": LEADER})
+        finally:
+            connection.transport.loseConnection()
+        if i == LEADER and not reply.get("ready"):
+            raise SystemExit(f"replica {LEADER} did not become ready to lead: {reply}")
+    followers = sorted(i for i in REPLICAS if i != LEADER)
+    deadline = reactor.seconds() + timeout
+    while (leader := await status(reactor, ports, wire, LEADER))["in_sync"] != followers:
+        if reactor.seconds() > deadline:
+            raise SystemExit(f"the followers did not get in sync within {timeout} s: {leader}")
+        await sleep(reactor, POLL)
+
+
+async def measure(
+    reactor: Any, clients: list[WireProtocol], seconds: float, keys: Any, dropped: list[str]
+) -> dict[str, Any]:
+    """Each client loops orders for ``seconds``; the raw figures (an error is counted, a drop stops all)."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = reactor.seconds() + seconds
+
+    async def client(connection: WireProtocol) -> None:
+        """Order one item after another on one connection until the deadline, timing each call."""
+        while reactor.seconds() < deadline and not dropped:
+            n = next(keys)
+            fields = {"name": NAMES[n % len(NAMES)], "quantity": 1, "key": f"{RUN}-{n}"}
+            started = reactor.seconds()
+            try:
+                await connection.call("order", fields)
+            except (ConnectionDropped, NotConnected) as e:  # the leader is gone: stop the benchmark
+                dropped.append(str(e))
+                return
+            except ApiError as e:  # no majority in time, catalog refusal, timeout...: counted, not timed
+                errors.append(f"{e.code} {e.message}")
+                continue
+            latencies.append(reactor.seconds() - started)
+
+    started = reactor.seconds()  # elapsed includes the calls still in flight at the deadline
+    await DeferredList([Deferred.fromCoroutine(client(c)) for c in clients], consumeErrors=True)
+    if dropped:
+        raise SystemExit(f"the benchmark stopped: {dropped[0]}")
+    return {"rate": len(latencies) / (reactor.seconds() - started), "latencies": latencies, "errors": errors}
+
+
+async def run_levels(
+    reactor: Any, ports: dict[str, int], wire: WireConfig, max_batch: int, args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], int]:
+    """Measure every client count against the leader; one result row per count, and the orders acknowledged."""
+    clients = [await connect(reactor, ports[f"lines{LEADER}"], wire) for _ in range(max(args.clients))]
+    keys, dropped, acknowledged = itertools.count(), [], 0
+    try:
+        warm = await measure(reactor, clients, args.seconds / 3, keys, dropped)
+        acknowledged += len(warm["latencies"])
+        rows = []
+        for c in args.clients:
+            before = await all_metrics(ports)
+            runs = [await measure(reactor, clients[:c], args.seconds, keys, dropped) for _ in range(args.repeats)]
+            after = await all_metrics(ports)
+            latencies = [x for run in runs for x in run["latencies"]]
+            errors = [x for run in runs for x in run["errors"]]
+            acknowledged += len(latencies)
+            disk = {i: fsync_figures(before[i], after[i]) for i in REPLICAS}
+            rows.append(
+                {
+                    "max_batch": max_batch,
+                    "clients": c,
+                    "orders_per_s": statistics.median(run["rate"] for run in runs),
+                    "samples": [run["rate"] for run in runs],
+                    "orders": len(latencies),
+                    "p50_ms": 1e3 * percentile(latencies, 0.5),
+                    "p99_ms": 1e3 * percentile(latencies, 0.99),
+                    "errors": len(errors),
+                    "first_error": errors[0] if errors else None,
+                    **disk[LEADER],
+                    "followers": {str(i): disk[i] for i in REPLICAS if i != LEADER},
+                }
+            )
+            print(f"  max_batch={max_batch} C={c}: {rows[-1]['orders_per_s']:,.0f} orders/s", file=sys.stderr)
+            if errors:
+                print(
+                    f"  max_batch={max_batch} C={c}: {len(errors)} orders refused, first: {errors[0]}", file=sys.stderr
+                )
+        return rows, acknowledged
+    finally:
+        for connection in clients:
+            connection.transport.loseConnection()
+
+
+def read_logs(directory: Path) -> dict[int, bytes]:
+    """The three replicas' log files, by replica id."""
+    return {i: (directory / f"order-{i}" / "orders.log").read_bytes() for i in REPLICAS}
+
+
+async def check_logs(
+    reactor: Any, ports: dict[str, int], wire: WireConfig, directory: Path, timeout: float = 30.0
+) -> dict[str, Any]:
+    """
+    Wait until every replica has its whole log on disk and all have the same
+    length, then compare the three log files byte for byte.
+    """
+    deadline = reactor.seconds() + timeout
+    while True:
+        statuses = {i: await status(reactor, ports, wire, i) for i in REPLICAS}
+        lengths = {s["length"] for s in statuses.values()} | {s["durable"] for s in statuses.values()}
+        if len(lengths) == 1 or reactor.seconds() > deadline:
+            break
+        await sleep(reactor, POLL)
+    logs = await threads.deferToThread(read_logs, directory)
+    orders = Log(scan(directory / f"order-{LEADER}" / "orders.log").lines).keys
+    return {
+        "identical": len(set(logs.values())) == 1,
+        "caught_up": len(lengths) == 1,
+        "statuses": {str(i): s for i, s in statuses.items()},
+        "bytes": {str(i): len(log) for i, log in logs.items()},
+        "sha256": {str(i): hashlib.sha256(log).hexdigest() for i, log in logs.items()},
+        "records": statuses[LEADER]["length"],
+        "orders_in_log": len(orders),
+        "numbers_without_gaps": sorted(orders.values()) == list(range(len(orders))),
+    }
+
+
+async def run_setting(reactor: Any, supervisor: Supervisor, directory: Path, max_batch: int, args: Any) -> Any:
+    """Start a fresh cluster with ``max_batch``, measure it, check its logs, stop it; the figures."""
+    directory.mkdir()
+    config, ports = write_cluster(directory, max_batch)
+    wire = load(str(config)).wire
+    logs = directory / "logs"
+    try:
+        try:
+            await supervisor.start("catalog", "toystore-catalog", ["--config", str(config)], logs / "catalog.log")
+            for i in REPLICAS:
+                flags = ["--config", str(config), "--id", str(i)]
+                await supervisor.start(f"order-{i}", "toystore-order", flags, logs / f"order-{i}.log")
+        except ChildFailed as e:
+            raise SystemExit(f"{e}:\n{e.output}") from None
+        await elect(reactor, ports, wire)
+        rows, acknowledged = await run_levels(reactor, ports, wire, max_batch, args)
+        logs_check = await check_logs(reactor, ports, wire, directory)
+        crashed = [child.name for child in supervisor.children if not child.running]
+    finally:
+        await supervisor.stop_all()
+    return {
+        "max_batch": max_batch,
+        "rows": rows,
+        "acknowledged": acknowledged,
+        "logs": logs_check,
+        "crashed": crashed,
+        "exit_status": {child.name: child.status for child in supervisor.children},
+    }
+
+
+def fsync_rate(directory: str, seconds: float) -> float:
+    """Append 4 KiB and fsync, again and again for ``seconds``, in ``directory``; fsyncs per second."""
+    path = os.path.join(directory, "fsync-probe")
+    block = os.urandom(4096)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        count, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds:
+            os.write(fd, block)
+            os.fsync(fd)
+            count += 1
+        return count / elapsed
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Format the results as a plain, aligned text table."""
+    lines = [("max_batch", "clients", "orders/s", "p50 ms", "p99 ms", "mean batch", "mean fsync ms", "errors")]
+    for r in rows:
+        lines.append(
+            (
+                str(r["max_batch"]),
+                str(r["clients"]),
+                f"{r['orders_per_s']:,.0f}",
+                f"{r['p50_ms']:.2f}",
+                f"{r['p99_ms']:.2f}",
+                f"{r['mean_batch']:.1f}",
+                f"{r['mean_fsync_ms']:.2f}",
+                str(r["errors"]),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse the command line; ``--smoke`` overrides the sizes with small ones."""
+    parser = argparse.ArgumentParser(description="Durable orders per second through the toystore order leader.")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement (default 3)")
+    parser.add_argument(
+        "--clients",
+        type=lambda s: [int(c) for c in s.split(",")],
+        default=[1, 16],
+        help="client connections ordering at once, comma-separated (default 1,16)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per client count; the median is shown")
+    parser.add_argument("--max-batch", type=int, help="run only this order.max_batch (default: compare 1000 and 1)")
+    parser.add_argument(
+        "--compare-group-commit",
+        action="store_true",
+        help="run max_batch (default 1000) and 1 on fresh clusters (the default of a full run)",
+    )
+    parser.add_argument("--fsync-seconds", type=float, default=1.0, help="length of the fsync reference (default 1)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
+    parser.add_argument("--smoke", action="store_true", help="a ~1 s run with small numbers and no comparison, for CI")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.seconds, args.repeats, args.clients, args.fsync_seconds = 0.3, 1, [1, 4], 0.2
+    if args.seconds <= 0 or args.repeats < 1 or min(args.clients) < 1 or args.fsync_seconds <= 0:
+        parser.error("--seconds, --repeats, --fsync-seconds and each --clients must be positive")
+    if args.max_batch is not None and args.max_batch < 1:
+        parser.error("--max-batch must be at least 1")
+    compare = args.compare_group_commit or (args.max_batch is None and not args.smoke)
+    first = 1000 if args.max_batch is None else args.max_batch
+    args.settings = list(dict.fromkeys([first, 1])) if compare else [first]
+    return args
+
+
+async def main(reactor: Any, *argv: str) -> None:
+    """Start a fresh cluster per max_batch setting, measure it, stop it, print the figures."""
+    args = parse(list(argv))
+    directory = Path(tempfile.mkdtemp(prefix="bench-orders-"))
+    pythonpath = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    supervisor = Supervisor(reactor, env={"PYTHONPATH": pythonpath})
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: DeferredList(supervisor.kill_all()))  # on ^C
+    runs = []
+    try:
+        for max_batch in args.settings:
+            runs.append(await run_setting(reactor, supervisor, directory / f"max-batch-{max_batch}", max_batch, args))
+        fsyncs = await threads.deferToThread(fsync_rate, str(directory), args.fsync_seconds)
+    finally:
+        await supervisor.stop_all()
+        shutil.rmtree(directory, ignore_errors=True)
+    print(table([row for run in runs for row in run["rows"]]))
+    for run in runs:
+        check = run["logs"]
+        print(
+            f"logs identical: {'yes' if check['identical'] else 'no'} (max_batch {run['max_batch']}: "
+            f"{check['records']:,} records, {check['orders_in_log']:,} orders, "
+            f"{', '.join(f'{n:,}' for n in check['bytes'].values())} bytes)"
+        )
+        if not check["caught_up"]:
+            print(f"  the replicas did not reach the same length: {check['statuses']}", file=sys.stderr)
+        if run["crashed"]:
+            print(f"  exited during the run: {', '.join(run['crashed'])}", file=sys.stderr)
+    print(f"reference: {fsyncs:,.0f} fsync/s (write 4 KiB + fsync, one thread, in {tempfile.gettempdir()})")
+    if args.json:
+        meta = {
+            "seconds": args.seconds,
+            "repeats": args.repeats,
+            "clients": args.clients,
+            "max_batch": args.settings,
+            "replicas": len(REPLICAS),
+            "min_insync": 2,
+            "leader": LEADER,
+            "python": platform.python_version(),
+            "twisted": twisted_version,
+            "reactor": type(reactor).__name__,
+            "cpus": os.cpu_count(),
+        }
+        results = [row for run in runs for row in run["rows"]]
+        clusters = [{k: v for k, v in run.items() if k != "rows"} for run in runs]
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "settings": meta,
+                    "results": results,
+                    "clusters": clusters,
+                    "logs_identical": all(run["logs"]["identical"] for run in runs),
+                    "fsync_per_s": fsyncs,
+                },
+                f,
+                indent=2,
+            )
+
+
+if __name__ == "__main__":
+    task.react(main, sys.argv[1:])
