@@ -334,6 +334,7 @@ async def run_setting(reactor: Any, supervisor: Supervisor, directory: Path, max
     config, ports = write_cluster(directory, max_batch)
     wire = load(str(config)).wire
     logs = directory / "logs"
+    first = len(supervisor.children)  # the children of earlier settings have been stopped already
     try:
         try:
             await supervisor.start("catalog", "toystore-catalog", ["--config", str(config)], logs / "catalog.log")
@@ -345,7 +346,7 @@ async def run_setting(reactor: Any, supervisor: Supervisor, directory: Path, max
         await elect(reactor, ports, wire)
         rows, acknowledged = await run_levels(reactor, ports, wire, max_batch, args)
         logs_check = await check_logs(reactor, ports, wire, directory)
-        crashed = [child.name for child in supervisor.children if not child.running]
+        crashed = [child.name for child in supervisor.children[first:] if not child.running]
     finally:
         await supervisor.stop_all()
     return {
@@ -354,7 +355,7 @@ async def run_setting(reactor: Any, supervisor: Supervisor, directory: Path, max
         "acknowledged": acknowledged,
         "logs": logs_check,
         "crashed": crashed,
-        "exit_status": {child.name: child.status for child in supervisor.children},
+        "exit_status": {child.name: child.status for child in supervisor.children[first:]},
     }
 
 
@@ -414,6 +415,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--fsync-seconds", type=float, default=1.0, help="length of the fsync reference (default 1)")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the data directory (logs, processes' output)")
     parser.add_argument("--smoke", action="store_true", help="a ~1 s run with small numbers and no comparison, for CI")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -442,7 +444,10 @@ async def main(reactor: Any, *argv: str) -> None:
         fsyncs = await threads.deferToThread(fsync_rate, str(directory), args.fsync_seconds)
     finally:
         await supervisor.stop_all()
-        shutil.rmtree(directory, ignore_errors=True)
+        if args.keep:
+            print(f"kept {directory}", file=sys.stderr)
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
     print(table([row for run in runs for row in run["rows"]]))
     for run in runs:
         check = run["logs"]

@@ -124,6 +124,10 @@ class ProcessService(MultiService):
         try:
             super().startService()
         except StartupError as e:
+            # Stop what did start (thread pools above all: their threads would keep the process alive).
+            for child in reversed(list(self)):
+                if child.running:
+                    child.stopService()
             raise SystemExit(f"{self.command}: error: {e}") from None
         self._reactor.callWhenRunning(self._ready)
 

@@ -187,3 +187,24 @@ async def test_get_and_health(cluster: Cluster, reactor: Any) -> None:
     health = (await response.json())["data"]
     assert (health["id"], health["role"], health["epoch"], health["last_order"]) == (3, "leader", 1, 0)
     assert health["in_sync"] == [1, 2]
+
+
+@pytest_twisted.ensureDeferred
+async def test_corrupt_log_stops_the_start(cluster: Cluster, tmp_path: Path) -> None:
+    """A replica whose log has a bad record before good ones exits 1 with one line naming it; a torn tail is cut."""
+    log = Log()
+    log.append_leader(1, 3)
+    log.append_order(1, "Tux", 1, "k0")
+    log.append_order(1, "Fox", 1, "k1")
+    directory = tmp_path / "order-1"
+    directory.mkdir()
+    (directory / "orders.log").write_bytes(log.lines[0] + log.lines[1].replace(b"Tux", b"Tax") + log.lines[2])
+    child = cluster.supervisor.spawn("order-1", "toystore-order", ["--config", str(cluster.config), "--id", "1"])
+    assert await cluster.supervisor.wait(child) == 1
+    errors = [line for line in child.output().splitlines() if "error:" in line]
+    assert len(errors) == 1 and "the order log is corrupt" in errors[0] and "record 2" in errors[0], child.output()
+
+    (directory / "orders.log").write_bytes(b"".join(log.lines) + log.lines[0][:7])
+    child = await cluster.start_replica(1)
+    assert (await cluster.call(1, "status"))["length"] == 3
+    assert (directory / "orders.log").read_bytes() == b"".join(log.lines)

@@ -91,3 +91,27 @@ class OrderlyStopTests(SynchronousTestCase):
         pending["pool"].callback(None)
         self.assertEqual(log, ["listener", "service", "pool"])
         self.successResultOf(stopped)
+
+
+class StartupFailureTests(SynchronousTestCase):
+    """A child that cannot start ends the process in one line, after stopping what did start."""
+
+    def test_started_children_are_stopped(self) -> None:
+        """The thread pool started before the failing service is stopped again (its threads would hang the exit)."""
+        from twisted.application.service import Service
+
+        from toystore.runtime import StartupError, ThreadPoolService
+
+        class Broken(Service):
+            def startService(self) -> None:
+                raise StartupError("the log is corrupt")
+
+        reactor = MemoryReactorClock()
+        top = ProcessService(reactor, "toystore-test")
+        pool = ThreadPoolService(reactor, "test-pool")
+        pool.setServiceParent(top)
+        Broken().setServiceParent(top)
+        error = self.assertRaises(SystemExit, top.startService)
+        self.assertEqual(str(error.code), "toystore-test: error: the log is corrupt")
+        self.assertFalse(pool.running)
+        self.assertFalse(pool.pool.started)
