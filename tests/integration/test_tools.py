@@ -6,8 +6,8 @@ benchmark scripts (in their smoke modes, so that none of them can rot).
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
