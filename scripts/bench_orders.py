@@ -28,7 +28,7 @@ visible.  As a reference: the raw ``write(4 KiB) + fsync`` rate of the
 temporary directory's disk (``TMPDIR`` picks it).  Run it from the
 repository root::
 
-    python scripts/bench_orders.py                 # full run, max_batch 1000 vs 1, about 1.5 min
+    python scripts/bench_orders.py                 # full run, max_batch 1000 vs 1, about 45 s
     python scripts/bench_orders.py --max-batch 64  # one setting only
     python scripts/bench_orders.py --smoke         # ~1 s of measuring, for CI
 
