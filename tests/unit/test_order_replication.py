@@ -27,7 +27,7 @@ from toystore.order.replica import NotLeader, Replica
 from toystore.order.resources import replica_root
 from toystore.wire import WireClient, WireProtocol
 
-from .helpers import WIRE
+from .helpers import WIRE, connect
 
 
 def inline(function: Any, *args: Any) -> Deferred[Any]:
@@ -385,3 +385,65 @@ class OperatorPortTests(ReplicaCase):
         code, body = self.get(3, "/metrics")
         self.assertIn(b'toystore_order_role{role="leader"} 1.0', body)
         self.assertIn(b"toystore_order_log_committed 2.0", body)
+
+
+class InSyncTests(SynchronousTestCase):
+    """The in-sync set: late acknowledgements take a follower out, not a steady stream of work."""
+
+    def setUp(self) -> None:
+        from toystore.order.replication import Follower, Streams
+
+        self.clock = Clock()
+        replica = type(
+            "StubReplica",
+            (),
+            {
+                "log_": Log(),
+                "epoch": 1,
+                "id": 3,
+                "role": "leader",
+                "advance_commit": lambda self: None,
+                "metrics": type("M", (), {"update": lambda self, r: None})(),
+            },
+        )()
+        self.log = replica.log_
+        self.streams = Streams(replica, self.clock, ack_timeout=1.0)
+        self.connection, self.transport = connect(None, self.clock)
+        self.follower = Follower(2, self.connection, sent=0)
+        self.streams.followers[self.connection] = self.follower
+
+    def write(self) -> None:
+        self.log.append_order(1, "Tux", 1, f"k{len(self.log)}")
+        self.streams.send_new()
+
+    def ack(self, length: int) -> None:
+        self.streams.ack({"length": length}, self.connection)
+
+    def at(self, when: float) -> None:
+        self.clock.advance(when - self.clock.seconds())
+        self.streams._check_lag()
+
+    def test_busy_follower_stays_in_sync(self) -> None:
+        """A follower always one record behind, but acking each within the timeout, stays in the set."""
+        self.write()
+        self.ack(1)
+        self.assertEqual(self.streams.in_sync(), [2])
+        for step in range(1, 10):
+            self.at(step * 0.6)
+            self.write()
+            self.at(step * 0.6 + 0.1)
+            self.write()
+            self.ack(len(self.log) - 1)
+            self.assertEqual(self.streams.in_sync(), [2], f"at {self.clock.seconds()} s")
+
+    def test_silent_follower_leaves_and_returns(self) -> None:
+        """A record unacknowledged past the timeout takes it out; acknowledging the old records brings it back."""
+        self.write()
+        self.ack(1)
+        self.write()
+        self.at(0.9)
+        self.assertEqual(self.streams.in_sync(), [2])
+        self.at(1.1)
+        self.assertEqual(self.streams.in_sync(), [])
+        self.ack(2)
+        self.assertEqual(self.streams.in_sync(), [2])

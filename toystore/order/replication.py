@@ -9,14 +9,16 @@ length both logs share (the follower truncates a tail that diverged), then
 pushes every record after it, then each new record as it is written, on the
 same connection.  The follower appends, fsyncs and pushes ``ack`` with its
 durable length; the leader counts those copies to commit orders.  A follower
-that has records not yet acknowledged for longer than ``order.ack_timeout``
-leaves the in-sync set until it has caught up again; the leader goes on
-serving meanwhile.
+that leaves a record unacknowledged for longer than ``order.ack_timeout``
+leaves the in-sync set; it is back once every record it has been sent for
+that long is acknowledged (a busy but healthy follower, always a few records
+behind, stays in).  The leader goes on serving meanwhile.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -56,7 +58,12 @@ class Follower:
     sent: int  # records pushed to it (or shared at sync)
     acked: int = 0  # records it has on disk
     in_sync: bool = False
-    behind_since: float | None = None
+    #: (records sent by then, when) of each push not yet acknowledged, oldest first
+    unacked: deque[tuple[int, float]] = field(default_factory=deque)
+
+    def late(self, now: float, timeout: float) -> bool:
+        """Whether a record sent more than ``timeout`` seconds ago is still unacknowledged."""
+        return bool(self.unacked) and now - self.unacked[0][1] > timeout
 
 
 class Streams:
@@ -119,8 +126,7 @@ class Streams:
                 lines=[line.decode("utf-8") for line in chunk],
             )
             follower.sent += len(chunk)
-            if follower.behind_since is None:
-                follower.behind_since = self.clock.seconds()
+            follower.unacked.append((follower.sent, self.clock.seconds()))
 
     def send_new(self) -> None:
         """Push the records written since the last push to every follower."""
@@ -134,21 +140,20 @@ class Streams:
             return
         length = require(message, "length", int)
         follower.acked = max(follower.acked, min(length, follower.sent))
-        if follower.acked >= follower.sent:
-            follower.behind_since = None
-            if not follower.in_sync:
-                follower.in_sync = True
-                self.log.info("replica {id} is in sync at {length} records", id=follower.id, length=follower.acked)
+        while follower.unacked and follower.unacked[0][0] <= follower.acked:
+            follower.unacked.popleft()
+        if not follower.in_sync and not follower.late(self.clock.seconds(), self.ack_timeout):
+            follower.in_sync = True
+            self.log.info("replica {id} is in sync at {length} records", id=follower.id, length=follower.acked)
         self.replica.advance_commit()
 
     def _check_lag(self) -> None:
         now = self.clock.seconds()
         for follower in self.followers.values():
-            late = follower.behind_since is not None and now - follower.behind_since > self.ack_timeout
-            if late and follower.in_sync:
+            if follower.in_sync and follower.late(now, self.ack_timeout):
                 follower.in_sync = False
                 self.log.warn(
-                    "replica {id} acknowledged nothing for {timeout} s: out of the in-sync set",
+                    "replica {id} left a record unacknowledged for {timeout} s: out of the in-sync set",
                     id=follower.id,
                     timeout=self.ack_timeout,
                 )
