@@ -219,6 +219,30 @@ def read_raw(path: str | None) -> dict[str, Any]:
         raise ConfigError(f"{path or DEFAULT_CONFIG} is not valid TOML: {e}") from None
 
 
+def dump(raw: dict[str, Any]) -> str:
+    """
+    Write a cluster file's dict back as TOML (the subset the cluster file
+    uses: tables of scalars, and arrays of tables inside a table).
+    """
+
+    def scalar(value: Any) -> str:
+        if isinstance(value, str):
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return str(value).lower() if isinstance(value, bool) else repr(value)
+
+    lines: list[str] = []
+    for section, table in raw.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {scalar(value)}" for key, value in table.items() if not isinstance(value, list)]
+        for key, value in table.items():
+            if isinstance(value, list):
+                for item in value:
+                    lines.append(f"[[{section}.{key}]]")
+                    lines += [f"{k} = {scalar(v)}" for k, v in item.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def load(path: str | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> ClusterConfig:
     """
     Read, override and check the cluster file.

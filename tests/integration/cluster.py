@@ -6,80 +6,24 @@ front-end's part where it is not built yet.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 
+from toystore.localcluster import REPLICAS, cluster_file, connect
 from toystore.supervise import Child, Supervisor
 from toystore.wire import WireProtocol
 
-from .conftest import wire_connect
-
-REPLICAS = (1, 2, 3)
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports that were free a moment ago (the OS picks them)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
 
 def write_cluster(directory: Path, **order_knobs: Any) -> tuple[Path, dict[str, int]]:
-    """A cluster file with every listener on a free loopback port; the file and the ports by name."""
-    names = ["frontend", "catalog_http", "catalog_lines"] + [
-        f"{kind}{i}" for i in REPLICAS for kind in ("http", "lines")
-    ]
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
-    knobs = {
-        "min_insync": 2,
-        "commit_timeout": 3.0,
-        "ack_timeout": 1.0,
-        "discovery_interval": 0.5,
-        "max_batch": 1000,
-        **order_knobs,
-    }
-    text = f"""
-[wire]
-call_timeout = 5.0
-max_line = 1048576
-reconnect_initial = 0.05
-reconnect_max = 0.5
-
-[catalog]
-lines = "tcp:{ports["catalog_lines"]}:interface=127.0.0.1"
-connect = "tcp:host=127.0.0.1:port={ports["catalog_lines"]}"
-http = "tcp:{ports["catalog_http"]}:interface=127.0.0.1"
-data_dir = "{directory / "catalog"}"
-initial_stock = 100000
-restock_interval = 10.0
-restock_quantity = 100
-stall_timeout = 5.0
-
-[frontend]
-http = "tcp:{ports["frontend"]}:interface=127.0.0.1"
-url = "http://127.0.0.1:{ports["frontend"]}"
-
-[order]
-data_dir = "{directory / "order-{id}"}"
-""" + "".join(f"{key} = {value!r}\n" for key, value in knobs.items())
-    for i in REPLICAS:
-        text += f"""
-[[order.replicas]]
-id = {i}
-lines = "tcp:{ports[f"lines{i}"]}:interface=127.0.0.1"
-connect = "tcp:host=127.0.0.1:port={ports[f"lines{i}"]}"
-http = "tcp:{ports[f"http{i}"]}:interface=127.0.0.1"
-"""
-    path = directory / "cluster.toml"
-    path.write_text(text)
-    return path, ports
+    """A cluster file on free loopback ports, with knobs that make failures quick to see."""
+    return cluster_file(
+        directory,
+        wire={"reconnect_initial": 0.05, "reconnect_max": 0.5},
+        catalog={"initial_stock": 100_000},
+        order={"commit_timeout": 3.0, "ack_timeout": 1.0, "discovery_interval": 0.5, **order_knobs},
+    )
 
 
 class Cluster:
@@ -115,7 +59,7 @@ class Cluster:
         """A wire call to replica ``i`` (one cached connection per replica)."""
         connection = self._connections.get(i)
         if connection is None or not connection.connected:
-            connection = await wire_connect(self.reactor, self.ports[f"lines{i}"])
+            connection = await connect(self.reactor, self.ports[f"lines{i}"])
             self._connections[i] = connection
         return await connection.call(type, fields, timeout=timeout)
 

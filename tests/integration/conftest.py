@@ -17,11 +17,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet.defer import DeferredList
-from twisted.internet.endpoints import clientFromString
 
-from toystore.config import load
 from toystore.supervise import Supervisor
-from toystore.wire import WireFactory, WireProtocol
 
 #: The checkout, put on the children's PYTHONPATH so twistd finds this tree's plugins.
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,9 +61,3 @@ def supervisor(reactor: Any) -> Any:
     pending = started.kill_all()
     if pending:
         pytest_twisted.blockon(DeferredList(pending).addTimeout(10, reactor))
-
-
-async def wire_connect(reactor: Any, port: int) -> WireProtocol:
-    """A wire connection to a lines port on loopback."""
-    endpoint = clientFromString(reactor, f"tcp:host=127.0.0.1:port={port}")
-    return await endpoint.connect(WireFactory(None, reactor, load().wire))

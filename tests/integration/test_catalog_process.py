@@ -17,10 +17,11 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import deferLater
 
 from toystore.envelope import ApiError
+from toystore.localcluster import connect
 from toystore.supervise import Supervisor, twistd_executable
 from toystore.wire import WireProtocol
 
-from .conftest import ROOT, wire_connect
+from .conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -58,8 +59,8 @@ async def test_acknowledged_buys_survive_sigkill(reactor: Any, supervisor: Super
     """
     process = await supervisor.start("catalog", CATALOG, catalog_args(tmp_path / "catalog"))
     ports = process.ports
-    connection = await wire_connect(reactor, ports["lines"])
-    feed = await wire_connect(reactor, ports["lines"])
+    connection = await connect(reactor, ports["lines"])
+    feed = await connect(reactor, ports["lines"])
     pushes: list[dict] = []
     feed.handler = type("Feed", (), {"push_invalidate": lambda self, m, c: pushes.append(m)})()
     await feed.call("subscribe")
@@ -76,7 +77,7 @@ async def test_acknowledged_buys_survive_sigkill(reactor: Any, supervisor: Super
 
     process = await supervisor.start("catalog", CATALOG, catalog_args(tmp_path / "catalog"))
     ports = process.ports
-    connection = await wire_connect(reactor, ports["lines"])
+    connection = await connect(reactor, ports["lines"])
     before = {t["name"]: t["quantity"] for t in (await connection.call("list"))["toys"]}
     for key, reply in acked.items():
         again = await connection.call(
@@ -107,7 +108,7 @@ async def test_sigterm_stops_cleanly(reactor: Any, supervisor: Supervisor, tmp_p
     """
     process = await supervisor.start("catalog", CATALOG, catalog_args(tmp_path / "catalog"))
     ports = process.ports
-    connection = await wire_connect(reactor, ports["lines"])
+    connection = await connect(reactor, ports["lines"])
     replies = [connection.call("buy", {"name": "Tux", "quantity": 1, "key": f"k{n}", "epoch": 1}) for n in range(50)]
     process.signal("TERM")
     results = await DeferredList(replies, consumeErrors=True)
@@ -118,7 +119,7 @@ async def test_sigterm_stops_cleanly(reactor: Any, supervisor: Supervisor, tmp_p
 
     process = await supervisor.start("catalog", CATALOG, catalog_args(tmp_path / "catalog"))
     ports = process.ports
-    connection = await wire_connect(reactor, ports["lines"])
+    connection = await connect(reactor, ports["lines"])
     tux = await connection.call("query", {"name": "Tux"})
     assert INITIAL - tux["quantity"] >= answered
 

@@ -6,27 +6,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from toystore import config
 from toystore.catalog.tap import Options as CatalogOptions
-from toystore.config import ConfigError, load, read_raw
+from toystore.config import ConfigError, dump, load, read_raw
 
 
 def dump_toml(raw: dict, path: Path) -> None:
-    """Write the small subset of TOML our config uses (tables, arrays of tables, scalars)."""
-
-    def scalar(value: object) -> str:
-        if isinstance(value, str):
-            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return repr(value).lower() if isinstance(value, bool) else repr(value)
-
-    lines = []
-    for section, table in raw.items():
-        for key, value in table.items():
-            if isinstance(value, list):
-                for item in value:
-                    lines.append(f"[[{section}.{key}]]")
-                    lines += [f"{k} = {scalar(v)}" for k, v in item.items()]
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {scalar(v)}" for k, v in table.items() if not isinstance(v, list)]
-    path.write_text("\n".join(lines) + "\n")
+    """Write ``raw`` as a cluster file at ``path``."""
+    path.write_text(dump(raw))
 
 
 class DefaultConfigTests(SynchronousTestCase):
