@@ -31,12 +31,10 @@ import itertools
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 import uuid
 from typing import Any
 
@@ -47,53 +45,27 @@ import treq  # noqa: E402
 from twisted.copyright import version as twisted_version  # noqa: E402
 from twisted.internet import task, threads  # noqa: E402
 from twisted.internet.defer import Deferred, DeferredList, gatherResults  # noqa: E402
-from twisted.internet.endpoints import clientFromString  # noqa: E402
 
 from toystore.catalog.store import TOYS  # noqa: E402
-from toystore.config import load  # noqa: E402
 from toystore.envelope import ApiError, Unavailable  # noqa: E402
+from toystore.localcluster import connect  # noqa: E402
+from toystore.measure import delta, fsync_rate, mean, percentile, scrape, table  # noqa: E402
 from toystore.supervise import ChildFailed, Supervisor  # noqa: E402
-from toystore.wire import WireFactory, WireProtocol  # noqa: E402
+from toystore.wire import WireProtocol  # noqa: E402
 
 NAMES = list(TOYS)
-SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$")
 RUN = f"bench-{uuid.uuid4().hex[:12]}"  # makes this run's buy keys unique
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The nearest-rank ``q`` quantile (0..1) of ``values``; NaN when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def connect(reactor: Any, port: int) -> WireProtocol:
-    """A wire connection to the catalog's lines port on loopback."""
-    endpoint = clientFromString(reactor, f"tcp:host=127.0.0.1:port={port}")
-    return await endpoint.connect(WireFactory(None, reactor, load().wire))
-
-
-async def metrics(http: int) -> dict[str, float]:
-    """The catalog's ``/metrics``, as ``{"name{labels}": value}``."""
-    response = await treq.get(f"http://127.0.0.1:{http}/metrics", persistent=False)
-    samples = {}
-    for line in (await treq.text_content(response)).splitlines():
-        match = SAMPLE.match(line)
-        if match:
-            samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
-    return samples
 
 
 def commit_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Mean batch size, mean and p50 commit time (ms) of the commits between two scrapes."""
-    delta = {name: after[name] - before.get(name, 0.0) for name in after}
-    commits = delta.get("toystore_catalog_commit_seconds_count", 0.0)
-    batches = delta.get("toystore_catalog_commit_batch_size_count", 0.0)
+    grown = delta(before, after)
+    commits = grown.get("toystore_catalog_commit_seconds_count", 0.0)
+    batches = grown.get("toystore_catalog_commit_batch_size_count", 0.0)
     if not commits or not batches:
         return {"commits": commits, **dict.fromkeys(("mean_batch", "mean_commit_ms", "p50_commit_ms"), float("nan"))}
     prefix = 'toystore_catalog_commit_seconds_bucket{le="'
-    buckets = sorted((float(name[len(prefix) : -2]), n) for name, n in delta.items() if name.startswith(prefix))
+    buckets = sorted((float(name[len(prefix) : -2]), n) for name, n in grown.items() if name.startswith(prefix))
     rank, lower, below, p50 = commits / 2, 0.0, 0.0, float("nan")
     for bound, cumulative in buckets:  # linear interpolation in the bucket holding the median
         if cumulative >= rank:
@@ -102,8 +74,8 @@ def commit_figures(before: dict[str, float], after: dict[str, float]) -> dict[st
         lower, below = bound, cumulative
     return {
         "commits": commits,
-        "mean_batch": delta["toystore_catalog_commit_batch_size_sum"] / batches,
-        "mean_commit_ms": 1e3 * delta["toystore_catalog_commit_seconds_sum"] / commits,
+        "mean_batch": mean(grown, "toystore_catalog_commit_batch_size"),
+        "mean_commit_ms": 1e3 * mean(grown, "toystore_catalog_commit_seconds"),
         "p50_commit_ms": 1e3 * p50,
     }
 
@@ -164,9 +136,9 @@ async def run_levels(reactor: Any, lines: int, http: int, args: argparse.Namespa
         await measure(reactor, buys, pinger, max(args.concurrency), args.seconds / 3, keys, epoch)  # warm-up
         rows = []
         for c in args.concurrency:
-            before = await metrics(http)
+            before = await scrape(http)
             runs = [await measure(reactor, buys, pinger, c, args.seconds, keys, epoch) for _ in range(args.repeats)]
-            after = await metrics(http)
+            after = await scrape(http)
             latencies = [x for run in runs for x in run["latencies"]]
             pings = [x for run in runs for x in run["pings"]]
             errors = [x for run in runs for x in run["errors"]]
@@ -194,40 +166,22 @@ async def run_levels(reactor: Any, lines: int, http: int, args: argparse.Namespa
         pinger.transport.loseConnection()
 
 
-def fsync_rate(directory: str, seconds: float) -> float:
-    """Append 4 KiB and fsync, again and again for ``seconds``, in ``directory``; fsyncs per second."""
-    path = os.path.join(directory, "fsync-probe")
-    block = os.urandom(4096)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        count, started = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - started) < seconds:
-            os.write(fd, block)
-            os.fsync(fd)
-            count += 1
-        return count / elapsed
-    finally:
-        os.close(fd)
-        os.unlink(path)
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    """Format the results as a plain, aligned text table."""
-    lines = [("concurrency", "buys/s", "p50 ms", "p99 ms", "mean batch", "mean commit ms", "ping p99 ms")]
-    for r in rows:
-        lines.append(
-            (
-                str(r["concurrency"]),
-                f"{r['buys_per_s']:,.0f}",
-                f"{r['p50_ms']:.2f}",
-                f"{r['p99_ms']:.2f}",
-                f"{r['mean_batch']:.1f}",
-                f"{r['mean_commit_ms']:.2f}",
-                f"{r['ping_p99_ms']:.2f}",
-            )
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """The results as a plain, aligned text table."""
+    header = ("concurrency", "buys/s", "p50 ms", "p99 ms", "mean batch", "mean commit ms", "ping p99 ms")
+    cells = [
+        (
+            str(r["concurrency"]),
+            f"{r['buys_per_s']:,.0f}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['mean_batch']:.1f}",
+            f"{r['mean_commit_ms']:.2f}",
+            f"{r['ping_p99_ms']:.2f}",
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
+        for r in rows
+    ]
+    return table(header, cells)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -287,7 +241,7 @@ async def main(reactor: Any, *argv: str) -> None:
     finally:
         await supervisor.stop_all()
         shutil.rmtree(directory, ignore_errors=True)
-    print(table(rows))
+    print(format_rows(rows))
     print(f"reference: {fsyncs:,.0f} fsync/s (write 4 KiB + fsync, one thread, in {tempfile.gettempdir()})")
     if args.json:
         meta = {

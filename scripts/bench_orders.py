@@ -44,13 +44,10 @@ import itertools
 import json
 import os
 import platform
-import re
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -58,101 +55,24 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import treq  # noqa: E402
 from twisted.copyright import version as twisted_version  # noqa: E402
 from twisted.internet import task, threads  # noqa: E402
 from twisted.internet.defer import Deferred, DeferredList  # noqa: E402
-from twisted.internet.endpoints import clientFromString  # noqa: E402
 
 from toystore.catalog.store import TOYS  # noqa: E402
 from toystore.config import WireConfig, load  # noqa: E402
 from toystore.envelope import ApiError  # noqa: E402
+from toystore.localcluster import REPLICAS, cluster_file, connect  # noqa: E402
+from toystore.measure import delta, fsync_rate, mean, percentile, scrape, table  # noqa: E402
 from toystore.order.journal import Log, scan  # noqa: E402
 from toystore.supervise import ChildFailed, Supervisor  # noqa: E402
-from toystore.wire import ConnectionDropped, NotConnected, WireFactory, WireProtocol  # noqa: E402
+from toystore.wire import ConnectionDropped, NotConnected, WireProtocol  # noqa: E402
 
 NAMES = list(TOYS)
-SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$")
 RUN = f"bench-{uuid.uuid4().hex[:12]}"  # makes this run's order keys unique
-REPLICAS = (1, 2, 3)
 LEADER = 3
 EPOCH = 1
 POLL = 0.05  # seconds between two looks while waiting for a state
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The nearest-rank ``q`` quantile (0..1) of ``values``; NaN when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports that were free a moment ago (the OS picks them)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def write_cluster(directory: Path, max_batch: int) -> tuple[Path, dict[str, int]]:
-    """A cluster file with every listener on a free loopback port; the file and the ports by name."""
-    names = ["frontend", "catalog_http", "catalog_lines"] + [
-        f"{kind}{i}" for i in REPLICAS for kind in ("http", "lines")
-    ]
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
-    knobs = {
-        "min_insync": 2,
-        "commit_timeout": 3.0,
-        "ack_timeout": 1.0,
-        "discovery_interval": 0.5,
-        "max_batch": max_batch,
-    }
-    text = f"""
-[wire]
-call_timeout = 5.0
-max_line = 1048576
-reconnect_initial = 0.05
-reconnect_max = 0.5
-
-[catalog]
-lines = "tcp:{ports["catalog_lines"]}:interface=127.0.0.1"
-connect = "tcp:host=127.0.0.1:port={ports["catalog_lines"]}"
-http = "tcp:{ports["catalog_http"]}:interface=127.0.0.1"
-data_dir = "{directory / "catalog"}"
-initial_stock = 100000000
-restock_interval = 10.0
-restock_quantity = 100
-stall_timeout = 5.0
-
-[frontend]
-http = "tcp:{ports["frontend"]}:interface=127.0.0.1"
-url = "http://127.0.0.1:{ports["frontend"]}"
-
-[order]
-data_dir = "{directory / "order-{id}"}"
-""" + "".join(f"{key} = {value!r}\n" for key, value in knobs.items())
-    for i in REPLICAS:
-        text += f"""
-[[order.replicas]]
-id = {i}
-lines = "tcp:{ports[f"lines{i}"]}:interface=127.0.0.1"
-connect = "tcp:host=127.0.0.1:port={ports[f"lines{i}"]}"
-http = "tcp:{ports[f"http{i}"]}:interface=127.0.0.1"
-"""
-    path = directory / "cluster.toml"
-    path.write_text(text)
-    return path, ports
-
-
-async def connect(reactor: Any, port: int, wire: WireConfig) -> WireProtocol:
-    """A wire connection to a lines port on loopback."""
-    endpoint = clientFromString(reactor, f"tcp:host=127.0.0.1:port={port}")
-    return await endpoint.connect(WireFactory(None, reactor, wire))
 
 
 def sleep(reactor: Any, seconds: float) -> Deferred[None]:
@@ -160,33 +80,18 @@ def sleep(reactor: Any, seconds: float) -> Deferred[None]:
     return task.deferLater(reactor, seconds, lambda: None)
 
 
-async def metrics(http: int) -> dict[str, float]:
-    """A replica's ``/metrics``, as ``{"name{labels}": value}``."""
-    response = await treq.get(f"http://127.0.0.1:{http}/metrics", persistent=False)
-    samples = {}
-    for line in (await treq.text_content(response)).splitlines():
-        match = SAMPLE.match(line)
-        if match:
-            samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
-    return samples
-
-
 async def all_metrics(ports: dict[str, int]) -> dict[int, dict[str, float]]:
     """Every replica's ``/metrics``, by replica id."""
-    return {i: await metrics(ports[f"http{i}"]) for i in REPLICAS}
+    return {i: await scrape(ports[f"http{i}"]) for i in REPLICAS}
 
 
 def fsync_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Number of fsyncs, mean batch size and mean fsync time (ms) of the log writes between two scrapes."""
-    delta = {name: after[name] - before.get(name, 0.0) for name in after}
-    fsyncs = delta.get("toystore_order_fsync_seconds_count", 0.0)
-    batches = delta.get("toystore_order_fsync_batch_size_count", 0.0)
-    if not fsyncs or not batches:
-        return {"fsyncs": fsyncs, "mean_batch": float("nan"), "mean_fsync_ms": float("nan")}
+    grown = delta(before, after)
     return {
-        "fsyncs": fsyncs,
-        "mean_batch": delta["toystore_order_fsync_batch_size_sum"] / batches,
-        "mean_fsync_ms": 1e3 * delta["toystore_order_fsync_seconds_sum"] / fsyncs,
+        "fsyncs": grown.get("toystore_order_fsync_seconds_count", 0.0),
+        "mean_batch": mean(grown, "toystore_order_fsync_batch_size"),
+        "mean_fsync_ms": 1e3 * mean(grown, "toystore_order_fsync_seconds"),
     }
 
 
@@ -331,7 +236,12 @@ async def check_logs(
 async def run_setting(reactor: Any, supervisor: Supervisor, directory: Path, max_batch: int, args: Any) -> Any:
     """Start a fresh cluster with ``max_batch``, measure it, check its logs, stop it; the figures."""
     directory.mkdir()
-    config, ports = write_cluster(directory, max_batch)
+    config, ports = cluster_file(
+        directory,
+        wire={"reconnect_initial": 0.05, "reconnect_max": 0.5},
+        catalog={"initial_stock": 100_000_000},
+        order={"min_insync": 2, "max_batch": max_batch},
+    )
     wire = load(str(config)).wire
     logs = directory / "logs"
     first = len(supervisor.children)  # the children of earlier settings have been stopped already
@@ -359,41 +269,23 @@ async def run_setting(reactor: Any, supervisor: Supervisor, directory: Path, max
     }
 
 
-def fsync_rate(directory: str, seconds: float) -> float:
-    """Append 4 KiB and fsync, again and again for ``seconds``, in ``directory``; fsyncs per second."""
-    path = os.path.join(directory, "fsync-probe")
-    block = os.urandom(4096)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        count, started = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - started) < seconds:
-            os.write(fd, block)
-            os.fsync(fd)
-            count += 1
-        return count / elapsed
-    finally:
-        os.close(fd)
-        os.unlink(path)
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    """Format the results as a plain, aligned text table."""
-    lines = [("max_batch", "clients", "orders/s", "p50 ms", "p99 ms", "mean batch", "mean fsync ms", "errors")]
-    for r in rows:
-        lines.append(
-            (
-                str(r["max_batch"]),
-                str(r["clients"]),
-                f"{r['orders_per_s']:,.0f}",
-                f"{r['p50_ms']:.2f}",
-                f"{r['p99_ms']:.2f}",
-                f"{r['mean_batch']:.1f}",
-                f"{r['mean_fsync_ms']:.2f}",
-                str(r["errors"]),
-            )
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """The results as a plain, aligned text table."""
+    header = ("max_batch", "clients", "orders/s", "p50 ms", "p99 ms", "mean batch", "mean fsync ms", "errors")
+    cells = [
+        (
+            str(r["max_batch"]),
+            str(r["clients"]),
+            f"{r['orders_per_s']:,.0f}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['mean_batch']:.1f}",
+            f"{r['mean_fsync_ms']:.2f}",
+            str(r["errors"]),
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
+        for r in rows
+    ]
+    return table(header, cells)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -448,7 +340,7 @@ async def main(reactor: Any, *argv: str) -> None:
             print(f"kept {directory}", file=sys.stderr)
         else:
             shutil.rmtree(directory, ignore_errors=True)
-    print(table([row for run in runs for row in run["rows"]]))
+    print(format_rows([row for run in runs for row in run["rows"]]))
     for run in runs:
         check = run["logs"]
         print(

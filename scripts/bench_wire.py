@@ -40,6 +40,7 @@ from twisted.internet.protocol import ProcessProtocol, Protocol  # noqa: E402
 
 import twisted  # noqa: E402
 from toystore.config import WireConfig  # noqa: E402
+from toystore.measure import table  # noqa: E402
 from toystore.wire import WireFactory, WireProtocol  # noqa: E402
 
 CONFIG = WireConfig(call_timeout=10.0, max_line=1 << 20, reconnect_initial=0.1, reconnect_max=1.0)
@@ -162,18 +163,11 @@ async def serve(reactor: Any) -> None:
     await port.stopListening()
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    """Format the results as a plain, aligned text table."""
-    lines = [("mode", "concurrency", "calls/s", "mean latency (us)")]
-    for r in rows:
-        lines.append((r["mode"], str(r["concurrency"]), f"{r['calls_per_s']:,.0f}", f"{r['latency_us']:,.1f}"))
-    widths = [max(len(line[i]) for line in lines) for i in range(4)]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in lines
-    )
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """The results as a plain, aligned text table."""
+    header = ("mode", "concurrency", "calls/s", "mean latency (us)")
+    cells = [(r["mode"], str(r["concurrency"]), f"{r['calls_per_s']:,.0f}", f"{r['latency_us']:,.1f}") for r in rows]
+    return table(header, cells, left=1)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -209,7 +203,7 @@ async def main(reactor: Any, *argv: str) -> None:
     finally:
         await port.stopListening()
     rows += await two_processes(reactor, args)
-    print(table(rows))
+    print(format_rows(rows))
     if args.json:
         meta = {
             "seconds": args.seconds,

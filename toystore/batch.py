@@ -10,7 +10,8 @@ starts at once.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+import time
+from typing import Any, Callable, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
@@ -92,3 +93,30 @@ class BatchQueue(Generic[T, R]):
             for (_, d), result in zip(batch, results, strict=True):
                 d.callback(result)
         self._next()
+
+
+def timed_in_thread(
+    run_in_thread: Callable[..., Deferred[Any]],
+    work: Callable[[], R],
+    seconds: Any,
+    sizes: Any,
+    size: int,
+) -> Deferred[R]:
+    """
+    Run ``work()`` off the reactor thread and record, in the histograms
+    ``seconds`` and ``sizes``, how long it took there and how many
+    operations (``size``) it did: the bookkeeping of one batch.
+    """
+
+    def timed() -> tuple[R, float]:
+        started = time.perf_counter()
+        result = work()
+        return result, time.perf_counter() - started
+
+    def record(outcome: tuple[R, float]) -> R:
+        result, took = outcome
+        seconds.observe(took)
+        sizes.observe(size)
+        return result
+
+    return run_in_thread(timed).addCallback(record)

@@ -12,7 +12,6 @@ never waits on the disk.
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ..batch import BatchQueue
+from ..batch import BatchQueue, timed_in_thread
 from ..config import CatalogConfig
 from ..envelope import NotFound
 from ..runtime import StartupError
@@ -139,18 +138,13 @@ class CatalogService(Service):
         if db is None:
             raise RuntimeError("the catalog database is closed")
 
-        def timed() -> tuple[list[Outcome], float]:
-            started = time.perf_counter()
-            outcomes = db.apply(operations)
-            return outcomes, time.perf_counter() - started
-
-        def record(result: tuple[list[Outcome], float]) -> list[Outcome]:
-            outcomes, seconds = result
-            self.metrics.commit_seconds.observe(seconds)
-            self.metrics.batch_size.observe(len(operations))
-            return outcomes
-
-        return self._run_in_thread(timed).addCallback(record)
+        return timed_in_thread(
+            self._run_in_thread,
+            lambda: db.apply(operations),
+            self.metrics.commit_seconds,
+            self.metrics.batch_size,
+            len(operations),
+        )
 
     async def _write(self, operation: Operation, reason: str) -> Outcome:
         """

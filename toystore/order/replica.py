@@ -16,7 +16,6 @@ batch, and the reactor thread never waits on the disk.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +24,7 @@ from twisted.internet.defer import Deferred, DeferredLock, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ..batch import BatchQueue
+from ..batch import BatchQueue, timed_in_thread
 from ..catalog.store import parse_name
 from ..config import ClusterConfig, ReplicaConfig
 from ..envelope import ApiError, Conflict, NotFound, StaleEpoch, Unavailable, Unprocessable, dumps, loads
@@ -150,18 +149,13 @@ class Replica(Service):
         if journal is None:
             raise Unavailable("the order log is closed")
 
-        def timed() -> tuple[list[int], float]:
-            started = time.perf_counter()
-            sizes = journal.write(operations)
-            return sizes, time.perf_counter() - started
-
-        def record(result: tuple[list[int], float]) -> list[int]:
-            sizes, seconds = result
-            self.metrics.fsync_seconds.observe(seconds)
-            self.metrics.batch_size.observe(len(operations))
-            return sizes
-
-        return self._run(timed).addCallback(record)
+        return timed_in_thread(
+            self._run,
+            lambda: journal.write(operations),
+            self.metrics.fsync_seconds,
+            self.metrics.batch_size,
+            len(operations),
+        )
 
     async def write_lines(self, lines: list[bytes]) -> None:
         """Append ``lines`` (already in the in-memory log) to the file; wait for the fsync."""
