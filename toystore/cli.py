@@ -32,7 +32,7 @@ class Plan:
     args: list[str]
 
 
-def plan(config: ClusterConfig, config_path: str | None, data_dir: Path) -> list[Plan]:
+def plan(config: ClusterConfig, config_path: str | None, data_dir: Path, no_cache: bool = False) -> list[Plan]:
     """The services to start, in order, with their flags."""
     common = ["--config", config_path] if config_path else []
     replicas = [
@@ -43,7 +43,9 @@ def plan(config: ClusterConfig, config_path: str | None, data_dir: Path) -> list
         )
         for r in config.order.replicas
     ]
-    return [Plan("catalog", "toystore-catalog", [*common, "--data-dir", str(data_dir / "catalog")]), *replicas]
+    catalog = Plan("catalog", "toystore-catalog", [*common, "--data-dir", str(data_dir / "catalog")])
+    frontend = Plan("frontend", "toystore-frontend", [*common, *(["--no-cache"] * no_cache)])
+    return [catalog, *replicas, frontend]
 
 
 def say(message: str) -> None:
@@ -61,7 +63,7 @@ async def up(reactor: Any, options: argparse.Namespace) -> None:
     supervisor = Supervisor(reactor)
     reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(stop(supervisor)))
     say(f"toystore: starting the store; data and logs in {data_dir}/")
-    for service in plan(config, options.config, data_dir):
+    for service in plan(config, options.config, data_dir, options.no_cache):
         log_path = data_dir / "logs" / f"{service.name}.log"
         try:
             child = await supervisor.start(service.name, service.command, service.args, log_path)
@@ -76,14 +78,8 @@ async def up(reactor: Any, options: argparse.Namespace) -> None:
         say(f"  {service.name:<10} ready   pid {child.pid:<7} {ports}")
         watch(supervisor, child, log_path)
     say(status_line(supervisor))
-    say(f"toystore is up.  Operators: {operator_url(supervisor)}/health   Ctrl-C stops it.")
+    say(f"toystore is up at {config.frontend.url}  (try {config.frontend.url}/products/Tux)   Ctrl-C stops it.")
     await Deferred()  # until the reactor stops
-
-
-def operator_url(supervisor: Supervisor) -> str:
-    """The catalog's operator URL (the public front-end is not part of the store yet)."""
-    catalog = next(child for child in supervisor.children if child.name == "catalog")
-    return f"http://127.0.0.1:{catalog.ports['http']}"
 
 
 def status_line(supervisor: Supervisor) -> str:
@@ -122,6 +118,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--data-dir", "-d", default="var", help="where each service keeps its data and log (default: ./var)"
     )
+    run.add_argument("--no-cache", action="store_true", help="run the front-end without its product cache")
     return top
 
 

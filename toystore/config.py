@@ -93,10 +93,15 @@ class CatalogConfig:
 
 @dataclass(frozen=True)
 class FrontendConfig:
-    """Where the public front-end listens, and the URL that reaches it."""
+    """Where the public front-end listens, the URL that reaches it, and its knobs."""
 
     http: str = _knob(_listen)
     url: str = _knob(_url)
+    cache_size: int = _knob(_not_negative)
+    max_quantity: int = _knob(_at_least_one)
+    max_body: int = _knob(_at_least_one)
+    failover_deadline: float = _knob(_positive)
+    status_timeout: float = _knob(_positive)
 
 
 @dataclass(frozen=True)

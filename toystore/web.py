@@ -15,6 +15,7 @@ traceback or HTML page ever reaches a client.
 
 from __future__ import annotations
 
+import io
 from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry
@@ -39,7 +40,9 @@ def write_json(request: Request, code: int, body: dict[str, Any]) -> bytes:
 
 
 def write_error(request: Request, error: ApiError) -> bytes:
-    """The JSON reply for ``error``."""
+    """The JSON reply for ``error`` (a 503 says when to try again)."""
+    if error.code == 503:
+        request.setHeader(b"retry-after", b"1")
     return write_json(request, error.code, error.to_json())
 
 
@@ -158,9 +161,72 @@ def operator_root(
     return root
 
 
-def make_site(root: IResource) -> Site:
-    """A Site that never shows tracebacks and logs nothing per request."""
-    site = Site(root)
-    site.displayTracebacks = False
-    site.log = lambda request: None  # type: ignore[method-assign]
-    return site
+class LimitedBody:
+    """
+    A request body that keeps at most ``limit`` bytes: beyond that it drops
+    what arrives (nothing more is buffered) and remembers it was too large.
+    """
+
+    def __init__(self, limit: int, length: int | None) -> None:
+        self.limit = limit
+        self.too_large = length is not None and length > limit
+        self._buffer = io.BytesIO()
+
+    def write(self, data: bytes) -> None:
+        if self.too_large:
+            return
+        if self._buffer.tell() + len(data) > self.limit:
+            self.too_large = True
+            self._buffer = io.BytesIO()
+            return
+        self._buffer.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._buffer.seek(offset, whence)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._buffer.read(size)
+
+    def tell(self) -> int:
+        return self._buffer.tell()
+
+    def close(self) -> None:
+        self._buffer.close()
+
+
+class LimitedRequest(Request):
+    """A request whose over-long body is answered with a JSON 413 before any resource sees it."""
+
+    def process(self) -> None:
+        if getattr(self.content, "too_large", False):
+            self.setHeader(b"connection", b"close")
+            limit = self.content.limit
+            self.write(write_error(self, ApiError(f"request body larger than {limit} bytes", 413)))
+            self.finish()
+            return
+        super().process()
+
+
+class JSONSite(Site):
+    """
+    A Site that never shows tracebacks, logs nothing per request, and (with
+    ``max_body``) refuses bodies longer than that without buffering them.
+    """
+
+    requestFactory = LimitedRequest
+    displayTracebacks = False
+
+    def __init__(self, root: IResource, max_body: int = 64 * 1024) -> None:
+        super().__init__(root)
+        self.max_body = max_body
+
+    def getContentFile(self, length: int | None) -> LimitedBody:
+        return LimitedBody(self.max_body, length)
+
+    def log(self, request: Request) -> None:
+        """No access log: the metrics count requests."""
+
+
+def make_site(root: IResource, max_body: int = 64 * 1024) -> Site:
+    """The Site of a toystore HTTP port."""
+    return JSONSite(root, max_body)

@@ -52,27 +52,30 @@ class Watched(ProcessProtocol):
 @pytest_twisted.ensureDeferred
 async def test_up_starts_and_stops_the_store(reactor: Any, tmp_path: Path) -> None:
     """
-    toystore up starts the catalog and the three replicas, which answer;
-    SIGTERM stops them all and toystore up exits with status 0.
+    toystore up starts the catalog, the three replicas and the front-end,
+    which elects a leader and answers at the URL printed; SIGTERM stops them
+    all and toystore up exits with status 0.
     """
     config, ports = write_cluster(tmp_path)
-    child = Watched(b"toystore is up.")
+    child = Watched(b"toystore is up at")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "toystore", "up", "--config", str(config), "--data-dir", str(tmp_path / "var")]
     process = reactor.spawnProcess(child, sys.executable, argv, env=env)
     try:
         await child.seen.addTimeout(60, reactor)
         output = child.output.decode()
-        for name in ("catalog", "order-1", "order-2", "order-3"):
+        for name in ("catalog", "order-1", "order-2", "order-3", "frontend"):
             assert re.search(rf"^  {name} +ready +pid \d+", output, re.MULTILINE), output
-        response = await treq.get(f"http://127.0.0.1:{ports['catalog_http']}/health")
-        assert (await response.json())["data"]["service"] == "catalog"
-        response = await treq.get(f"http://127.0.0.1:{ports['http2']}/health")
-        assert (await response.json())["data"]["role"] == "follower"
+        url = f"http://127.0.0.1:{ports['frontend']}"
+        assert f"toystore is up at {url}" in output
+        response = await treq.post(f"{url}/orders", json={"name": "Tux", "quantity": 2})
+        assert await response.json() == {"data": {"order_number": 0}}
+        response = await treq.get(f"{url}/products/Tux")
+        assert (await response.json())["data"]["quantity"] == 98
         process.signalProcess("TERM")
         assert await child.ended.addTimeout(30, reactor) == 0
         assert b"toystore: stopped." in child.output
-        for name in ("catalog", "order-1"):
+        for name in ("catalog", "order-1", "frontend"):
             log = (tmp_path / "var" / "logs" / f"{name}.log").read_text()
             assert log.rstrip().endswith("Server Shut Down."), name
     finally:

@@ -19,3 +19,10 @@ toystore_order = ServiceMaker(
     "One toystore order replica: a durable, replicated order log (--id N).",
     "toystore-order",
 )
+
+toystore_frontend = ServiceMaker(
+    "toystore front-end",
+    "toystore.frontend.tap",
+    "The toystore front-end: the public REST API, its cache and leader failover.",
+    "toystore-frontend",
+)

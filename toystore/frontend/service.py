@@ -1,0 +1,208 @@
+"""
+The front-end service: products through the cache, orders through the
+leader with transparent failover, and the catalog's feed that keeps the cache
+fresh.
+
+Failover: a call to the leader that fails in a way that says it may not lead
+(it cannot be reached, does not answer in time, drops the connection, or
+answers 421 "not leader") makes the tracker elect a new leader; the request
+is then retried against it with the same idempotency key, so it is placed at
+most once.  A leader that answers 503 (no majority yet, catalog unreachable)
+is asked again after a short pause.  All of it within
+``frontend.failover_deadline``; only then does the client get a 503.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Awaitable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from ..config import ClusterConfig
+from ..envelope import ApiError, BadRequest, Unavailable
+from ..wire import CallTimeout, ConnectionDropped, NotConnected, WireProtocol
+from .cache import LRUCache
+from .election import LeaderTracker
+
+#: Errors from the leader that mean it may not lead any more.
+NOT_LEADING = (421,)
+#: Seconds between two tries of a leader that answered 503.
+RETRY_PAUSE = 0.1
+
+
+class FrontendMetrics:
+    """The front-end's Prometheus metrics, in a registry of their own."""
+
+    def __init__(self, cache: LRUCache) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("toystore_frontend_requests", "Public requests", ["kind", "code"], registry=r)
+        self.seconds = Histogram(
+            "toystore_frontend_request_seconds",
+            "Time to answer a public request",
+            ["kind"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
+        self.failovers = Counter("toystore_frontend_failovers", "Calls retried after a leader failed", registry=r)
+        self.elections = Gauge("toystore_frontend_elections", "Elections held since start", registry=r)
+        self.pushes = Counter("toystore_frontend_pushes", "Invalidations pushed by the catalog", registry=r)
+        stats = cache.stats
+        for name, help_text, read in [
+            ("hits", "Product queries answered from the cache", lambda: stats.hits),
+            ("misses", "Product queries sent to the catalog", lambda: stats.misses),
+            ("evictions", "Entries evicted to make room", lambda: stats.evictions),
+            ("invalidations", "Entries dropped because their toy changed", lambda: stats.invalidations),
+            ("clears", "Times the whole cache was cleared (feed reconnected)", lambda: stats.clears),
+        ]:
+            Gauge(f"toystore_frontend_cache_{name}", help_text, registry=r).set_function(read)
+        Gauge("toystore_frontend_cache_entries", "Entries in the cache", registry=r).set_function(lambda: len(cache))
+
+
+class FrontendService(Service):
+    """
+    :param catalog: a wire client of the catalog, subscribed to its feed
+        (this service is its push handler and its ``prepare``).
+    :param replicas: a wire client per order replica id.
+    """
+
+    log = Logger()
+
+    def __init__(self, config: ClusterConfig, clock: Any, catalog: Any, replicas: dict[int, Any]) -> None:
+        self.config = config.frontend
+        self.clock = clock
+        self.catalog = catalog
+        self.replicas = replicas
+        self.cache = LRUCache(self.config.cache_size)
+        self.metrics = FrontendMetrics(self.cache)
+        self.tracker = LeaderTracker(
+            replicas, clock, self.config.status_timeout, on_elected=lambda leader, epoch: self._elected()
+        )
+
+    # -- life cycle ------------------------------------------------------------
+
+    def startService(self) -> None:
+        """Elect a leader at once (in the background)."""
+        super().startService()
+        self.tracker.elect().addErrback(lambda f: None)
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.tracker.stop()
+
+    def _elected(self) -> None:
+        self.metrics.elections.set(self.tracker.elections)
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /health`` shows."""
+        return {
+            "service": "frontend",
+            "status": "ok" if self.running else "stopping",
+            "leader": self.tracker.leader,
+            "epoch": self.tracker.epoch,
+            "cache": {"size": self.cache.size, "entries": len(self.cache)},
+        }
+
+    # -- the catalog's feed ------------------------------------------------------
+
+    async def subscribe(self, connection: WireProtocol) -> None:
+        """``prepare`` of the catalog connection: subscribe, and forget what the cache knew."""
+        await connection.call("subscribe")
+        self.cache.clear()
+        self.log.info("subscribed to the catalog's feed; cache cleared")
+
+    def push_invalidate(self, message: dict[str, Any], connection: WireProtocol) -> None:
+        """The catalog says these toys changed."""
+        names = message.get("names")
+        if isinstance(names, list):
+            self.metrics.pushes.inc()
+            for name in names:
+                if isinstance(name, str):
+                    self.cache.invalidate(name)
+
+    # -- products ----------------------------------------------------------------
+
+    async def product(self, name: str) -> dict[str, Any]:
+        """A toy's reply, from the cache or the catalog."""
+        cached = self.cache.get(name)
+        if cached is not None:
+            return cached
+        version = self.cache.version(name)
+        toy = await self.catalog.call("query", {"name": name})
+        self.cache.put(name, toy, version)
+        return toy
+
+    # -- orders ------------------------------------------------------------------
+
+    async def place_order(self, name: str, quantity: int, key: str | None) -> dict[str, Any]:
+        """Place an order through the leader, once per key, failing over if it must."""
+        key = key or f"fe-{uuid.uuid4().hex}"
+        reply = await self._with_leader("order", {"name": name, "quantity": quantity, "key": key})
+        self.cache.invalidate(name)
+        return reply
+
+    async def order(self, number: int) -> dict[str, Any]:
+        """An order, as the leader knows it."""
+        return await self._with_leader("get", {"number": number})
+
+    def leader(self) -> dict[str, Any]:
+        """``GET /leader``: the replica that leads, for replicas starting up."""
+        if self.tracker.leader is None:
+            raise Unavailable("no leader is known yet")
+        return {"leader": self.tracker.leader, "epoch": self.tracker.epoch}
+
+    async def _with_leader(self, kind: str, fields: dict[str, Any]) -> Any:
+        deadline = self.clock.seconds() + self.config.failover_deadline
+        last: ApiError = Unavailable("no order replica is available")
+        while True:
+            left = deadline - self.clock.seconds()
+            if left <= 0:
+                raise Unavailable(f"no order replica could serve within {self.config.failover_deadline} s: {last}")
+            leader = None
+            try:
+                leader = await _within(self.tracker.current(), left, self.clock)
+                return await self.replicas[leader].call(kind, fields, timeout=left)
+            except TimeoutError:
+                continue  # the deadline check above ends it
+            except ApiError as e:
+                if e.code not in NOT_LEADING and e.code != 503:
+                    raise  # the answer itself: 400, 404, 409, 422 ...
+                last = e
+                self.metrics.failovers.inc()
+                if leader is not None and (e.code in NOT_LEADING or isinstance(e, NotConnected) or _transport_error(e)):
+                    self.tracker.failed(leader, e.message)
+                else:
+                    await deferLater(self.clock, min(RETRY_PAUSE, max(0.0, left)), lambda: None)
+
+
+def _transport_error(error: ApiError) -> bool:
+    return isinstance(error, (CallTimeout, ConnectionDropped))
+
+
+async def _within(awaitable: Awaitable[Any] | Deferred[Any], seconds: float, clock: Any) -> Any:
+    d = awaitable if isinstance(awaitable, Deferred) else Deferred.fromCoroutine(awaitable)  # type: ignore[arg-type]
+    return await d.addTimeout(seconds, clock)
+
+
+def parse_order(body: Any, max_quantity: int) -> tuple[str, int]:
+    """
+    Check a ``POST /orders`` body: exactly ``name`` (a non-empty string) and
+    ``quantity`` (a JSON integer from 1 to ``max_quantity``).
+    """
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object with 'name' and 'quantity'")
+    unknown = sorted(set(body) - {"name", "quantity"})
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}: an order has only 'name' and 'quantity'")
+    name, quantity = body.get("name"), body.get("quantity")
+    if not isinstance(name, str) or not name:
+        raise BadRequest(f"'name' must be a non-empty string, not {name!r}")
+    if len(name) > 100 or not name.isprintable():
+        raise BadRequest("'name' must be at most 100 printable characters")
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= max_quantity:
+        raise BadRequest(f"'quantity' must be an integer from 1 to {max_quantity}, not {quantity!r}")
+    return name, quantity
