@@ -150,3 +150,52 @@ class OperatorEndpointTests(SynchronousTestCase):
         """Each service has its own registry: a second catalog in one process does not clash."""
         other = CatalogService(self.catalog.config, Clock(), inline)
         self.assertIsNot(other.metrics.registry, self.catalog.metrics.registry)
+
+
+class BodyLimitTests(SynchronousTestCase):
+    """JSONSite refuses bodies over max_body with a JSON 413 before any resource sees them."""
+
+    def post(self, body: bytes, chunked: bool = False) -> bytes:
+        from twisted.internet.testing import StringTransport
+
+        from toystore.web import make_site
+
+        seen: list[bytes] = []
+
+        class Echo(JSONResource):
+            def json_POST(self, request: Any) -> Any:
+                seen.append(request.content.read())
+                return {"length": len(seen[-1])}
+
+        root = JSONTree()
+        root.putChild(b"orders", Echo())
+        channel = make_site(root, max_body=1024).buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        if chunked:
+            head = b"POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            payload = b"".join(
+                b"%x\r\n%s\r\n" % (len(body[i : i + 500]), body[i : i + 500]) for i in range(0, len(body), 500)
+            )
+            channel.dataReceived(head + payload + b"0\r\n\r\n")
+        else:
+            channel.dataReceived(b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        self.seen = seen
+        return transport.value()
+
+    def test_small_body(self) -> None:
+        """A body within the limit reaches the resource."""
+        self.assertIn(b'{"data":{"length":10}}', self.post(b"x" * 10))
+
+    def test_declared_too_long(self) -> None:
+        """A Content-Length over the limit is a 413, and the resource never runs."""
+        reply = self.post(b"x" * 5000)
+        self.assertIn(b"HTTP/1.1 413", reply)
+        self.assertIn(b"request body larger than 1024 bytes", reply)
+        self.assertEqual(self.seen, [])
+
+    def test_chunked_too_long(self) -> None:
+        """A chunked body that grows over the limit is a 413 too."""
+        reply = self.post(b"x" * 5000, chunked=True)
+        self.assertIn(b"HTTP/1.1 413", reply)
+        self.assertEqual(self.seen, [])

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.application.internet import backoffPolicy
-from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -50,6 +50,7 @@ class LeaderTracker:
         self._on_elected = on_elected
         self._retry = retry or backoffPolicy(0.1, 2.0)
         self._waiting: list[Deferred[int]] = []
+        self._electing = False
         self._running: Deferred[None] | None = None
 
     async def current(self) -> int:
@@ -68,8 +69,11 @@ class LeaderTracker:
         """Join the election under way, or start one: a Deferred of the new leader's id."""
         waiter: Deferred[int] = Deferred()
         self._waiting.append(waiter)
-        if self._running is None:
-            self._running = Deferred.fromCoroutine(self._elect())
+        if not self._electing:
+            self._electing = True
+            running = Deferred.fromCoroutine(self._elect())
+            # An election can finish at once (replicas answering synchronously).
+            self._running = running if self._electing else None
         return waiter
 
     def stop(self) -> None:
@@ -98,6 +102,7 @@ class LeaderTracker:
                 waiter.errback(CancelledError())
             return
         finally:
+            self._electing = False
             self._running = None
         self.elections += 1
         self._on_elected(*chosen)
@@ -108,7 +113,7 @@ class LeaderTracker:
     async def _round(self) -> tuple[int, int] | None:
         """One election; the new ``(leader, epoch)``, or None if no replica could lead."""
         ids = sorted(self.replicas, reverse=True)
-        calls = [Deferred.fromCoroutine(self.replicas[i].call("status", timeout=self.status_timeout)) for i in ids]
+        calls = [ensureDeferred(self.replicas[i].call("status", timeout=self.status_timeout)) for i in ids]
         results = await DeferredList(calls, consumeErrors=True)
         statuses = {i: status for i, (ok, status) in zip(ids, results, strict=True) if ok}
         if not statuses:
@@ -138,7 +143,7 @@ class LeaderTracker:
 
     def _tell(self, replica: int, leader: int, epoch: int) -> None:
         """Tell ``replica`` who leads; it finds out by itself if this fails."""
-        told = Deferred.fromCoroutine(self.replicas[replica].call("lead", {"epoch": epoch, "leader": leader}))
+        told = ensureDeferred(self.replicas[replica].call("lead", {"epoch": epoch, "leader": leader}))
         told.addErrback(
             lambda f: self.log.info(
                 "could not tell replica {replica} that {leader} leads: {error}",

@@ -149,9 +149,15 @@ class PlaceOrder(Public):
 
     def json_POST(self, request: Request) -> Deferred[Any]:
         name, quantity = parse_order(loads(request.content.read()), self.frontend.config.max_quantity)
-        key = request.getHeader(b"idempotency-key")
-        if key is not None and not 0 < len(key) <= 200:
-            raise BadRequest("Idempotency-Key must have 1 to 200 characters")
+        raw_key = request.getHeader(b"idempotency-key")
+        key = None
+        if raw_key is not None:
+            try:
+                key = raw_key.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest("Idempotency-Key must be UTF-8") from None
+            if not 0 < len(key) <= 200 or not key.isprintable():
+                raise BadRequest("Idempotency-Key must have 1 to 200 printable characters")
         return Deferred.fromCoroutine(self.frontend.place_order(name, quantity, key))
 
     def json_GET(self, request: Request) -> Any:
