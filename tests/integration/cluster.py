@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import treq
 from twisted.internet.defer import Deferred, DeferredList
 
 from toystore.localcluster import REPLICAS, cluster_file, connect
@@ -55,6 +56,32 @@ class Cluster:
             await self.start_replica(i)
         await self.elect(1, 3)
 
+    async def start_store(self, *flags: str) -> Child:
+        """The whole store: catalog, three replicas, and the front-end, which elects the leader."""
+        await self.start_catalog()
+        for i in REPLICAS:
+            await self.start_replica(i)
+        self.frontend = await self.supervisor.start(
+            "frontend", "toystore-frontend", ["--config", str(self.config), *flags]
+        )
+        await self.leader_elected()
+        return self.frontend
+
+    async def leader_elected(self) -> dict[str, int]:
+        """Wait until the front-end's first election is over (it runs after the front-end is ready)."""
+        for _ in range(200):
+            response = await treq.get(f"{self.url}/leader")
+            body = await response.json()
+            if response.code == 200:
+                return body["data"]
+            await _sleep(self.reactor, 0.05)
+        raise AssertionError(f"no leader elected: {body}")
+
+    @property
+    def url(self) -> str:
+        """The front-end's base URL."""
+        return f"http://127.0.0.1:{self.ports['frontend']}"
+
     async def call(self, i: int, type: str, timeout: float = 5.0, **fields: Any) -> Any:
         """A wire call to replica ``i`` (one cached connection per replica)."""
         connection = self._connections.get(i)
@@ -62,6 +89,14 @@ class Cluster:
             connection = await connect(self.reactor, self.ports[f"lines{i}"])
             self._connections[i] = connection
         return await connection.call(type, fields, timeout=timeout)
+
+    async def call_catalog(self, type: str, **fields: Any) -> Any:
+        """A wire call to the catalog."""
+        connection = await connect(self.reactor, self.ports["catalog_lines"])
+        try:
+            return await connection.call(type, fields)
+        finally:
+            connection.transport.loseConnection()
 
     async def elect(self, epoch: int, leader: int, skip: tuple[int, ...] = ()) -> None:
         """What the front-end does: tell ``leader`` it leads, wait for ready, tell the others."""

@@ -1,0 +1,150 @@
+"""
+End-to-end tests of the whole store through its public API: a real catalog,
+three real replicas and the real front-end, over HTTP; and the leader
+SIGKILLed while clients order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet.task import deferLater
+from twisted.web.client import HTTPConnectionPool
+
+from toystore.supervise import Supervisor
+
+from .cluster import Cluster, gather
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(reactor: Any, supervisor: Supervisor, tmp_path: Path) -> Any:
+    """A store for this test (started by the test)."""
+    cluster = Cluster(reactor, supervisor, tmp_path)
+    yield cluster
+    cluster.close()
+
+
+async def fetch(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+    response = await treq.request(method, url, **kwargs)
+    return response.code, await response.json()
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_request_kind(store: Cluster) -> None:
+    """Each kind of request and each error path, over real HTTP, as DESIGN.md section 2 lists them."""
+    await store.start_store()
+    url = store.url
+    code, toy = await fetch("GET", f"{url}/products/Tux")
+    assert code == 200 and set(toy["data"]) == {"name", "price", "quantity"}
+    for path in ("/products/product_name=Tux", "/products?product_name=Tux"):
+        assert await fetch("GET", url + path) == (200, toy)
+    code, placed = await fetch("POST", f"{url}/orders", json={"name": "Tux", "quantity": 2})
+    assert (code, placed) == (200, {"data": {"order_number": 0}})
+    expected = {"data": {"number": 0, "name": "Tux", "quantity": 2}}
+    for path in ("/orders/0", "/orders/order_num=0", "/orders?order_number=0"):
+        assert await fetch("GET", url + path) == (200, expected)
+    code, after = await fetch("GET", f"{url}/products/Tux")
+    assert after["data"]["quantity"] == toy["data"]["quantity"] - 2, "the order left a stale cache entry"
+    key = {"Idempotency-Key": "same"}
+    first = await fetch("POST", f"{url}/orders", json={"name": "Fox", "quantity": 1}, headers=key)
+    assert await fetch("POST", f"{url}/orders", json={"name": "Fox", "quantity": 1}, headers=key) == first
+    code, error = await fetch("POST", f"{url}/orders", json={"name": "Fox", "quantity": 2}, headers=key)
+    assert code == 422 and error["error"]["code"] == 422
+    errors = [
+        ("GET", "/products/Unicorn", {}, 404),
+        ("POST", "/orders", {"json": {"name": "Unicorn", "quantity": 1}}, 404),
+        ("POST", "/orders", {"json": {"name": "Tux", "quantity": 100_000_000}}, 400),
+        ("POST", "/orders", {"data": b"{not json"}, 400),
+        ("POST", "/orders", {"data": b"x" * 10_000_000}, 413),
+        ("GET", "/orders/12345", {}, 404),
+        ("GET", "/orders/x", {}, 400),
+        ("DELETE", "/products/Tux", {}, 405),
+        ("GET", "/no/such/path", {}, 404),
+    ]
+    for method, path, kwargs, expected_code in errors:
+        code, body = await fetch(method, url + path, **kwargs)
+        assert (code, body["error"]["code"]) == (expected_code, expected_code), (method, path, body)
+    code, leader = await fetch("GET", f"{url}/leader")
+    assert code == 200 and leader["data"]["leader"] == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_insufficient_stock_and_the_push(store: Cluster) -> None:
+    """
+    A buy behind the front-end's back (straight to the catalog) reaches the
+    cached reply through the catalog's push; ordering more than is left is
+    a 409.
+    """
+    await store.start_store()
+    url = store.url
+    code, toy = await fetch("GET", f"{url}/products/Kite")
+    code, leader = await fetch("GET", f"{url}/leader")
+    assert code == 200, leader
+    sold = await store.call_catalog(
+        "buy", name="Kite", quantity=toy["data"]["quantity"] - 1, key="direct", epoch=leader["data"]["epoch"]
+    )
+    assert sold["remaining"] == 1
+    for _ in range(100):
+        code, now = await fetch("GET", f"{url}/products/Kite")
+        if now["data"]["quantity"] == 1:
+            break
+        await deferLater(store.reactor, 0.02)
+    assert now["data"]["quantity"] == 1, "the push did not invalidate the cached reply"
+    code, error = await fetch("POST", f"{url}/orders", json={"name": "Kite", "quantity": 2})
+    assert (code, error["error"]["code"]) == (409, 409)
+    assert await fetch("POST", f"{url}/orders", json={"name": "Kite", "quantity": 1}) == (
+        200,
+        {"data": {"order_number": 0}},
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_leader_killed_while_clients_order(store: Cluster) -> None:
+    """
+    Four clients order through the front-end, each on a keep-alive
+    connection; the leader is SIGKILLed meanwhile.  No client sees an
+    error, and every acknowledged order reads back with its content.
+    """
+    await store.start_store()
+    url = store.url
+    acknowledged: dict[int, dict[str, Any]] = {}
+    failures: list[Any] = []
+
+    async def client(c: int) -> None:
+        pool = HTTPConnectionPool(store.reactor, persistent=True)
+        try:
+            for n in range(40):
+                order = {"name": ["Tux", "Fox", "Whale", "Kite"][c], "quantity": 1 + n % 3}
+                response = await treq.post(f"{url}/orders", json=order, pool=pool)
+                body = await response.json()
+                if response.code != 200:
+                    failures.append((response.code, body))
+                    continue
+                acknowledged[body["data"]["order_number"]] = order
+        finally:
+            await pool.closeCachedConnections()
+
+    async def kill_leader() -> None:
+        while len(acknowledged) < 40:
+            await deferLater(store.reactor, 0.01)
+        store.replicas[3].signal("KILL")
+
+    results = await gather(kill_leader(), *(client(c) for c in range(4)))
+    assert all(ok for ok, _ in results), [r for ok, r in results if not ok]
+    assert failures == [], failures
+    assert len(acknowledged) == 160
+    assert sorted(acknowledged) == list(range(160)), "order numbers have gaps or repeats"
+    for number, order in acknowledged.items():
+        code, body = await fetch("GET", f"{url}/orders/{number}")
+        assert (code, body["data"]) == (200, {"number": number, **order})
+    code, leader = await fetch("GET", f"{url}/leader")
+    assert leader["data"]["leader"] == 2
+    await store.start_replica(3)
+    await store.caught_up()
+    assert store.log(1) == store.log(2) == store.log(3)
