@@ -1,6 +1,9 @@
 """
 The ``toystore`` command.
 
+``toystore status`` asks every process of the cluster file for its
+``/health`` and prints one line each: up or down, role, epoch, last order.
+
 ``toystore up`` runs the store on this machine: every service as a child
 process (``twistd -n --pidfile= toystore-<service>``), started in order, each
 awaited until it reports ready.  It prints where the store answers, reports
@@ -16,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from twisted.internet.defer import Deferred
+import treq
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import react
 
 from .config import ClusterConfig, ConfigError, load
+from .measure import table
 from .supervise import Child, ChildFailed, Supervisor
 
 
@@ -109,6 +114,47 @@ async def stop(supervisor: Supervisor) -> None:
         say("toystore: stopped.")
 
 
+def operator_url(listen: str) -> str:
+    """The HTTP URL of a listening endpoint string (``tcp:8100:interface=127.0.0.1``)."""
+    parts = listen.split(":")
+    port = next((p for p in parts[1:] if p.isdigit()), "0")
+    interface = next((p.split("=", 1)[1] for p in parts if p.startswith("interface=")), "")
+    host = interface if interface not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
+async def status(reactor: Any, options: argparse.Namespace) -> None:
+    """Print each process of the store: up or down, role, epoch, last order number."""
+    try:
+        config = load(options.config)
+    except ConfigError as e:
+        raise SystemExit(f"toystore: error: {e}") from None
+    targets = [("frontend", config.frontend.url), ("catalog", operator_url(config.catalog.http))]
+    targets += [(f"order-{r.id}", operator_url(r.http)) for r in config.order.replicas]
+
+    async def health(url: str) -> dict[str, Any] | None:
+        try:
+            response = await treq.get(f"{url}/health", timeout=2.0, persistent=False)
+            return (await response.json())["data"]
+        except Exception:
+            return None
+
+    found = await DeferredList([Deferred.fromCoroutine(health(url)) for _, url in targets])
+    rows = []
+    for (name, url), (_, data) in zip(targets, found, strict=True):
+        if data is None:
+            rows.append((name, "down", "", "", "", url))
+            continue
+        role = data.get("role", "")
+        if name == "frontend" and data.get("leader") is not None:
+            role = f"leader is {data['leader']}"
+        last = data.get("last_order", "")
+        rows.append((name, "up", role, str(data.get("epoch", "")), str(last), url))
+    say(table(("process", "state", "role", "epoch", "last order", "address"), rows, left=3))
+    if any(row[1] == "down" for row in rows):
+        raise SystemExit(1)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line of ``toystore``."""
     top = argparse.ArgumentParser(prog="toystore", description="A replicated online toy store.")
@@ -119,6 +165,8 @@ def parser() -> argparse.ArgumentParser:
         "--data-dir", "-d", default="var", help="where each service keeps its data and log (default: ./var)"
     )
     run.add_argument("--no-cache", action="store_true", help="run the front-end without its product cache")
+    show = commands.add_parser("status", help="show each process of the store: up or down, role, epoch")
+    show.add_argument("--config", "-c", help="the cluster file (TOML); default: the packaged one-machine cluster")
     return top
 
 
@@ -127,4 +175,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = parser().parse_args(argv)
     if options.command == "up":
         react(up, (options,))
+    elif options.command == "status":
+        react(status, (options,))
     sys.exit(0)

@@ -6,6 +6,8 @@ SIGKILLed while clients order.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +15,17 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import HTTPConnectionPool
 
 from toystore.supervise import Supervisor
 
 from .cluster import Cluster, gather
+from .conftest import ROOT
 
 pytestmark = pytest.mark.integration
+
+PROCESSES = ["frontend", "catalog", "order-1", "order-2", "order-3"]
 
 
 @pytest.fixture
@@ -148,3 +154,22 @@ async def test_leader_killed_while_clients_order(store: Cluster) -> None:
     await store.start_replica(3)
     await store.caught_up()
     assert store.log(1) == store.log(2) == store.log(3)
+
+
+@pytest_twisted.ensureDeferred
+async def test_toystore_status(store: Cluster) -> None:
+    """toystore status shows each process up with its role; a dead one is down, and the exit status says so."""
+    await store.start_store()
+    await fetch("POST", f"{store.url}/orders", json={"name": "Tux", "quantity": 1})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = ("-m", "toystore", "status", "--config", str(store.config))
+    out, err, code = await getProcessOutputAndValue(sys.executable, argv, env=env)
+    lines = out.decode().splitlines()
+    assert code == 0, err
+    assert [line.split()[:2] for line in lines[1:]] == [[name, "up"] for name in PROCESSES]
+    assert lines[-1].split()[2:5] == ["leader", "1", "0"]
+    store.replicas[1].signal("KILL")
+    await store.supervisor.wait(store.replicas[1])
+    out, err, code = await getProcessOutputAndValue(sys.executable, argv, env=env)
+    assert code == 1
+    assert out.decode().splitlines()[3].split()[:2] == ["order-1", "down"]
