@@ -143,7 +143,7 @@ class Order(Public):
 
 
 class PlaceOrder(Public):
-    """``POST /orders`` (and ``GET /orders?order_number=``)."""
+    """``POST /orders``."""
 
     kind = "order"
 
@@ -160,10 +160,6 @@ class PlaceOrder(Public):
                 raise BadRequest("Idempotency-Key must have 1 to 200 printable characters")
         return Deferred.fromCoroutine(self.frontend.place_order(name, quantity, key))
 
-    def json_GET(self, request: Request) -> Any:
-        self.kind = "order_query"
-        return Order(self.frontend, None).json_GET(request)
-
 
 class Orders(JSONTree):
     """``/orders``: placing here, one child per number."""
@@ -174,14 +170,20 @@ class Orders(JSONTree):
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         if not path:
-            return PlaceOrder(self.frontend)
+            return self._here(request)
         try:
             return Order(self.frontend, _segment(path, ("order_num=", "order_number=")))
         except BadRequest as e:
             return _Refuse(self.frontend, e)
 
     def render(self, request: Request) -> bytes | int:
-        return PlaceOrder(self.frontend).render(request)
+        return self._here(request).render(request)
+
+    def _here(self, request: Request) -> Public:
+        """``/orders`` itself: placing an order, or (GET) the query-string form of reading one."""
+        if request.method in (b"GET", b"HEAD"):
+            return Order(self.frontend, None)
+        return PlaceOrder(self.frontend)
 
 
 class _Refuse(Public):
