@@ -124,6 +124,7 @@ not answer in time, or drops the connection with the call pending.
 from __future__ import annotations
 
 import itertools
+import random
 import re
 from typing import Any, Callable
 
@@ -431,7 +432,10 @@ class WireClient(Service):
         self.name = name
         self._clock = clock
         self._timeout = config.call_timeout
-        policy = backoffPolicy(config.reconnect_initial, config.reconnect_max, **({"jitter": jitter} if jitter else {}))
+        # Twisted's default jitter adds up to a whole second to every delay; keep it
+        # within the first delay, so reconnect_initial means what it says.
+        spread = jitter or (lambda: random.uniform(0, config.reconnect_initial))
+        policy = backoffPolicy(config.reconnect_initial, config.reconnect_max, jitter=spread)
         self._service = ClientService(
             endpoint,
             WireFactory(handler, clock, config),
