@@ -23,12 +23,14 @@ setup(
         "Twisted >= 24.7",
         "treq >= 24.9",
         "prometheus_client >= 0.20",
+        "tqdm >= 4.60",
     ],
     extras_require={
         "test": [
             "pytest >= 8",
             "pytest-twisted >= 1.14",
             "hypothesis >= 6.100",
+            "matplotlib >= 3.7",
         ],
     },
     entry_points={"console_scripts": ["toystore = toystore.cli:main"]},

@@ -6,6 +6,7 @@ SIGKILLed while clients order.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -173,3 +174,18 @@ async def test_toystore_status(store: Cluster) -> None:
     out, err, code = await getProcessOutputAndValue(sys.executable, argv, env=env)
     assert code == 1
     assert out.decode().splitlines()[3].split()[:2] == ["order-1", "down"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_toystore_client(store: Cluster) -> None:
+    """toystore client runs its shoppers against the store, checks every order and exits 0."""
+    await store.start_store()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = ("-m", "toystore", "client", "--url", store.url, "--clients", "3", "--iterations", "20", "-p", "0.8")
+    out, err, code = await getProcessOutputAndValue(sys.executable, (*argv, "--seed", "4", "--json"), env=env)
+    assert code == 0, err
+    report = json.loads(out)
+    rows = {row["type"]: row for row in report["summary"]}
+    assert rows["query"]["count"] == 60 and rows["query"]["errors"] == 0
+    assert rows["buy"]["count"] > 0 and rows["check"]["count"] == report["orders"] == rows["buy"]["count"]
+    assert report["mismatches"] == []
