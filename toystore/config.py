@@ -283,6 +283,9 @@ class ServiceOptions(usage.Options):
     optParameters: list[list[Any]] = [
         ["config", "c", None, "The cluster file (TOML). Default: the packaged one-machine cluster."],
     ]
+    optFlags: list[list[Any]] = [
+        ["exit-on-stdin-close", None, "Stop when standard input closes (for a supervising parent)."],
+    ]
 
     config: ClusterConfig
 

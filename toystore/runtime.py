@@ -14,6 +14,8 @@ line on standard error and exit status 1.
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from typing import Any, Callable, TypeVar
 
 from twisted.application.service import MultiService, Service
@@ -109,10 +111,11 @@ class ProcessService(MultiService):
 
     log = Logger()
 
-    def __init__(self, reactor: IReactorCore, command: str) -> None:
+    def __init__(self, reactor: IReactorCore, command: str, exit_on_stdin_close: bool = False) -> None:
         super().__init__()
         self.command = command
         self._reactor = reactor
+        self._exit_on_stdin_close = exit_on_stdin_close
 
     def privilegedStartService(self) -> None:
         try:
@@ -130,6 +133,30 @@ class ProcessService(MultiService):
                     child.stopService()
             raise SystemExit(f"{self.command}: error: {e}") from None
         self._reactor.callWhenRunning(self._ready)
+        if self._exit_on_stdin_close:
+            self._watch_stdin()
+
+    def _watch_stdin(self) -> None:
+        """
+        Stop when standard input reaches its end: the supervisor that started
+        this process holds the other end, so its death, however abrupt,
+        ends this process too.  A daemon thread waits on the pipe.
+        """
+
+        def wait() -> None:
+            try:
+                while sys.stdin.buffer.read(65536):
+                    pass
+            except (OSError, ValueError):
+                pass
+            self._reactor.callFromThread(self._parent_gone)
+
+        threading.Thread(target=wait, name="stdin-watch", daemon=True).start()
+
+    def _parent_gone(self) -> None:
+        if self._reactor.running:
+            self.log.warn("{command}: standard input closed (the supervisor is gone): stopping", command=self.command)
+            self._reactor.stop()
 
     async def _stop_in_turn(self) -> None:
         for child in reversed(list(self)):

@@ -2,7 +2,9 @@
 Running toystore processes as children: what ``toystore up`` and the
 end-to-end tests share.
 
-A :class:`Child` is one ``twistd -n <command>`` process.  It is ready when it
+A :class:`Child` is one ``twistd -n <command>`` process, started with
+``--exit-on-stdin-close``: its standard input is a pipe from this process, so
+if this process dies, however abruptly, the children stop too.  It is ready when it
 logs its ready line (see :mod:`toystore.runtime`), which also tells the ports
 it bound; nobody waits a fixed time.  A :class:`Supervisor` starts children,
 and stops them all: SIGTERM first, SIGKILL for those that do not exit in time.
@@ -144,7 +146,7 @@ class Supervisor:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log = log_path.open("ab")
         child = Child(name, command, log)
-        argv = [twistd_executable(), "-n", "--pidfile=", "--logfile=-", command, *args]
+        argv = [twistd_executable(), "-n", "--pidfile=", "--logfile=-", command, "--exit-on-stdin-close", *args]
         self.reactor.spawnProcess(child, argv[0], argv, env=self._env)
         self.children.append(child)
         return child

@@ -18,6 +18,7 @@ import pytest_twisted
 import treq
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from .cluster import write_cluster
@@ -47,6 +48,36 @@ class Watched(ProcessProtocol):
             self.seen.errback(RuntimeError(self.output.decode()))
         code = reason.value.exitCode
         self.ended.callback(-reason.value.signal if code is None else code)
+
+
+@pytest_twisted.ensureDeferred
+async def test_children_stop_when_up_is_killed(reactor: Any, tmp_path: Path) -> None:
+    """SIGKILL of toystore up (no chance to clean up) still stops every child: their stdin closes."""
+    config, ports = write_cluster(tmp_path)
+    child = Watched(b"toystore is up at")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "toystore", "up", "--config", str(config), "--data-dir", str(tmp_path / "var")]
+    process = reactor.spawnProcess(child, sys.executable, argv, env=env)
+    await child.seen.addTimeout(60, reactor)
+    pids = [int(pid) for pid in re.findall(rb"pid (\d+)", child.output)]
+    assert len(pids) == 5
+    process.signalProcess("KILL")
+    await child.ended
+    for _ in range(100):
+        alive = [pid for pid in pids if _alive(pid)]
+        if not alive:
+            break
+        await deferLater(reactor, 0.05)
+    assert alive == [], f"children still running after their supervisor died: {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped by init) counts as gone
+        return f.read().split()[2] != "Z"
 
 
 @pytest_twisted.ensureDeferred
@@ -81,7 +112,7 @@ async def test_up_starts_and_stops_the_store(reactor: Any, tmp_path: Path) -> No
             assert log.rstrip().endswith("Server Shut Down."), name
     finally:
         if not child.ended.called:
-            process.signalProcess("KILL")
+            process.signalProcess("KILL")  # its children see their stdin close and stop too
             await child.ended
 
 

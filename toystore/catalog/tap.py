@@ -51,7 +51,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor
     config = options.config
-    top = ProcessService(reactor, COMMAND)
+    top = ProcessService(reactor, COMMAND, options["exit-on-stdin-close"])
     pool = ThreadPoolService(reactor, "catalog-db", size=1)
     pool.setServiceParent(top)
     catalog = CatalogService(config.catalog, reactor, pool.run)

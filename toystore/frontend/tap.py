@@ -31,7 +31,7 @@ class Options(ServiceOptions):
     synopsis = "[--config FILE] [options]"
     longdesc = "Run the toystore front-end: the public REST API, its cache, and leader failover."
 
-    optFlags = [["no-cache", None, "Turn the product cache off."]]
+    optFlags = ServiceOptions.optFlags + [["no-cache", None, "Turn the product cache off."]]
     optParameters = ServiceOptions.optParameters + [
         ["http", None, None, "Endpoint of the public HTTP port. [default: frontend.http]"],
         ["cache-size", None, None, "Product replies kept in the cache. [default: frontend.cache_size]"],
@@ -52,7 +52,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor
     config = options.config
-    top = ProcessService(reactor, COMMAND)
+    top = ProcessService(reactor, COMMAND, options["exit-on-stdin-close"])
     replicas = {
         r.id: WireClient(clientFromString(reactor, r.connect), reactor, config.wire, name=f"replica {r.id}")
         for r in config.order.replicas

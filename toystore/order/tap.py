@@ -90,7 +90,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     def connect(replica_id: int) -> Any:
         return clientFromString(reactor, replicas[replica_id].connect)
 
-    top = ProcessService(reactor, COMMAND)
+    top = ProcessService(reactor, COMMAND, options["exit-on-stdin-close"])
     pool = ThreadPoolService(reactor, f"order-{me.id}-log", size=1)
     pool.setServiceParent(top)
     peers = {
