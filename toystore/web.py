@@ -23,10 +23,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from .envelope import ApiError, NotFound, dumps, ok
+from .wire import no_delay
 
 JSON = b"application/json"
 
@@ -207,6 +209,14 @@ class LimitedRequest(Request):
         super().process()
 
 
+class NoDelayHTTPChannel(HTTPChannel):
+    """An HTTP/1.1 channel with Nagle's algorithm off (see :func:`toystore.wire.no_delay`)."""
+
+    def connectionMade(self) -> None:
+        no_delay(self.transport)
+        super().connectionMade()
+
+
 class JSONSite(Site):
     """
     A Site that never shows tracebacks, logs nothing per request, and (with
@@ -214,6 +224,7 @@ class JSONSite(Site):
     """
 
     requestFactory = LimitedRequest
+    protocol = NoDelayHTTPChannel
     displayTracebacks = False
 
     def __init__(self, root: IResource, max_body: int = 64 * 1024) -> None:

@@ -168,6 +168,17 @@ class ConnectionDropped(Unavailable):
     """The connection closed while the call was pending."""
 
 
+def no_delay(transport: Any) -> None:
+    """
+    Turn Nagle's algorithm off on a TCP transport: small writes (a line, a
+    reply's header then its body) go out at once instead of waiting up to
+    40 ms for the peer's delayed acknowledgement.
+    """
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        set_no_delay(True)
+
+
 def require(message: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     """
     The field ``name`` of a request, checked to be of ``kind``.
@@ -212,6 +223,7 @@ class WireProtocol(LineOnlyReceiver):
 
     def connectionMade(self) -> None:
         self.connected = True
+        no_delay(self.transport)
         # As a streaming producer we hear pauseProducing when the peer stops
         # reading and our write buffer fills: that is how stalls are seen.
         self.transport.registerProducer(self, True)

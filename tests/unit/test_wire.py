@@ -371,3 +371,24 @@ class WireClientTests(SynchronousTestCase):
         self.assertEqual(require({"x": "a"}, "x", (int, str)), "a")
         error = self.assertRaises(BadRequest, require, {"x": 1.5}, "x", (int, str))
         self.assertIn("int or str", error.message)
+
+
+class NoDelayTests(SynchronousTestCase):
+    """Wire connections and HTTP channels turn Nagle's algorithm off (small writes must not wait 40 ms)."""
+
+    def test_no_delay(self) -> None:
+        """Both kinds of connection call setTcpNoDelay(True) on their TCP transport."""
+        from twisted.internet.testing import StringTransport
+
+        from toystore.web import JSONTree, make_site
+
+        class TCPTransport(StringTransport):
+            no_delay = False
+
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                self.no_delay = enabled
+
+        wire, http = TCPTransport(), TCPTransport()
+        WireProtocol(None, Clock(), WIRE).makeConnection(wire)
+        make_site(JSONTree()).buildProtocol(None).makeConnection(http)
+        self.assertEqual((wire.no_delay, http.no_delay), (True, True))
