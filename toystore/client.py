@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -232,7 +233,7 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
     bar = _progress(None if options.forever else options.clients * options.iterations)
     report = Report()
     if options.forever:
-        reactor.addSystemEventTrigger("before", "shutdown", lambda: stop.called or stop.callback(None))
+        _stop_on_signals(reactor, stop)
         _rolling(reactor, report, stop)
     iterations = None if options.forever else options.iterations
     await run(reactor, options.url, options.clients, iterations, options.p, options.seed, stop, bar.update, report)
@@ -258,6 +259,23 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
         print(f"ERROR {sample.kind}: {sample.code} {sample.error}", file=sys.stderr)
     if report.mismatches or report.errors():
         raise SystemExit(1)
+
+
+def _stop_on_signals(reactor: Any, stop: Deferred[None]) -> None:
+    """
+    Ctrl-C or SIGTERM ends the run, not the process: the clients stop, read
+    their orders back, and the report is printed.  A second one stops at once.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.called:
+            reactor.callFromThread(reactor.stop)
+        else:
+            print("stopping: reading back the orders (again to quit at once)", file=sys.stderr)
+            reactor.callFromThread(stop.callback, None)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
 
 
 def _progress(total: int | None) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import HTTPConnectionPool
@@ -189,3 +192,46 @@ async def test_toystore_client(store: Cluster) -> None:
     assert rows["query"]["count"] == 60 and rows["query"]["errors"] == 0
     assert rows["buy"]["count"] > 0 and rows["check"]["count"] == report["orders"] == rows["buy"]["count"]
     assert report["mismatches"] == []
+
+
+class _Output(ProcessProtocol):
+    """Collects a child's output and its exit status."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(reason.value.exitCode)
+
+
+@pytest_twisted.ensureDeferred
+async def test_toystore_client_forever(store: Cluster, reactor: Any) -> None:
+    """With --forever the client runs until Ctrl-C, then reads back its orders, reports, and exits 0."""
+    await store.start_store()
+    child = _Output()
+    argv = [sys.executable, "-m", "toystore", "client", "--url", store.url, "--clients", "2", "-p", "1", "--forever"]
+    process = reactor.spawnProcess(child, sys.executable, argv, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        for _ in range(200):  # until an order has been placed
+            response = await treq.get(f"{store.url}/orders/0")
+            await response.content()
+            if response.code == 200:
+                break
+            await deferLater(reactor, 0.05)
+        process.signalProcess("INT")
+        assert await child.ended.addTimeout(30, reactor) == 0, child.output.decode()
+    finally:
+        if not child.ended.called:
+            process.signalProcess("KILL")
+    output = child.output.decode()
+    assert "reading back the orders" in output
+    placed = int(re.search(r"(\d+) orders placed, 0 read back wrong", output).group(1))
+    assert placed > 0
+    check = re.search(r"^check +(\d+) +0 ", output, re.MULTILINE)
+    assert check and int(check.group(1)) == placed, output
