@@ -59,6 +59,7 @@ from twisted.copyright import version as twisted_version  # noqa: E402
 from twisted.internet import task, threads  # noqa: E402
 from twisted.internet.defer import Deferred, DeferredList  # noqa: E402
 
+from toystore import localcluster  # noqa: E402
 from toystore.catalog.store import TOYS  # noqa: E402
 from toystore.config import WireConfig, load  # noqa: E402
 from toystore.envelope import ApiError  # noqa: E402
@@ -325,10 +326,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 async def main(reactor: Any, *argv: str) -> None:
     """Start a fresh cluster per max_batch setting, measure it, stop it, print the figures."""
     args = parse(list(argv))
-    directory = Path(tempfile.mkdtemp(prefix="bench-orders-"))
-    pythonpath = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-    supervisor = Supervisor(reactor, env={"PYTHONPATH": pythonpath})
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: DeferredList(supervisor.kill_all()))  # on ^C
+    supervisor, directory = localcluster.scratch(reactor, "bench-orders-", keep=lambda: args.keep)
     runs = []
     try:
         for max_batch in args.settings:

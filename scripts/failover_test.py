@@ -43,7 +43,6 @@ import math
 import os
 import platform
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -56,10 +55,11 @@ sys.path.insert(0, ROOT)
 import treq  # noqa: E402
 from twisted.copyright import version as twisted_version  # noqa: E402
 from twisted.internet import task  # noqa: E402
-from twisted.internet.defer import Deferred, DeferredList  # noqa: E402
+from twisted.internet.defer import Deferred  # noqa: E402
 
+from toystore import localcluster  # noqa: E402
 from toystore.client import KINDS, Report, run  # noqa: E402
-from toystore.localcluster import REPLICAS, cluster_file, connect  # noqa: E402
+from toystore.localcluster import REPLICAS, connect  # noqa: E402
 from toystore.measure import percentile, table  # noqa: E402
 from toystore.order.journal import CorruptJournal, decode, scan  # noqa: E402
 from toystore.supervise import ChildFailed, Supervisor  # noqa: E402
@@ -76,23 +76,12 @@ def sleep(reactor: Any, seconds: float) -> Deferred[None]:
 
 async def start_store(reactor: Any, supervisor: Supervisor, directory: Path, stock: int) -> dict[str, Any]:
     """A fresh store in ``directory``: catalog, three replicas, front-end, first leader elected."""
-    config, ports = cluster_file(directory, catalog={"initial_stock": stock})
-    store = {"url": f"http://127.0.0.1:{ports['frontend']}", "ports": ports, "directory": directory}
-    store["args"] = {i: ["--config", str(config), "--id", str(i)] for i in REPLICAS}
     try:
-        await supervisor.start("catalog", "toystore-catalog", ["--config", str(config)], directory / "logs/catalog.log")
-        store["replicas"] = {i: await start_replica(supervisor, store, i) for i in REPLICAS}
-        await supervisor.start("frontend", "toystore-frontend", ["--config", str(config)], directory / "logs/fe.log")
+        store = await localcluster.start_store(reactor, supervisor, directory, catalog={"initial_stock": stock})
     except ChildFailed as e:
         raise SystemExit(f"{e}:\n{e.output}") from None
     await current_leader(reactor, store)
     return store
-
-
-async def start_replica(supervisor: Supervisor, store: dict[str, Any], i: int) -> Any:
-    """Start (or restart) order replica ``i``; its Child once ready."""
-    log = store["directory"] / "logs" / f"order-{i}.log"
-    return await supervisor.start(f"order-{i}", "toystore-order", store["args"][i], log)
 
 
 async def status(reactor: Any, store: dict[str, Any], i: int) -> dict[str, Any] | None:
@@ -143,7 +132,7 @@ async def nemesis(reactor: Any, supervisor: Supervisor, store: dict[str, Any], a
         await supervisor.wait(child)
         await sleep(reactor, killed + args.down - reactor.seconds())
         restarted = reactor.seconds()
-        store["replicas"][victim] = await start_replica(supervisor, store, victim)
+        store["replicas"][victim] = await localcluster.start_replica(supervisor, store, victim)
         kill = {"replica": victim, "leader": victim == leader, "killed_at": killed, "restarted_at": restarted}
         kills.append({**kill, "ready_at": reactor.seconds()})
         due = max(killed + args.period, reactor.seconds())  # never two replicas down at once
@@ -378,17 +367,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 async def main(reactor: Any, *argv: str) -> None:
     """Start the store, load it while the nemesis kills, stop, check, plot, report."""
     args = parse(list(argv))
-    directory = Path(tempfile.mkdtemp(prefix="failover-"))
-    pythonpath = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-    supervisor = Supervisor(reactor, env={"PYTHONPATH": pythonpath})
-
-    def interrupted() -> DeferredList:
-        """On ^C, SIGTERM or the normal end: kill every child still running; remove the data unless kept."""
-        args.stopping = True
-        ended = DeferredList(supervisor.kill_all())
-        return ended.addBoth(lambda _: args.keep or shutil.rmtree(directory, ignore_errors=True))
-
-    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
+    supervisor, directory = localcluster.scratch(
+        reactor, "failover-", keep=lambda: args.keep, on_stop=lambda: setattr(args, "stopping", True)
+    )
     stop: Deferred[None] = Deferred()
     report = Report()
     load_before, started = os.getloadavg(), time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -42,7 +42,6 @@ import platform
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,8 @@ from twisted.internet import task  # noqa: E402
 from twisted.internet.defer import Deferred, DeferredList, gatherResults  # noqa: E402
 from twisted.web.client import Agent, HTTPConnectionPool  # noqa: E402
 
-from toystore.localcluster import REPLICAS, cluster_file, connect  # noqa: E402
+from toystore import localcluster  # noqa: E402
+from toystore.localcluster import connect  # noqa: E402
 from toystore.measure import percentile, table  # noqa: E402
 from toystore.supervise import ChildFailed, Supervisor  # noqa: E402
 
@@ -91,38 +91,14 @@ async def call(http: Any, method: str, url: str, body: Any = None) -> tuple[int,
         return response.code, content.decode("utf-8", "replace")
 
 
-async def leader(reactor: Any, url: str, timeout: float = 15.0) -> int:
-    """The front-end's leader (``GET /leader``), waiting while it has none."""
-    deadline = reactor.seconds() + timeout
-    while True:
-        code, reply = await call(treq, "GET", f"{url}/leader")
-        if code == 200:
-            return reply["data"]["leader"]
-        if reactor.seconds() > deadline:
-            raise SystemExit(f"no leader elected within {timeout} s: {code} {reply}")
-        await sleep(reactor, POLL)
-
-
 async def start_store(reactor: Any, supervisor: Supervisor, directory: Path, *flags: str) -> dict[str, Any]:
     """A fresh store in ``directory`` (``flags`` for the front-end), its first leader elected."""
-    config, ports = cluster_file(directory, catalog={"initial_stock": 100_000_000})
-    store = {"url": f"http://127.0.0.1:{ports['frontend']}", "ports": ports, "logs": directory / "logs"}
-    store["args"] = {i: ["--config", str(config), "--id", str(i)] for i in REPLICAS}
     try:
-        await supervisor.start("catalog", "toystore-catalog", ["--config", str(config)], store["logs"] / "catalog.log")
-        store["replicas"] = {i: await start_replica(supervisor, store, i) for i in REPLICAS}
-        frontend = ["--config", str(config), *flags]
-        await supervisor.start("frontend", "toystore-frontend", frontend, store["logs"] / "frontend.log")
+        return await localcluster.start_store(
+            reactor, supervisor, directory, flags, catalog={"initial_stock": 100_000_000}
+        )
     except ChildFailed as e:
         raise SystemExit(f"{e}:\n{e.output}") from None
-    await leader(reactor, store["url"])
-    return store
-
-
-async def start_replica(supervisor: Supervisor, store: dict[str, Any], i: int) -> Any:
-    """Start (or restart) order replica ``i`` of ``store``; its Child once ready."""
-    log = store["logs"] / f"order-{i}.log"
-    return await supervisor.start(f"order-{i}", "toystore-order", store["args"][i], log)
 
 
 def request(kind: str, url: str, i: int, k: int, numbers: list[int]) -> tuple[str, str, Any]:
@@ -221,13 +197,13 @@ async def failover(reactor: Any, supervisor: Supervisor, store: dict[str, Any], 
     try:
         for _ in range(args.kills):
             await sleep(reactor, args.failover_period)
-            victim = await leader(reactor, url)
+            victim = (await localcluster.wait_for_leader(reactor, url))["leader"]
             followers = await in_sync(reactor, store["ports"][f"lines{victim}"])
             child = store["replicas"][victim]
             killed = reactor.seconds()
             child.signal("KILL")
             await child.when_ended()
-            store["replicas"][victim] = await start_replica(supervisor, store, victim)
+            store["replicas"][victim] = await localcluster.start_replica(supervisor, store, victim)
             kills.append({"replica": victim, "in_sync": followers, "killed_at": killed})
             kills[-1]["restarted_after_s"] = reactor.seconds() - killed
         deadline = reactor.seconds() + 30  # the last kill's first ack
@@ -297,16 +273,7 @@ def report(results: dict[str, Any], ratio: float, failovers: dict[str, Any], cra
 async def main(reactor: Any, *argv: str) -> None:
     """Measure phases A and C on one store and phase B on another, stop everything, print the figures."""
     args = parse(list(argv))
-    directory = Path(tempfile.mkdtemp(prefix="latency-"))
-    pythonpath = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-    supervisor = Supervisor(reactor, env={"PYTHONPATH": pythonpath})
-
-    def interrupted() -> DeferredList:
-        """On ^C or SIGTERM (or the normal end): kill every child, then remove the data unless kept."""
-        ended = DeferredList(supervisor.kill_all())
-        return ended.addBoth(lambda _: args.keep or shutil.rmtree(directory, ignore_errors=True))
-
-    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
+    supervisor, directory = localcluster.scratch(reactor, "latency-", keep=lambda: args.keep)
     cache: dict[str, Any] = {}
     try:
         store = await start_store(reactor, supervisor, directory / "cache-on")

@@ -67,13 +67,12 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 from twisted.copyright import version as twisted_version  # noqa: E402
 from twisted.internet import task  # noqa: E402
-from twisted.internet.defer import Deferred, DeferredList, succeed  # noqa: E402
+from twisted.internet.defer import Deferred, succeed  # noqa: E402
 from twisted.web.client import Agent, HTTPConnectionPool  # noqa: E402
 
-from toystore import client  # noqa: E402
+from toystore import client, localcluster  # noqa: E402
 from toystore.catalog.store import TOYS  # noqa: E402
 from toystore.config import load  # noqa: E402
-from toystore.localcluster import REPLICAS, cluster_file  # noqa: E402
 from toystore.measure import table  # noqa: E402
 from toystore.supervise import ChildFailed, Supervisor  # noqa: E402
 
@@ -121,22 +120,12 @@ async def get_json(http: Any, url: str) -> tuple[int, Any]:
 async def start_store(reactor: Any, supervisor: Supervisor, directory: Path, mode: str, args: Any) -> tuple[str, Any]:
     """A fresh store in ``directory``, cache ``mode``, its first leader elected: its URL and configuration."""
     overrides = {"catalog": {"restock_interval": args.restock_interval}} if args.restock_interval else {}
-    path, ports = cluster_file(directory, **overrides)
-    url, common, logs = f"http://127.0.0.1:{ports['frontend']}", ["--config", str(path)], directory / "logs"
+    flags = ("--no-cache",) if mode == "off" else ()
     try:
-        await supervisor.start("catalog", "toystore-catalog", common, logs / "catalog.log")
-        for i in REPLICAS:
-            await supervisor.start(f"order-{i}", "toystore-order", [*common, "--id", str(i)], logs / f"order-{i}.log")
-        flags = ["--no-cache"] if mode == "off" else []
-        await supervisor.start("frontend", "toystore-frontend", [*common, *flags], logs / "frontend.log")
+        store = await localcluster.start_store(reactor, supervisor, directory, flags, **overrides)
     except ChildFailed as e:
         raise SystemExit(f"{e}:\n{e.output}") from None
-    for _ in range(300):
-        code, body = await get_json(treq, f"{url}/leader")
-        if code == 200:
-            return url, load(str(path))
-        await sleep(reactor, 0.05)
-    raise SystemExit(f"no leader elected within 15 s: {code} {body}")
+    return store["url"], load(str(store["config"]))
 
 
 async def poll_cache(reactor: Any, http: Any, url: str, every: float, t0: float, polls: list, stop: list) -> None:
@@ -359,16 +348,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
 async def main(reactor: Any, *argv: str) -> None:
     """Run every p with the cache on, then off, on fresh stores; write the outputs; exit 1 on errors."""
     args = parse(list(argv))
-    directory = Path(tempfile.mkdtemp(prefix="load-test-"))
-    pythonpath = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-    supervisor = Supervisor(reactor, env={"PYTHONPATH": pythonpath})
-
-    def interrupted() -> DeferredList:
-        """On ^C or SIGTERM (or the normal end): kill every child, then remove the data unless kept."""
-        ended = DeferredList(supervisor.kill_all())
-        return ended.addBoth(lambda _: args.keep or shutil.rmtree(directory, ignore_errors=True))
-
-    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
+    supervisor, directory = localcluster.scratch(reactor, "load-test-", keep=lambda: args.keep)
     phases: dict[str, dict] = {}
     crashed: list[str] = []
     try:

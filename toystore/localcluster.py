@@ -9,13 +9,20 @@ same knobs, new ports and data directories, and any overrides.
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import treq
+from twisted.internet.defer import DeferredList
 from twisted.internet.endpoints import clientFromString
+from twisted.internet.task import deferLater
 
 from .config import WireConfig, dump, load, read_raw
+from .supervise import Supervisor
 from .wire import WireFactory, WireProtocol
 
 REPLICAS = (1, 2, 3)
@@ -83,3 +90,82 @@ async def connect(reactor: Any, port: int, wire: WireConfig | None = None) -> Wi
     """A wire connection to a lines port on loopback."""
     endpoint = clientFromString(reactor, f"tcp:host=127.0.0.1:port={port}")
     return await endpoint.connect(WireFactory(None, reactor, wire or load().wire))
+
+
+async def start_store(
+    reactor: Any, supervisor: Any, directory: Path, frontend_flags: tuple[str, ...] = (), **overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """
+    Start a whole store in ``directory`` as children of ``supervisor``:
+    catalog, three replicas, front-end (with ``frontend_flags``), and wait
+    for the front-end's first election.  Each child's output goes to
+    ``directory/logs/<name>.log``.
+
+    :return: ``url`` (the front-end), ``ports``, ``config`` (the file),
+        ``logs``, ``args`` (each replica's flags, to restart it) and
+        ``replicas`` (each replica's Child).
+    :raises ChildFailed: when a process exits before it is ready.
+    """
+    config, ports = cluster_file(directory, **overrides)
+    common = ["--config", str(config)]
+    store: dict[str, Any] = {
+        "url": f"http://127.0.0.1:{ports['frontend']}",
+        "ports": ports,
+        "config": config,
+        "logs": directory / "logs",
+        "args": {i: [*common, "--id", str(i)] for i in REPLICAS},
+        "replicas": {},
+    }
+    await supervisor.start("catalog", "toystore-catalog", common, store["logs"] / "catalog.log")
+    for i in REPLICAS:
+        await start_replica(supervisor, store, i)
+    await supervisor.start("frontend", "toystore-frontend", [*common, *frontend_flags], store["logs"] / "frontend.log")
+    await wait_for_leader(reactor, store["url"])
+    return store
+
+
+async def start_replica(supervisor: Any, store: dict[str, Any], i: int) -> Any:
+    """Start (or restart) replica ``i`` of a :func:`start_store` store; its Child (also in ``store["replicas"]``)."""
+    child = await supervisor.start(f"order-{i}", "toystore-order", store["args"][i], store["logs"] / f"order-{i}.log")
+    store["replicas"][i] = child
+    return child
+
+
+async def wait_for_leader(reactor: Any, url: str, timeout: float = 30.0) -> dict[str, int]:
+    """``GET /leader`` of the front-end at ``url`` until it names one (its first election runs after it is ready)."""
+    deadline = reactor.seconds() + timeout
+    last: Any = None
+    while reactor.seconds() < deadline:
+        try:
+            response = await treq.get(f"{url}/leader", timeout=2.0, persistent=False)
+            last = await response.json()
+            if response.code == 200:
+                return last["data"]
+        except Exception as e:  # not up yet, or busy: look again
+            last = f"{type(e).__name__}: {e}"
+        await deferLater(reactor, 0.05, lambda: None)
+    raise TimeoutError(f"no leader elected within {timeout} s (last answer: {last})")
+
+
+def scratch(
+    reactor: Any, prefix: str, keep: Callable[[], bool] = lambda: False, on_stop: Callable[[], None] = lambda: None
+) -> tuple[Supervisor, Path]:
+    """
+    A Supervisor for a script's store and a new temporary directory for its
+    data.  When the reactor stops (at the end, or on Ctrl-C or SIGTERM) every
+    child is killed and the directory removed, unless ``keep()`` says not to.
+    The children can import this package wherever it is (a checkout too).
+    """
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    home = str(Path(__file__).resolve().parents[1])
+    supervisor = Supervisor(
+        reactor, env={"PYTHONPATH": os.pathsep.join(filter(None, [home, os.environ.get("PYTHONPATH")]))}
+    )
+
+    def stopping() -> DeferredList:
+        on_stop()
+        ended = DeferredList(supervisor.kill_all())
+        return ended.addBoth(lambda _: keep() or shutil.rmtree(directory, ignore_errors=True))
+
+    reactor.addSystemEventTrigger("before", "shutdown", stopping)
+    return supervisor, directory

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import treq
 from twisted.internet.defer import Deferred, DeferredList
 
-from toystore.localcluster import REPLICAS, cluster_file, connect
+from toystore.localcluster import REPLICAS, cluster_file, connect, wait_for_leader
 from toystore.supervise import Child, Supervisor
 from toystore.wire import WireProtocol
 
@@ -69,13 +68,7 @@ class Cluster:
 
     async def leader_elected(self) -> dict[str, int]:
         """Wait until the front-end's first election is over (it runs after the front-end is ready)."""
-        for _ in range(200):
-            response = await treq.get(f"{self.url}/leader")
-            body = await response.json()
-            if response.code == 200:
-                return body["data"]
-            await _sleep(self.reactor, 0.05)
-        raise AssertionError(f"no leader elected: {body}")
+        return await wait_for_leader(self.reactor, self.url)
 
     @property
     def url(self) -> str:
