@@ -204,7 +204,7 @@ class ParseBuyTests(SynchronousTestCase):
         cases = [
             ({"name": None}, "'name'"),
             ({"name": ""}, "'name'"),
-            ({"name": "x" * 101}, "longer than 100"),
+            ({"name": "x" * 101}, "at most 100 printable characters"),
             ({"quantity": 0}, "'quantity' must be an integer from 1"),
             ({"quantity": -1}, "'quantity'"),
             ({"quantity": True}, "'quantity'"),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from ..envelope import ApiError, BadRequest, Conflict, NotFound, StaleEpoch, Unprocessable, dumps, loads
+from ..envelope import ApiError, Conflict, NotFound, StaleEpoch, Unprocessable, dumps, int_field, loads, text_field
 
 #: The toys on first start, with their prices.
 TOYS: dict[str, float] = {
@@ -111,25 +111,9 @@ class Outcome:
     replayed: bool = False
 
 
-def _text(message: dict[str, Any], name: str, longest: int) -> str:
-    value = message.get(name)
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"field {name!r} must be a non-empty string, not {value!r}")
-    if len(value) > longest:
-        raise BadRequest(f"field {name!r} is longer than {longest} characters")
-    return value
-
-
-def _integer(message: dict[str, Any], name: str, low: int, high: int) -> int:
-    value = message.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise BadRequest(f"field {name!r} must be an integer from {low} to {high}, not {value!r}")
-    return value
-
-
 def parse_name(message: dict[str, Any]) -> str:
     """The toy ``name`` of a request, checked."""
-    return _text(message, "name", MAX_NAME)
+    return text_field(message, "name", MAX_NAME)
 
 
 def parse_buy(message: dict[str, Any]) -> Buy:
@@ -140,9 +124,9 @@ def parse_buy(message: dict[str, Any]) -> Buy:
     """
     return Buy(
         name=parse_name(message),
-        quantity=_integer(message, "quantity", 1, MAX_QUANTITY),
-        key=_text(message, "key", MAX_KEY),
-        epoch=_integer(message, "epoch", 0, 2**62),
+        quantity=int_field(message, "quantity", 1, MAX_QUANTITY),
+        key=text_field(message, "key", MAX_KEY),
+        epoch=int_field(message, "epoch", 0, 2**62),
     )
 
 

@@ -23,8 +23,9 @@ from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from ..catalog.store import MAX_NAME
 from ..config import ClusterConfig
-from ..envelope import ApiError, BadRequest, Unavailable
+from ..envelope import ApiError, BadRequest, Unavailable, int_field, text_field
 from ..wire import CallTimeout, ConnectionDropped, NotConnected, WireProtocol
 from .cache import LRUCache
 from .election import LeaderTracker
@@ -198,11 +199,6 @@ def parse_order(body: Any, max_quantity: int) -> tuple[str, int]:
     unknown = sorted(set(body) - {"name", "quantity"})
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]!r}: an order has only 'name' and 'quantity'")
-    name, quantity = body.get("name"), body.get("quantity")
-    if not isinstance(name, str) or not name:
-        raise BadRequest(f"'name' must be a non-empty string, not {name!r}")
-    if len(name) > 100 or not name.isprintable():
-        raise BadRequest("'name' must be at most 100 printable characters")
-    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= max_quantity:
-        raise BadRequest(f"'quantity' must be an integer from 1 to {max_quantity}, not {quantity!r}")
+    name = text_field(body, "name", MAX_NAME)
+    quantity = int_field(body, "quantity", 1, max_quantity)
     return name, quantity

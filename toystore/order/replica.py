@@ -20,14 +20,25 @@ from pathlib import Path
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredLock, TimeoutError
+from twisted.internet.defer import Deferred, DeferredLock, TimeoutError, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..batch import BatchQueue, timed_in_thread
-from ..catalog.store import parse_name
+from ..catalog.store import MAX_KEY, MAX_QUANTITY, parse_name
 from ..config import ClusterConfig, ReplicaConfig
-from ..envelope import ApiError, Conflict, NotFound, StaleEpoch, Unavailable, Unprocessable, dumps, loads
+from ..envelope import (
+    ApiError,
+    Conflict,
+    NotFound,
+    StaleEpoch,
+    Unavailable,
+    Unprocessable,
+    dumps,
+    int_field,
+    loads,
+    text_field,
+)
 from ..runtime import StartupError
 from ..wire import WireProtocol, require
 from .journal import CorruptJournal, JournalFile, Log, open_journal, write_durably
@@ -36,7 +47,6 @@ from .replication import Link, Streams
 
 JOURNAL = "orders.log"
 EPOCH = "epoch.json"
-MAX_KEY = 200
 
 RunInThread = Callable[..., Deferred[Any]]
 
@@ -189,7 +199,7 @@ class Replica(Service):
         if epoch < self.epoch:
             raise StaleEpoch(f"epoch {epoch} is older than epoch {self.epoch}, which replica {self.id} accepted")
         if epoch == self.epoch:
-            return Deferred.fromCoroutine(_nothing())
+            return succeed(None)
         self.epoch = epoch
         self.metrics.update(self)
         return self._run(write_durably, self.data_dir / EPOCH, dumps({"epoch": epoch}))
@@ -418,12 +428,8 @@ class Replica(Service):
 
     def call_order(self, message: dict[str, Any], connection: WireProtocol) -> Any:
         name = parse_name(message)
-        quantity = require(message, "quantity", int)
-        key = require(message, "key", str)
-        if not 1 <= quantity <= 1_000_000:
-            raise ApiError(f"field 'quantity' must be from 1 to 1000000, not {quantity}", 400)
-        if not 0 < len(key) <= MAX_KEY:
-            raise ApiError(f"field 'key' must have 1 to {MAX_KEY} characters", 400)
+        quantity = int_field(message, "quantity", 1, MAX_QUANTITY)
+        key = text_field(message, "key", MAX_KEY)
         return self.place(name, quantity, key)
 
     def call_get(self, message: dict[str, Any], connection: WireProtocol) -> Any:
@@ -447,7 +453,3 @@ class Replica(Service):
 
     def call_finished(self, kind: str, outcome: str, seconds: float) -> None:
         self.metrics.calls.labels(kind, outcome).inc()
-
-
-async def _nothing() -> None:
-    return None
