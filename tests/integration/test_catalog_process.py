@@ -114,7 +114,7 @@ async def test_sigterm_stops_cleanly(reactor: Any, supervisor: Supervisor, tmp_p
     results = await DeferredList(replies, consumeErrors=True)
     assert await supervisor.wait(process) == -15
     assert "Server Shut Down." in process.output()
-    assert "Traceback" not in process.output()
+    assert "Traceback" not in process.output(), process.output()
     answered = sum(1 for ok, _ in results if ok)
 
     process = await supervisor.start("catalog", CATALOG, catalog_args(tmp_path / "catalog"))

@@ -273,3 +273,13 @@ class StartupTests(SynchronousTestCase):
         catalog = CatalogService(config, Clock(), inline)
         error = self.assertRaises(StartupError, catalog.startService)
         self.assertIn("cannot open the catalog database", str(error))
+
+
+class StoppingTests(CatalogCase):
+    """A buy that arrives while the catalog stops gets a clean 503, not a logged internal error."""
+
+    def test_buy_while_stopping(self) -> None:
+        self.successResultOf(self.catalog.stopService())
+        reply = self.call("buy", name="Tux", quantity=1, key="late", epoch=1)
+        self.assertEqual(reply["error"], {"code": 503, "message": "the catalog is stopping"})
+        self.assertEqual(self.flushLoggedErrors(), [])

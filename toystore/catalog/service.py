@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from ..batch import BatchQueue, timed_in_thread
 from ..config import CatalogConfig
-from ..envelope import NotFound
+from ..envelope import NotFound, Unavailable
 from ..runtime import StartupError
 from ..wire import WireProtocol
 from .store import Buy, CatalogDB, Operation, Outcome, Restock, Toy, parse_buy, parse_name
@@ -136,7 +136,7 @@ class CatalogService(Service):
     def _commit(self, operations: list[Operation]) -> Deferred[list[Outcome]]:
         db = self._db
         if db is None:
-            raise RuntimeError("the catalog database is closed")
+            raise Unavailable("the catalog database is closed")
 
         return timed_in_thread(
             self._run_in_thread,
@@ -166,6 +166,9 @@ class CatalogService(Service):
 
     async def buy(self, buy: Buy) -> dict[str, Any]:
         """Commit ``buy`` and return its reply, or raise why it failed."""
+        if not self.running:
+            # Connections outlive the listener during a stop: refuse, rather than race the close.
+            raise Unavailable("the catalog is stopping")
         if buy.name not in self.toys:
             raise NotFound(f"product {buy.name!r} not found")
         outcome = await self._write(buy, "buy")
