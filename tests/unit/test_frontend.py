@@ -20,7 +20,7 @@ from toystore.frontend.election import LeaderTracker
 from toystore.frontend.resources import frontend_root
 from toystore.frontend.service import FrontendService
 from toystore.order.replica import NotLeader
-from toystore.wire import NotConnected
+from toystore.wire import CallTimeout, NotConnected
 
 
 class FakeReplica:
@@ -31,6 +31,8 @@ class FakeReplica:
         self.epoch = epoch
         self.leading = False
         self.down = False
+        self.hung = False  # paused: calls get no answer
+        self.clock: Clock | None = None
         self.refuse_lead: ApiError | None = None
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.book: dict[str, int] = {}  # shared between replicas by the test, like a replicated log
@@ -41,6 +43,8 @@ class FakeReplica:
         self.calls.append((type, fields))
         if self.down:
             return fail(NotConnected(f"cannot connect to replica {self.id}"))
+        if self.hung:
+            return Deferred().addTimeout(timeout or 5.0, self.clock, lambda result, t: _timed_out(self.id))
         if type == "status":
             return succeed({"id": self.id, "epoch": self.epoch, "role": "leader" if self.leading else "follower"})
         if type == "lead":
@@ -65,6 +69,10 @@ class FakeReplica:
             order = self.orders[number]
             return succeed({"number": number, "name": order["name"], "quantity": order["quantity"]})
         raise AssertionError(type)
+
+
+def _timed_out(replica: int) -> None:
+    raise CallTimeout(f"replica {replica} did not answer")
 
 
 def cluster(*epochs: int) -> dict[int, FakeReplica]:
@@ -227,6 +235,24 @@ class APITests(SynchronousTestCase):
         self.assertEqual(self.frontend.tracker.leader, 2)
         self.assertEqual([f["key"] for t, f in self.replicas[2].calls if t == "order"], ["k"])
         self.assertEqual(self.request("GET", "/leader")[1], {"data": {"leader": 2, "epoch": 2}})
+
+    def test_hung_leader(self) -> None:
+        """A leader that stops answering (paused) is given half the deadline, then the order fails over."""
+        self.successResultOf(self.frontend.tracker.elect())
+        for replica in self.replicas.values():
+            replica.clock = self.clock
+        self.replicas[3].hung = True
+        d = self.treq.post("http://store/orders", json.dumps({"name": "Tux", "quantity": 1}).encode())
+        self.treq.flush()
+        self.clock.advance(2.4)
+        self.treq.flush()
+        self.assertNoResult(d)
+        for _ in range(10):
+            self.clock.advance(0.1)
+            self.treq.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.frontend.tracker.leader, 2)
 
     def test_no_replica_in_time(self) -> None:
         """No replica can serve within the deadline: 503 with Retry-After."""

@@ -8,8 +8,10 @@ Failover: a call to the leader that fails in a way that says it may not lead
 answers 421 "not leader") makes the tracker elect a new leader; the request
 is then retried against it with the same idempotency key, so it is placed at
 most once.  A leader that answers 503 (no majority yet, catalog unreachable)
-is asked again after a short pause.  All of it within
-``frontend.failover_deadline``; only then does the client get a 503.
+is asked again after a short pause.  One try waits at most half the
+deadline, so a leader that hangs (paused, cut off) still leaves time to fail
+over.  All of it within ``frontend.failover_deadline``; only then does the
+client get a 503.
 """
 
 from __future__ import annotations
@@ -166,7 +168,10 @@ class FrontendService(Service):
             leader = None
             try:
                 leader = await _within(self.tracker.current(), left, self.clock)
-                return await self.replicas[leader].call(kind, fields, timeout=left)
+                # Half the deadline at most for one try, so that a leader that hangs
+                # (paused, partitioned) leaves time to fail over to another.
+                attempt = min(left, self.config.failover_deadline / 2)
+                return await self.replicas[leader].call(kind, fields, timeout=attempt)
             except TimeoutError:
                 continue  # the deadline check above ends it
             except ApiError as e:
