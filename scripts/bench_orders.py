@@ -44,7 +44,6 @@ import itertools
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -334,10 +333,8 @@ async def main(reactor: Any, *argv: str) -> None:
         fsyncs = await threads.deferToThread(fsync_rate, str(directory), args.fsync_seconds)
     finally:
         await supervisor.stop_all()
-        if args.keep:
+        if args.keep:  # otherwise scratch() removes it when the reactor stops
             print(f"kept {directory}", file=sys.stderr)
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
     print(format_rows([row for run in runs for row in run["rows"]]))
     for run in runs:
         check = run["logs"]

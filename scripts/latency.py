@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -289,10 +288,8 @@ async def main(reactor: Any, *argv: str) -> None:
         exited += [child.name for child in supervisor.children[first:] if not child.running]
     finally:
         await supervisor.stop_all()
-        if args.keep:
+        if args.keep:  # otherwise scratch() removes it when the reactor stops
             print(f"kept {directory}", file=sys.stderr)
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
     results = {kind: figures(runs[kind]) for kind in KINDS}
     ratio = results["product (cached)"]["p50_ms"] / results["product (uncached)"]["p50_ms"]
     report(results, ratio, failovers, exited)

@@ -49,7 +49,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -359,10 +358,8 @@ async def main(reactor: Any, *argv: str) -> None:
             await supervisor.stop_all()
     finally:
         await supervisor.stop_all()
-        if args.keep:
+        if args.keep:  # otherwise scratch() removes it when the reactor stops
             print(f"kept {directory}", file=sys.stderr)
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
     history = lru_history(phases["on"]["polls"])
     runs = write_outputs(args, phases, history, reactor)
     print_table(runs)
