@@ -52,7 +52,6 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import treq  # noqa: E402
 from twisted.copyright import version as twisted_version  # noqa: E402
 from twisted.internet import task  # noqa: E402
 from twisted.internet.defer import Deferred  # noqa: E402
@@ -103,17 +102,11 @@ async def current_leader(reactor: Any, store: dict[str, Any], timeout: float = 3
     deadline = reactor.seconds() + timeout
     last: Any = None
     while reactor.seconds() < deadline:
-        try:
-            response = await treq.get(f"{store['url']}/leader", timeout=2.0, persistent=False)
-            last = await response.json()
-            if response.code == 200:
-                leader, epoch = last["data"]["leader"], last["data"]["epoch"]
-                last = await status(reactor, store, leader)
-                if last and last["role"] == "leader" and last["epoch"] == epoch:
-                    return leader
-        except Exception as e:  # the front-end is busy or the replica just died: look again
-            last = f"{type(e).__name__}: {e}"
-        await sleep(reactor, POLL)
+        named = await localcluster.wait_for_leader(reactor, store["url"], max(0.1, deadline - reactor.seconds()))
+        last = await status(reactor, store, named["leader"])
+        if last and last["role"] == "leader" and last["epoch"] == named["epoch"]:
+            return named["leader"]
+        await sleep(reactor, POLL)  # the named leader just died, or has not opened its epoch yet
     raise RuntimeError(f"no leader confirmed within {timeout} s (last answer: {last})")
 
 

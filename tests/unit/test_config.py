@@ -4,7 +4,6 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from toystore import config
 from toystore.catalog.tap import Options as CatalogOptions
 from toystore.config import ConfigError, dump, load, read_raw
 
@@ -158,8 +157,3 @@ class OptionsTests(SynchronousTestCase):
                 self.assertTrue(message.startswith("toystore-catalog: error: "), message)
                 self.assertIn(words, message)
                 self.assertNotIn("\n", message)
-
-    def test_config_module_names_default(self) -> None:
-        """The default file ships inside the package."""
-        self.assertEqual(config.DEFAULT_CONFIG, "cluster.toml")
-        self.assertIn("catalog", read_raw(None))
