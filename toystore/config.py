@@ -112,6 +112,14 @@ class ReplicaConfig:
     lines: str = _knob(_listen)
     connect: str = _knob(_connect)
     http: str = _knob(_listen)
+    #: how the other replicas reach this one (a separate replication network,
+    #: or a proxy in front of it in the fault tests); empty: ``connect``
+    peer_connect: str = _knob(lambda value: value and _connect(value), default="")
+
+    @property
+    def peer_address(self) -> str:
+        """The endpoint the other replicas connect to."""
+        return self.peer_connect or self.connect
 
 
 def _has_id(value: str) -> str | None:
@@ -164,6 +172,8 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     for name, f in fields.items():
         path = _join(where, name)
         if name not in raw:
+            if f.default is not dataclasses.MISSING:
+                continue  # an optional setting: the class's default
             raise ConfigError(f"{path} is missing")
         values[name] = _value(hints[name], raw[name], path)
         check = f.metadata.get("check")

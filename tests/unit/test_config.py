@@ -92,6 +92,16 @@ class LoadErrorTests(SynchronousTestCase):
             lambda raw: raw["catalog"].update(connect="tcp:host=x"), "catalog.connect is not a client endpoint"
         )
 
+    def test_optional_setting(self) -> None:
+        """peer_connect may be left out (the replica's connect) or given, and is checked when given."""
+        cluster = load(self.write(lambda raw: raw["order"]["replicas"][0].update(peer_connect="tcp:host=h:port=9")))
+        self.assertEqual(cluster.order.replica(1).peer_address, "tcp:host=h:port=9")
+        self.assertEqual(cluster.order.replica(2).peer_address, cluster.order.replica(2).connect)
+        self.assertProblem(
+            lambda raw: raw["order"]["replicas"][0].update(peer_connect="tcp:port"),
+            "order.replicas[0].peer_connect is not a client endpoint",
+        )
+
     def test_replica_problems(self) -> None:
         """Replica entries are checked one by one, and ids must differ."""
         self.assertProblem(

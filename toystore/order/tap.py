@@ -88,7 +88,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     replicas = {r.id: r for r in config.order.replicas}
 
     def connect(replica_id: int) -> Any:
-        return clientFromString(reactor, replicas[replica_id].connect)
+        return clientFromString(reactor, replicas[replica_id].peer_address)
 
     top = ProcessService(reactor, COMMAND, options["exit-on-stdin-close"])
     pool = ThreadPoolService(reactor, f"order-{me.id}-log", size=1)
