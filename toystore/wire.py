@@ -19,90 +19,9 @@ unknown type, a missing field) is answered with an error reply, with
 is answered with an error and the connection is closed, since its framing is
 lost.  Error codes are HTTP status codes (see :mod:`toystore.envelope`).
 
-Messages
-========
-
-Catalog, lines port (8101)::
-
-    -> {"id", "type": "query", "name": "Tux"}
-    <- {"id", "data": {"name": "Tux", "price": 15.99, "quantity": 100}}
-       404 unknown toy; 400 name missing or not a string
-
-    -> {"id", "type": "list"}
-    <- {"id", "data": {"toys": [{"name", "price", "quantity"}, ...]}}  sorted by name
-
-    -> {"id", "type": "buy", "name": "Tux", "quantity": 2, "key": "k-1", "epoch": 3}
-    <- {"id", "data": {"name": "Tux", "quantity": 2, "price": 15.99,
-                       "remaining": 98, "key": "k-1", "epoch": 3, "seq": 41}}
-       400 bad field; 404 unknown toy; 409 insufficient stock;
-       412 epoch older than the newest the catalog has seen;
-       422 key already used for a different buy.
-       A repeated key returns the recorded reply and changes nothing.
-       ``seq`` numbers the catalog's successful buys (1, 2, ...).
-
-    -> {"id", "type": "subscribe"}
-    <- {"id", "data": {"subscribed": true}}
-       From then on the connection also receives a push per stock change:
-    <- {"type": "invalidate", "names": ["Tux"], "reason": "buy" | "restock"}
-       A subscriber whose connection stops reading for ``catalog.stall_timeout``
-       seconds is disconnected.
-
-Order replica i, lines port (8300+i)::
-
-    -> {"id", "type": "status"}
-    <- {"id", "data": {"id": 3, "role": "leader" | "follower" | "promoting",
-                       "epoch": 7, "leader": 3, "length": 12, "durable": 12,
-                       "commit": 12, "last_epoch": 7, "last_order": 9,
-                       "in_sync": [1, 2]}}
-       length/durable/commit count log records (leader records included);
-       last_order is the newest order number (-1 when none).
-
-    -> {"id", "type": "lead", "epoch": 7, "leader": 3}
-    <- {"id", "data": {"epoch": 7, "leader": 3, "role": "leader", "length": 13,
-                       "ready": true}}                     (to the new leader)
-    <- {"id", "data": {"epoch": 7, "leader": 3, "role": "follower", "length": 12}}
-       The leader notice.  Naming the replica itself: it copies the most
-       up-to-date reachable peer's log, writes the record opening the epoch,
-       and answers ready.  Naming another: it follows that one's stream.
-       412 epoch older than accepted (or, to lead, not newer); 409 the epoch
-       already has another leader; 503 fewer than order.min_insync replicas
-       reachable to lead.
-
-    -> {"id", "type": "order", "name": "Tux", "quantity": 2, "key": "k-1"}
-    <- {"id", "data": {"order_number": 0}}
-       Leader only: once the record is on order.min_insync replicas.  A known
-       key answers the same order.  421 not the leader (the message names the
-       one it knows); 400 bad field; 404/409 from the catalog's buy; 422 key
-       used for another order; 503 no majority within order.commit_timeout
-       (nothing acknowledged) or catalog unreachable.
-
-    -> {"id", "type": "get", "number": 0}
-    <- {"id", "data": {"number": 0, "name": "Tux", "quantity": 2}}
-       From the replica's own log: committed orders on a leader, orders on
-       disk on a follower.  404 unknown.
-
-    -> {"id", "type": "sync", "replica": 1, "epoch": 7, "length": 12,
-        "runs": [[0, 1], [5, 7]]}
-    <- {"id", "data": {"epoch": 7, "leader": 3, "common": 10}}
-       A follower opens its log stream (runs: the index where each epoch
-       starts in its log).  The leader answers the length both logs share;
-       the follower truncates anything after it; then on the same connection:
-    <- {"type": "records", "epoch": 7, "start": 10, "lines": ["<crc> {...}\n", ...]}
-       every record from ``common`` on (in chunks of 500), then each new one;
-    -> {"type": "ack", "length": 13}
-       the follower's records on disk, after each fsync.
-       421 not the leader.
-
-    -> {"id", "type": "pull", "replica": 3, "epoch": 8, "length": 12, "runs": [...]}
-    <- {"id", "data": {"common": 10, "length": 14, "lines": [...]}}
-       A promoting replica copies a peer's log: the shared length, the peer's
-       records on disk, and up to 500 of them after ``common``.  412 epoch
-       older than the peer accepted.
-
-Any service, any lines port::
-
-    -> {"id", "type": "ping"}
-    <- {"id", "data": {"pong": true}}
+Every message (its fields, its reply, its errors) is documented in
+``docs/wire.rst``; a new message is added there together with its handler.
+Every lines port answers ``ping`` with ``{"pong": true}``.
 
 Using it
 ========
