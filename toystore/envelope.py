@@ -165,8 +165,9 @@ def loads(raw: bytes) -> Any:
     """
     Decode strict JSON from UTF-8 bytes.
 
-    :raises BadRequest: for invalid UTF-8, invalid JSON, NaN or Infinity, and
-        objects with a repeated key; the message says which.
+    :raises BadRequest: for invalid UTF-8, invalid JSON, NaN or Infinity,
+        objects with a repeated key, and nesting too deep for the decoder;
+        the message says which.
     """
     try:
         text = raw.decode("utf-8")
@@ -176,3 +177,5 @@ def loads(raw: bytes) -> Any:
         return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicates)
     except ValueError as e:
         raise BadRequest(f"invalid JSON: {e}") from None
+    except RecursionError:
+        raise BadRequest("invalid JSON: nested too deeply") from None
