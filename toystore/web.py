@@ -200,6 +200,12 @@ class LimitedRequest(Request):
     """A request whose over-long body is answered with a JSON 413 before any resource sees it."""
 
     def process(self) -> None:
+        if self.path == b"*" and self.method != b"OPTIONS":
+            # Twisted's own answer to ``GET *`` is a 405 without a body.
+            self.setHeader(b"allow", b"OPTIONS")
+            self.write(write_error(self, ApiError("only OPTIONS may ask for *", 405)))
+            self.finish()
+            return
         if getattr(self.content, "too_large", False):
             self.setHeader(b"connection", b"close")
             limit = self.content.limit
@@ -210,11 +216,27 @@ class LimitedRequest(Request):
 
 
 class NoDelayHTTPChannel(HTTPChannel):
-    """An HTTP/1.1 channel with Nagle's algorithm off (see :func:`toystore.wire.no_delay`)."""
+    """
+    An HTTP/1.1 channel with Nagle's algorithm off (see
+    :func:`toystore.wire.no_delay`) whose refusals of requests it cannot
+    parse are JSON 400s, like every other error.
+    """
 
     def connectionMade(self) -> None:
         no_delay(self.transport)
         super().connectionMade()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted answers a malformed request line, header or chunk (or too
+        # many headers) with a bare 400 from here, before any Request exists.
+        body = dumps(ApiError("malformed HTTP request", 400).to_json())
+        head = b"HTTP/1.1 400 Bad Request\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+        self.transport.write(head % (JSON, len(body)) + body)
+        self.loseConnection()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A request line or header longer than ``MAX_LENGTH``: a JSON 400, not a silent close."""
+        self._respondToBadRequestAndDisconnect()
 
 
 class JSONSite(Site):
