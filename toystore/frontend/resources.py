@@ -17,7 +17,6 @@ the code as the HTTP status.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred
 from twisted.web.resource import IResource
@@ -31,9 +30,13 @@ MAX_NAME = 100
 
 
 def _segment(raw: bytes, prefixes: tuple[str, ...]) -> str:
-    """A path segment, percent-decoded and checked, without a seed-style ``key=`` prefix."""
+    """
+    A path segment or query value as text, without a seed-style ``key=``
+    prefix.  twisted.web has already percent-decoded it (``postpath``,
+    ``args``): decoding again would read ``%2554ux`` as ``Tux``.
+    """
     try:
-        text = unquote_to_bytes(raw).decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("the path is not valid UTF-8") from None
     for prefix in prefixes:
