@@ -140,6 +140,16 @@ class BuyTests(CatalogCase):
         self.assertEqual(sent(feed_transport), [])
         self.assertEqual(self.call("query", name="Tux")["data"]["quantity"], 9)
 
+    def test_reconcile_fences_and_lists(self) -> None:
+        """reconcile raises the epoch (older buys get 412) and lists the buys after a seq."""
+        self.call("buy", name="Tux", quantity=1, key="a", epoch=1)
+        reply = self.call("reconcile", epoch=2, after=0)
+        self.assertEqual(reply["data"]["buys"], [{"seq": 1, "key": "a", "name": "Tux", "quantity": 1}])
+        self.assertEqual(self.catalog.epoch, 2)
+        self.assertEqual(self.call("buy", name="Tux", quantity=1, key="b", epoch=1)["error"]["code"], 412)
+        self.assertEqual(self.call("reconcile", epoch=1, after=0)["error"]["code"], 412)
+        self.assertEqual(self.call("reconcile", epoch=2)["error"]["code"], 400)
+
     def test_metrics(self) -> None:
         """Calls are counted by type and outcome; stock is a gauge per toy."""
         self.call("buy", name="Tux", quantity=4, key="k1", epoch=1)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from toystore.catalog.store import TOYS, Buy, CatalogDB, Outcome, Restock, parse_buy
+from toystore.catalog.store import TOYS, Buy, CatalogDB, Outcome, Reconcile, Restock, parse_buy, parse_reconcile
 from toystore.envelope import BadRequest, Conflict, NotFound, StaleEpoch, Unprocessable
 
 
@@ -137,6 +137,53 @@ class BuyTests(SynchronousTestCase):
         self.assertRaises(sqlite3.IntegrityError, self.db.apply, [Buy("Tux", 1, "a", 1), Buy("Fox", 1, "b", 1)])
         self.assertEqual(self.db.toys()["Tux"].quantity, 10)
         self.assertEqual(self.db.ledger()["Tux"]["sold"], 0)
+
+
+class ReconcileTests(SynchronousTestCase):
+    """A new leader fences out older epochs and lists the buys it must find in its log."""
+
+    def setUp(self) -> None:
+        self.db = open_db(self, initial_stock=10)
+        self.db.apply([Buy("Tux", 1, "a", 1), Buy("Fox", 2, "b", 1), Buy("Tux", 3, "c", 1)])
+
+    def test_lists_buys_after_a_seq(self) -> None:
+        """Buys come in seq order, after the given one, paged by limit."""
+        [first] = self.db.apply([Reconcile(epoch=2, after=0, limit=2)])
+        self.assertEqual(
+            first.value["buys"],
+            [
+                {"seq": 1, "key": "a", "name": "Tux", "quantity": 1},
+                {"seq": 2, "key": "b", "name": "Fox", "quantity": 2},
+            ],
+        )
+        self.assertTrue(first.value["more"])
+        [rest] = self.db.apply([Reconcile(epoch=2, after=2, limit=2)])
+        self.assertEqual([b["key"] for b in rest.value["buys"]], ["c"])
+        self.assertFalse(rest.value["more"])
+        self.assertEqual(rest.changed, {})
+
+    def test_fences_older_epochs(self) -> None:
+        """After reconcile(2), a buy of epoch 1 is refused and changes nothing; epoch 2 buys go on."""
+        self.db.apply([Reconcile(epoch=2, after=3)])
+        self.assertEqual(self.db.epoch(), 2)
+        [stale, fresh] = self.db.apply([Buy("Tux", 1, "d", 1), Buy("Tux", 1, "e", 2)])
+        self.assertIsInstance(stale.value, StaleEpoch)
+        self.assertEqual(fresh.value["seq"], 4)
+        self.assertEqual(self.db.toys()["Tux"].quantity, 5)
+
+    def test_stale_reconcile(self) -> None:
+        """A reconcile from an epoch older than one seen is refused."""
+        self.db.apply([Reconcile(epoch=3, after=0)])
+        [outcome] = self.db.apply([Reconcile(epoch=2, after=0)])
+        self.assertIsInstance(outcome.value, StaleEpoch)
+
+    def test_parse(self) -> None:
+        """The request's fields are checked; limit is optional."""
+        self.assertEqual(parse_reconcile({"epoch": 2, "after": 5}), Reconcile(2, 5, 1000))
+        self.assertEqual(parse_reconcile({"epoch": 2, "after": 5, "limit": 3}), Reconcile(2, 5, 3))
+        for bad in ({"after": 5}, {"epoch": 2}, {"epoch": 2, "after": -1}, {"epoch": 2, "after": 0, "limit": 0}):
+            with self.subTest(bad=bad):
+                self.assertRaises(BadRequest, parse_reconcile, bad)
 
 
 class RestockTests(SynchronousTestCase):

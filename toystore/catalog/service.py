@@ -27,7 +27,18 @@ from ..config import CatalogConfig
 from ..envelope import NotFound, Unavailable
 from ..runtime import StartupError
 from ..wire import WireProtocol
-from .store import Buy, CatalogDB, Operation, Outcome, Restock, Toy, parse_buy, parse_name
+from .store import (
+    Buy,
+    CatalogDB,
+    Operation,
+    Outcome,
+    Reconcile,
+    Restock,
+    Toy,
+    parse_buy,
+    parse_name,
+    parse_reconcile,
+)
 
 DB_FILE = "catalog.sqlite"
 
@@ -152,7 +163,7 @@ class CatalogService(Service):
         subscribers what changed; raise the operation's error if it had one.
         """
         outcome = await self._writes.submit(operation)
-        if isinstance(operation, Buy):
+        if isinstance(operation, (Buy, Reconcile)):
             # Committed, even when the buy was refused: the epoch is news.
             self.epoch = max(self.epoch, operation.epoch)
         for name, quantity in outcome.changed.items():
@@ -175,6 +186,13 @@ class CatalogService(Service):
         if not outcome.replayed:
             self.metrics.buys.inc()
             self.metrics.items_sold.inc(buy.quantity)
+        return outcome.value
+
+    async def reconcile(self, reconcile: Reconcile) -> dict[str, Any]:
+        """Fence out the epochs before ``reconcile.epoch`` and list buys after ``reconcile.after``."""
+        if not self.running:
+            raise Unavailable("the catalog is stopping")
+        outcome = await self._write(reconcile, "reconcile")
         return outcome.value
 
     async def restock(self) -> list[str]:
@@ -212,6 +230,9 @@ class CatalogService(Service):
 
     def call_buy(self, message: dict[str, Any], connection: WireProtocol) -> Any:
         return self.buy(parse_buy(message))
+
+    def call_reconcile(self, message: dict[str, Any], connection: WireProtocol) -> Any:
+        return self.reconcile(parse_reconcile(message))
 
     def call_subscribe(self, message: dict[str, Any], connection: WireProtocol) -> dict[str, Any]:
         connection.drop_if_stalled(self.config.stall_timeout)

@@ -87,13 +87,26 @@ class Buy:
 
 
 @dataclass(frozen=True)
+class Reconcile:
+    """
+    A new leader of ``epoch`` takes over: refuse every older epoch from now
+    on, and list the recorded buys after ``after`` (by seq, at most
+    ``limit``), so that it can find those no order log holds.
+    """
+
+    epoch: int
+    after: int
+    limit: int = 1000
+
+
+@dataclass(frozen=True)
 class Restock:
     """Set every toy whose stock is 0 back to ``quantity``."""
 
     quantity: int
 
 
-Operation = Union[Buy, Restock]
+Operation = Union[Buy, Reconcile, Restock]
 
 
 @dataclass
@@ -116,6 +129,20 @@ def parse_name(message: dict[str, Any]) -> str:
     return text_field(message, "name", MAX_NAME)
 
 
+def parse_epoch(message: dict[str, Any]) -> int:
+    """A request's leader ``epoch``, checked."""
+    return int_field(message, "epoch", 0, 2**62)
+
+
+def parse_reconcile(message: dict[str, Any]) -> Reconcile:
+    """Check a ``reconcile`` request's fields and make a :class:`Reconcile` of them."""
+    return Reconcile(
+        epoch=parse_epoch(message),
+        after=int_field(message, "after", 0, 2**62),
+        limit=int_field(message, "limit", 1, 5000) if "limit" in message else 1000,
+    )
+
+
 def parse_buy(message: dict[str, Any]) -> Buy:
     """
     Check a ``buy`` request's fields and make a :class:`Buy` of them.
@@ -126,7 +153,7 @@ def parse_buy(message: dict[str, Any]) -> Buy:
         name=parse_name(message),
         quantity=int_field(message, "quantity", 1, MAX_QUANTITY),
         key=text_field(message, "key", MAX_KEY),
-        epoch=int_field(message, "epoch", 0, 2**62),
+        epoch=parse_epoch(message),
     )
 
 
@@ -179,12 +206,11 @@ class CatalogDB:
         Per toy: ``initial``, ``restocked``, ``sold`` and ``quantity``, for
         checking that initial + restocked - sold = quantity.
         """
-        sold = dict(self._db.execute("SELECT name, SUM(quantity) FROM buys GROUP BY name"))
-        rows = self._db.execute("SELECT name, initial, restocked, quantity FROM toys ORDER BY name")
-        return {
-            name: {"initial": initial, "restocked": restocked, "sold": sold.get(name, 0), "quantity": quantity}
-            for name, initial, restocked, quantity in rows
-        }
+        return _ledger(self._db)
+
+    def buys(self) -> list[dict[str, Any]]:
+        """Every recorded buy, by seq."""
+        return _buys(self._db)
 
     # -- writes -----------------------------------------------------------
 
@@ -200,18 +226,33 @@ class CatalogDB:
                 try:
                     if isinstance(operation, Buy):
                         outcomes.append(self._buy(operation))
+                    elif isinstance(operation, Reconcile):
+                        outcomes.append(self._reconcile(operation))
                     else:
                         outcomes.append(self._restock(operation))
                 except ApiError as e:
                     outcomes.append(Outcome(e))
         return outcomes
 
-    def _buy(self, buy: Buy) -> Outcome:
+    def _fence(self, epoch: int) -> None:
+        """Refuse ``epoch`` if a newer one was seen; else make it the newest."""
         newest = self.epoch()
-        if buy.epoch < newest:
-            raise StaleEpoch(f"epoch {buy.epoch} is older than epoch {newest}, the newest seen")
-        if buy.epoch > newest:
-            self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('epoch', ?)", (buy.epoch,))
+        if epoch < newest:
+            raise StaleEpoch(f"epoch {epoch} is older than epoch {newest}, the newest seen")
+        if epoch > newest:
+            self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('epoch', ?)", (epoch,))
+
+    def _reconcile(self, reconcile: Reconcile) -> Outcome:
+        self._fence(reconcile.epoch)
+        rows = self._db.execute(
+            "SELECT seq, key, name, quantity FROM buys WHERE seq > ? ORDER BY seq LIMIT ?",
+            (reconcile.after, reconcile.limit + 1),
+        ).fetchall()
+        buys = [{"seq": seq, "key": key, "name": name, "quantity": quantity} for seq, key, name, quantity in rows]
+        return Outcome({"epoch": reconcile.epoch, "buys": buys[: reconcile.limit], "more": len(buys) > reconcile.limit})
+
+    def _buy(self, buy: Buy) -> Outcome:
+        self._fence(buy.epoch)
         recorded = self._db.execute("SELECT seq, name, quantity, reply FROM buys WHERE key = ?", (buy.key,)).fetchone()
         if recorded is not None:
             seq, name, quantity, reply = recorded
@@ -249,6 +290,32 @@ class CatalogDB:
             [(restock.quantity, restock.quantity, name) for name in names],
         )
         return Outcome({"restocked": names}, {name: restock.quantity for name in names})
+
+
+def read_ledger(path: Path | str) -> tuple[dict[str, dict[str, int]], list[dict[str, Any]]]:
+    """
+    The ledger and the buys of the database at ``path``, opened read-only:
+    safe while the catalog runs (WAL lets a reader see the last commit).
+    """
+    db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    try:
+        return _ledger(db), _buys(db)
+    finally:
+        db.close()
+
+
+def _ledger(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    sold = dict(db.execute("SELECT name, SUM(quantity) FROM buys GROUP BY name"))
+    rows = db.execute("SELECT name, initial, restocked, quantity FROM toys ORDER BY name")
+    return {
+        name: {"initial": initial, "restocked": restocked, "sold": sold.get(name, 0), "quantity": quantity}
+        for name, initial, restocked, quantity in rows
+    }
+
+
+def _buys(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = db.execute("SELECT seq, key, name, quantity, epoch FROM buys ORDER BY seq")
+    return [{"seq": s, "key": k, "name": n, "quantity": q, "epoch": e} for s, k, n, q, e in rows]
 
 
 def _statements(script: str) -> list[str]:
