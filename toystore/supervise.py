@@ -139,23 +139,34 @@ class Supervisor:
         self.stopping = False
         self._env = {**os.environ, **(env or {})}
 
-    def spawn(self, name: str, command: str, args: list[str], log_path: Path | None = None) -> Child:
-        """Start ``twistd -n <command> <args>``; its output also goes to ``log_path``."""
+    def spawn(
+        self, name: str, command: str, args: list[str], log_path: Path | None = None, env: dict[str, str] | None = None
+    ) -> Child:
+        """
+        Start ``twistd -n <command> <args>``; its output also goes to
+        ``log_path``; ``env`` adds environment variables for this child.
+        """
         log = None
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log = log_path.open("ab")
         child = Child(name, command, log)
         argv = [twistd_executable(), "-n", "--pidfile=", "--logfile=-", command, "--exit-on-stdin-close", *args]
-        self.reactor.spawnProcess(child, argv[0], argv, env=self._env)
+        self.reactor.spawnProcess(child, argv[0], argv, env={**self._env, **(env or {})})
         self.children.append(child)
         return child
 
     async def start(
-        self, name: str, command: str, args: list[str], log_path: Path | None = None, timeout: float = 30.0
+        self,
+        name: str,
+        command: str,
+        args: list[str],
+        log_path: Path | None = None,
+        timeout: float = 30.0,
+        env: dict[str, str] | None = None,
     ) -> Child:
         """Spawn a child and wait until it is ready (at most ``timeout`` seconds)."""
-        child = self.spawn(name, command, args, log_path)
+        child = self.spawn(name, command, args, log_path, env)
         await child.ready.addTimeout(timeout, self.reactor)
         return child
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 
+from toystore.catalog.store import read_ledger
 from toystore.localcluster import REPLICAS, cluster_file, connect, wait_for_leader
 from toystore.supervise import Child, Supervisor
 from toystore.wire import WireProtocol
@@ -40,9 +41,9 @@ class Cluster:
     async def start_catalog(self) -> Child:
         return await self.supervisor.start("catalog", "toystore-catalog", ["--config", str(self.config)])
 
-    async def start_replica(self, i: int) -> Child:
+    async def start_replica(self, i: int, env: dict[str, str] | None = None) -> Child:
         child = await self.supervisor.start(
-            f"order-{i}", "toystore-order", ["--config", str(self.config), "--id", str(i)]
+            f"order-{i}", "toystore-order", ["--config", str(self.config), "--id", str(i)], env=env
         )
         self.replicas[i] = child
         self._connections.pop(i, None)
@@ -55,11 +56,14 @@ class Cluster:
             await self.start_replica(i)
         await self.elect(1, 3)
 
-    async def start_store(self, *flags: str) -> Child:
-        """The whole store: catalog, three replicas, and the front-end, which elects the leader."""
+    async def start_store(self, *flags: str, env: dict[int, dict[str, str]] | None = None) -> Child:
+        """
+        The whole store: catalog, three replicas, and the front-end, which
+        elects the leader; ``env`` adds environment variables per replica id.
+        """
         await self.start_catalog()
         for i in REPLICAS:
-            await self.start_replica(i)
+            await self.start_replica(i, (env or {}).get(i))
         self.frontend = await self.supervisor.start(
             "frontend", "toystore-frontend", ["--config", str(self.config), *flags]
         )
@@ -112,6 +116,10 @@ class Cluster:
                 return
             await _sleep(self.reactor, 0.05)
         raise AssertionError(f"replicas did not catch up: {statuses}")
+
+    def ledger(self) -> tuple[dict[str, dict[str, int]], list[dict[str, Any]]]:
+        """The catalog's ledger and buys, read from its database."""
+        return read_ledger(self.directory / "catalog" / "catalog.sqlite")
 
     def log(self, i: int) -> bytes:
         return (self.directory / f"order-{i}" / "orders.log").read_bytes()

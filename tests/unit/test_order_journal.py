@@ -159,6 +159,22 @@ class LogTests(SynchronousTestCase):
         self.assertEqual(diverged.common_length(leader.runs(), len(leader)), 3)
         self.assertEqual(leader.common_length([], 0), 0)
 
+    def test_reconciled(self) -> None:
+        """The last leader record's seq, carried on by the orders after it up to the first gap."""
+        log = Log()
+        self.assertEqual(log.reconciled(), 0)
+        log.append_order(1, "Tux", 1, "a", seq=1)
+        log.append_leader(2, 1, reconciled=5)
+        log.append_order(2, "Tux", 1, "b", seq=6)
+        log.append_order(2, "Tux", 1, "c", seq=8)
+        log.append_order(2, "Tux", 1, "d", seq=7)
+        log.append_order(2, "Tux", 1, "e", seq=10)
+        self.assertEqual(log.reconciled(), 8)
+        log.append_order(2, "Tux", 1, "f")  # a record without seq changes nothing
+        self.assertEqual(log.reconciled(), 8)
+        log.append_leader(3, 2, reconciled=12)
+        self.assertEqual(log.reconciled(), 12)
+
     def test_newer_than(self) -> None:
         """A later last epoch wins; at the same epoch, the longer log."""
         log = sample_log()

@@ -78,17 +78,31 @@ class Endpoint:
 
 
 class Catalog:
-    """Buys always succeed unless told otherwise."""
+    """
+    Buys succeed unless told otherwise, numbered by seq and replayed by key;
+    ``reconcile`` fences the epoch and lists them, like the real catalog.
+    """
 
     def __init__(self) -> None:
         self.bought: list[dict[str, Any]] = []
         self.refuse: ApiError | None = None
+        self.epoch = 0
 
     def call(self, type: str, fields: dict[str, Any], timeout: float | None = None) -> Deferred[Any]:
         if self.refuse is not None:
             return fail(self.refuse)
-        self.bought.append(fields)
-        return succeed({"remaining": 1})
+        if fields["epoch"] < self.epoch:
+            return fail(StaleEpoch(f"epoch {fields['epoch']} is older than {self.epoch}"))
+        self.epoch = fields["epoch"]
+        if type == "reconcile":
+            listed = [b for b in self.bought if b["seq"] > fields["after"]]
+            return succeed({"epoch": self.epoch, "buys": listed, "more": False})
+        for buy in self.bought:
+            if buy["key"] == fields["key"]:
+                return succeed({"remaining": 1, "seq": buy["seq"]})
+        seq = len(self.bought) + 1
+        self.bought.append({"seq": seq, "key": fields["key"], "name": fields["name"], "quantity": fields["quantity"]})
+        return succeed({"remaining": 1, "seq": seq})
 
 
 class ReplicaCase(SynchronousTestCase):
@@ -285,7 +299,7 @@ class PromotionTests(ReplicaCase):
         self.network.flush()
         replica = self.replicas[2]
         self.assertEqual(replica.log_.keys, {"k0": 0, "k1": 1, "k2": 2})
-        self.assertEqual(replica.log_.records[-1], {"index": 4, "epoch": 2, "leader": 2})
+        self.assertEqual(replica.log_.records[-1], {"index": 4, "epoch": 2, "leader": 2, "reconciled": 0})
         self.assertEqual(self.successResultOf(self.order(2, "k3")), {"order_number": 3})
 
     def test_read_after_promotion_waits_for_commitment(self) -> None:
@@ -334,6 +348,76 @@ class PromotionTests(ReplicaCase):
         self.failureResultOf(self.order(3, "k"), NotLeader)
         self.assertEqual(self.replicas[3].role, "follower")
         self.assertEqual(self.replicas[3].streams.followers, {})
+
+
+class ReconcileTests(ReplicaCase):
+    """A new leader adopts the buys a dead leader made but never logged, before it serves."""
+
+    def test_buy_without_order_is_adopted(self) -> None:
+        """The catalog sold for key 'lost' under epoch 1; no log has it: the next leader logs it, once."""
+        self.make()
+        self.elect(1, 3)
+        self.successResultOf(self.order(3, "k0"))
+        self.catalog.call("buy", {"name": "Fox", "quantity": 2, "key": "lost", "epoch": 1})  # then leader 3 died
+        self.network.cut(3)
+        promoting = self.drive(self.replicas[2].lead(2, 2))
+        self.clock.advance(1.0)
+        self.network.flush()
+        self.successResultOf(promoting)
+        self.successResultOf(self.drive(self.replicas[1].lead(2, 2)))
+        self.network.flush()
+        log = self.replicas[2].log_
+        self.assertEqual(log.order(1), {"number": 1, "name": "Fox", "quantity": 2, "key": "lost", "seq": 2})
+        self.assertEqual(log.records[-1], {"index": 3, "epoch": 2, "leader": 2, "reconciled": 2})
+        self.assertEqual(log.reconciled(), 2)
+        # The client's retry finds its order; nothing is bought twice.
+        self.assertEqual(
+            self.successResultOf(self.drive(self.replicas[2].place("Fox", 2, "lost"))), {"order_number": 1}
+        )
+        self.assertEqual(self.successResultOf(self.order(2, "k1")), {"order_number": 2})
+        self.assertEqual(len(self.catalog.bought), 3)
+        self.assertEqual(self.file(1), self.file(2))
+
+    def test_reconcile_fences_the_old_leader(self) -> None:
+        """Once a new leader reconciled, the old leader's buys are refused and it steps down."""
+        self.make()
+        self.elect(1, 3)
+        self.successResultOf(self.drive(self.replicas[2].lead(2, 2)))
+        self.network.flush()
+        self.failureResultOf(self.order(3, "late"), NotLeader)
+        self.assertEqual(self.replicas[3].role, "follower")
+        self.assertEqual([b["key"] for b in self.catalog.bought], [])
+
+    def test_no_catalog_no_leading(self) -> None:
+        """A replica that cannot reach the catalog cannot reconcile, so it does not lead (503)."""
+        self.make()
+        self.catalog.refuse = Unavailable("catalog unreachable")
+        self.failureResultOf(self.drive(self.replicas[3].lead(1, 3)), Unavailable)
+        self.assertEqual(self.replicas[3].role, "follower")
+
+
+class FenceTests(ReplicaCase):
+    """A promoting peer fences each replica it asks, so an older leader can commit nothing more."""
+
+    def test_fenced_followers_stop_counting_for_the_old_leader(self) -> None:
+        """With both followers fenced at epoch 2, leader 3 of epoch 1 cannot commit: no majority."""
+        self.make()
+        self.elect(1, 3)
+        for i in (1, 2):
+            self.assertEqual(self.successResultOf(self.drive(self.replicas[i].fence(2)))["epoch"], 2)
+        self.assertEqual((self.base / "order-1" / "epoch.json").read_text(), '{"epoch":2}')
+        d = self.order(3, "k")
+        self.clock.advance(self.replicas[3].config.commit_timeout)
+        self.network.flush()
+        self.assertIn("no majority", self.failureResultOf(d, Unavailable).value.message)
+
+    def test_fenced_leader_steps_down(self) -> None:
+        """A leader asked by a peer promoting to a newer epoch stops leading."""
+        self.make()
+        self.elect(1, 3)
+        status = self.successResultOf(self.drive(self.replicas[3].fence(2)))
+        self.assertEqual((status["role"], status["epoch"], status["leader"]), ("follower", 2, None))
+        self.failureResultOf(self.order(3, "k"), NotLeader)
 
 
 class DiscoveryTests(ReplicaCase):

@@ -7,14 +7,16 @@ the same records hold byte-identical files.  Records are numbered by their
 position, ``index`` 0, 1, 2, ..., and carry the ``epoch`` of the leader that
 wrote them.  Two kinds exist::
 
-    {"epoch": 2, "index": 7, "order": {"key": "k", "name": "Tux", "number": 5, "quantity": 2}}
-    {"epoch": 3, "index": 8, "leader": 3}
+    {"epoch": 2, "index": 7, "order": {"key": "k", "name": "Tux", "number": 5, "quantity": 2, "seq": 41}}
+    {"epoch": 3, "index": 8, "leader": 3, "reconciled": 41}
 
 An *order* record holds one order; order numbers count order records only,
-so they run 0, 1, 2, ... without gaps.  A *leader* record opens each epoch:
-a new leader commits one before it serves, which also commits every record
-before it (the log-matching rule of Raft: a leader counts copies only of
-records of its own epoch).
+so they run 0, 1, 2, ... without gaps; ``seq`` numbers the catalog's buy
+of it.  A *leader* record ends each leader's start: a new leader commits one
+before it serves, which also commits every record before it (the
+log-matching rule of Raft: a leader counts copies only of records of its own
+epoch).  Its ``reconciled`` says that every buy the catalog made up to that
+seq is an order of this log (:mod:`toystore.order.reconcile`).
 
 This module is reactor-free.  :func:`scan` reads a file at start: a torn last
 record (a crash mid-write) is cut off; a bad record followed by good ones is
@@ -249,14 +251,35 @@ class Log:
         self.records.append(record)
         self.offsets.append(self.offsets[-1] + len(line))
 
-    def append_order(self, epoch: int, name: str, quantity: int, key: str) -> bytes:
-        """Add an order record; return its line."""
-        order = {"number": len(self.orders), "name": name, "quantity": quantity, "key": key}
+    def append_order(self, epoch: int, name: str, quantity: int, key: str, seq: int | None = None) -> bytes:
+        """Add an order record (``seq``: the catalog's number of its buy); return its line."""
+        order: dict[str, Any] = {"number": len(self.orders), "name": name, "quantity": quantity, "key": key}
+        if seq is not None:
+            order["seq"] = seq
         return self._append({"index": len(self.lines), "epoch": epoch, "order": order})
 
-    def append_leader(self, epoch: int, leader: int) -> bytes:
-        """Add the record that opens ``epoch`` under ``leader``; return its line."""
-        return self._append({"index": len(self.lines), "epoch": epoch, "leader": leader})
+    def append_leader(self, epoch: int, leader: int, reconciled: int = 0) -> bytes:
+        """Add the record with which ``leader`` starts serving ``epoch``; return its line."""
+        return self._append({"index": len(self.lines), "epoch": epoch, "leader": leader, "reconciled": reconciled})
+
+    def reconciled(self) -> int:
+        """
+        The catalog seq up to which every buy is an order of this log: the
+        last leader record's ``reconciled``, carried on by the seqs of the
+        orders after it for as long as they run without a gap.
+        """
+        seqs = set()
+        through = 0
+        for record in reversed(self.records):
+            if "leader" in record:
+                through = record.get("reconciled", 0)
+                break
+            seq = record.get("order", {}).get("seq")
+            if seq is not None:
+                seqs.add(seq)
+        while through + 1 in seqs:
+            through += 1
+        return through
 
     def _append(self, record: dict[str, Any]) -> bytes:
         line = encode(record)

@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred, DeferredLock, TimeoutError, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from .. import failpoints
 from ..batch import BatchQueue, timed_in_thread
 from ..catalog.store import MAX_KEY, MAX_QUANTITY, parse_name
 from ..config import ClusterConfig, ReplicaConfig
@@ -43,6 +44,7 @@ from ..runtime import StartupError
 from ..wire import WireProtocol, require
 from .journal import CorruptJournal, JournalFile, Log, open_journal, write_durably
 from .metrics import ReplicaMetrics
+from .reconcile import unlogged_buys
 from .replication import Link, Streams
 
 JOURNAL = "orders.log"
@@ -301,29 +303,54 @@ class Replica(Service):
         return reply
 
     async def promote(self, epoch: int) -> None:
-        """Catch up from the most up-to-date reachable peer, open the epoch with a record, and lead."""
+        """
+        Catch up from the most up-to-date reachable peer, adopt the catalog's
+        buys no log holds, write the leader record, and lead.
+        """
         self.role = "promoting"
         self.link.stop()
         # Streams of an earlier leadership must sync again, and so learn the new epoch.
         self.streams.close_all()
         try:
             await self.link.catch_up_from_peers(epoch)
+            adopted, reconciled = await unlogged_buys(self.catalog, self.log_, epoch)
             if self.epoch != epoch:
                 raise StaleEpoch(f"epoch {epoch} was superseded by epoch {self.epoch} during the promotion")
+            lines = [self.log_.append_order(epoch, b["name"], b["quantity"], b["key"], b["seq"]) for b in adopted]
             self.epoch_start = len(self.log_)
             self.commit = 0
-            line = self.log_.append_leader(epoch, self.id)
+            lines.append(self.log_.append_leader(epoch, self.id, reconciled))
             self.role = "leader"
             self.streams.open()
             self.streams.send_new()
-            await self.write_lines([line])
+            await self.write_lines(lines)
         except BaseException:
             self.role = "follower"
             self.leader = None
             raise
+        if adopted:
+            self.log.warn(
+                "adopted {n} buy(s) the catalog made for a leader that died before logging them: keys {keys}",
+                n=len(adopted),
+                keys=", ".join(b["key"] for b in adopted),
+            )
         self.log.info(
             "replica {id} leads epoch {epoch} from record {index}", id=self.id, epoch=epoch, index=self.epoch_start
         )
+
+    async def fence(self, epoch: int) -> dict[str, Any]:
+        """
+        A peer promoting itself to ``epoch`` asks for this replica's log.
+        Accept the epoch first (durably), so that no older leader can count
+        this replica's copies any more: it steps down if it leads, and acks
+        nothing further on an older leader's stream.  Then answer the status.
+        """
+        if epoch > self.epoch:
+            await self.accept_epoch(epoch)
+            self.step_down(f"replica {self.id} was fenced at epoch {epoch} by a promoting peer")
+            if self.role == "follower":
+                self.leader = None
+        return self.status()
 
     # -- orders ----------------------------------------------------------------
 
@@ -366,13 +393,14 @@ class Replica(Service):
         epoch = self.epoch
         started = self.clock.seconds()
         try:
-            await self.catalog.call("buy", {"name": name, "quantity": quantity, "key": key, "epoch": epoch})
+            bought = await self.catalog.call("buy", {"name": name, "quantity": quantity, "key": key, "epoch": epoch})
         except StaleEpoch as e:
             self.step_down(f"the catalog refused epoch {epoch}: {e.message}")
             raise self.not_leader() from None
+        failpoints.reach("order.after-buy")
         if self.role != "leader" or self.epoch != epoch:
             raise self.not_leader()
-        line = self.log_.append_order(epoch, name, quantity, key)
+        line = self.log_.append_order(epoch, name, quantity, key, bought.get("seq"))
         index = len(self.log_) - 1
         number = self.log_.records[index]["order"]["number"]
         self.streams.send_new()
@@ -418,6 +446,9 @@ class Replica(Service):
 
     def call_status(self, message: dict[str, Any], connection: WireProtocol) -> dict[str, Any]:
         return self.status()
+
+    def call_fence(self, message: dict[str, Any], connection: WireProtocol) -> Any:
+        return self.fence(require(message, "epoch", int))
 
     def call_lead(self, message: dict[str, Any], connection: WireProtocol) -> Any:
         epoch = require(message, "epoch", int)

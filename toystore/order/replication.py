@@ -305,20 +305,26 @@ class Link:
             if not added:
                 return None
 
+        epoch = replica.epoch
+
         async def write_and_ack() -> None:
             await replica.write_lines(added)
-            connection.push("ack", length=replica.durable)
+            # Fenced meanwhile by a promoting peer: the old leader must not count this copy.
+            if replica.epoch == epoch and connection is self._stream:
+                connection.push("ack", length=replica.durable)
 
         return Deferred.fromCoroutine(write_and_ack())
 
     async def catch_up_from_peers(self, epoch: int) -> None:
         """
-        Before leading ``epoch``: hear from enough peers to form a majority,
-        and copy the most up-to-date reachable log if it is not ours.
+        Before leading ``epoch``: fence enough peers to form a majority (each
+        accepts the epoch before it reports its log, so an older leader can
+        commit nothing this replica does not see), and copy the most
+        up-to-date reachable log if it is not ours.
         """
         replica = self.replica
         peers = replica.peers
-        calls = [client.call("status", timeout=PEER_TIMEOUT) for client in peers.values()]
+        calls = [client.call("fence", {"epoch": epoch}, timeout=PEER_TIMEOUT) for client in peers.values()]
         results = await DeferredList([Deferred.fromCoroutine(c) for c in calls], consumeErrors=True)
         reachable = {peer: status for peer, (ok, status) in zip(peers, results, strict=True) if ok}
         newest = max((s["epoch"] for s in reachable.values()), default=0)
