@@ -226,6 +226,29 @@ class APITests(SynchronousTestCase):
         self.assertEqual(keys[:2], ["abc", "abc"])
         self.assertTrue(keys[2].startswith("fe-"))
 
+    def test_same_key_while_under_way(self) -> None:
+        """While a key's first order is under way: 409 for the same body, 422 for another; then the same reply."""
+        self.successResultOf(self.frontend.tracker.elect())
+        self.replicas[3].clock = self.clock
+        self.replicas[3].hung = True
+        headers = {"Idempotency-Key": ["k"]}
+        first = self.treq.post(
+            "http://store/orders", json.dumps({"name": "Tux", "quantity": 1}).encode(), headers=headers
+        )
+        self.treq.flush()
+        code, body, _ = self.request("POST", "/orders", {"name": "Tux", "quantity": 1}, headers)
+        self.assertEqual(code, 409)
+        self.assertIn("still being placed", body["error"]["message"])
+        self.assertEqual(self.request("POST", "/orders", {"name": "Fox", "quantity": 1}, headers)[0], 422)
+        self.replicas[3].hung = False
+        self.clock.advance(2.5)  # the hung try times out; the retry goes through
+        self.treq.flush()
+        response = self.successResultOf(first)
+        placed = json.loads(self.successResultOf(response.content()))
+        self.assertEqual((response.code, placed), (200, {"data": {"order_number": 0}}))
+        self.assertEqual(self.request("POST", "/orders", {"name": "Tux", "quantity": 1}, headers)[1], placed)
+        self.assertEqual(len(self.replicas[3].orders), 1)
+
     def test_failover_keeps_the_key(self) -> None:
         """The leader dies: the order is retried on the new leader with the same key, and the client sees success."""
         self.request("POST", "/orders", {"name": "Tux", "quantity": 1})

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 
 from ..catalog.store import MAX_NAME
 from ..config import ClusterConfig
-from ..envelope import ApiError, BadRequest, Unavailable, int_field, text_field
+from ..envelope import ApiError, BadRequest, Conflict, Unavailable, Unprocessable, int_field, text_field
 from ..wire import CallTimeout, ConnectionDropped, NotConnected, WireProtocol
 from .cache import LRUCache
 from .election import LeaderTracker
@@ -81,6 +81,7 @@ class FrontendService(Service):
         self.catalog = catalog
         self.replicas = replicas
         self.cache = LRUCache(self.config.cache_size)
+        self._placing: dict[str, tuple[str, int]] = {}  # key -> (name, quantity) of orders under way
         self.metrics = FrontendMetrics(self.cache)
         self.tracker = LeaderTracker(
             replicas, clock, self.config.status_timeout, on_elected=lambda leader, epoch: self._elected()
@@ -142,9 +143,25 @@ class FrontendService(Service):
     # -- orders ------------------------------------------------------------------
 
     async def place_order(self, name: str, quantity: int, key: str | None) -> dict[str, Any]:
-        """Place an order through the leader, once per key, failing over if it must."""
+        """
+        Place an order through the leader, once per key, failing over if it
+        must.  While a key's first request is under way, another with the
+        same key is refused: 409 with the same body (retry once it is
+        answered, and get the same reply), 422 with another body.
+        """
+        if key in self._placing:
+            first_name, first_quantity = self._placing[key]
+            if (first_name, first_quantity) != (name, quantity):
+                raise Unprocessable(
+                    f"key {key!r} is in use for {first_quantity} x {first_name}, not {quantity} x {name}"
+                )
+            raise Conflict(f"an order with key {key!r} is still being placed: retry once it is answered")
         key = key or f"fe-{uuid.uuid4().hex}"
-        reply = await self._with_leader("order", {"name": name, "quantity": quantity, "key": key})
+        self._placing[key] = (name, quantity)
+        try:
+            reply = await self._with_leader("order", {"name": name, "quantity": quantity, "key": key})
+        finally:
+            del self._placing[key]
         self.cache.invalidate(name)
         return reply
 
