@@ -102,6 +102,11 @@ class FrontendConfig:
     max_body: int = _knob(_at_least_one)
     failover_deadline: float = _knob(_positive)
     status_timeout: float = _knob(_positive)
+    #: seconds a request (headers and body) may take to arrive after its
+    #: first byte; every HTTP port, the operator ports too, uses this
+    request_timeout: float = _knob(_positive, default=10.0)
+    #: seconds a keep-alive connection may sit idle between requests
+    idle_timeout: float = _knob(_positive, default=60.0)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,13 @@ traceback or HTML page ever reaches a client.
 
 :func:`operator_root` builds the tree for ``GET /health`` and ``GET
 /metrics`` (Prometheus text format, from the service's own registry).
+
+:func:`make_site` serves a tree on every toystore HTTP port, public and
+operator alike, with limits against hostile clients: a body larger than
+``max_body`` is refused unread, a request must arrive whole within
+``request_timeout`` seconds of its first byte (slow clients cannot hold
+connections by trickling bytes), and an idle keep-alive connection closes
+after ``idle_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -21,13 +28,15 @@ from typing import Any, Callable
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from .envelope import ApiError, NotFound, dumps, ok
+from .config import FrontendConfig
+from .envelope import ApiError, NotFound, dumps, error_body, ok
 from .wire import no_delay
 
 JSON = b"application/json"
@@ -215,12 +224,29 @@ class LimitedRequest(Request):
         super().process()
 
 
+#: Seconds a 408 may take to leave before its connection is cut anyway.
+CLOSE_GRACE = 1.0
+
+
 class NoDelayHTTPChannel(HTTPChannel):
     """
     An HTTP/1.1 channel with Nagle's algorithm off (see
-    :func:`toystore.wire.no_delay`) whose refusals of requests it cannot
-    parse are JSON 400s, like every other error.
+    :func:`toystore.wire.no_delay`) and a deadline for every request.
+
+    A request, headers and body, must arrive whole within ``request_timeout``
+    seconds of its first byte; otherwise the client gets a JSON 408 and the
+    connection closes (cut :data:`CLOSE_GRACE` seconds later if the client
+    does not read).  Site's idle timeout cannot do this: every byte resets it,
+    so a client sending one byte every few seconds would hold the connection
+    for ever.  The deadline does not run while a request is being answered;
+    on a keep-alive connection each request gets a deadline of its own.
+
+    :ivar request_timeout: seconds, or None for no deadline; set by
+        :class:`JSONSite`.
     """
+
+    request_timeout: float | None = None
+    _deadline: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         no_delay(self.transport)
@@ -229,7 +255,7 @@ class NoDelayHTTPChannel(HTTPChannel):
     def _respondToBadRequestAndDisconnect(self) -> None:
         # Twisted answers a malformed request line, header or chunk (or too
         # many headers) with a bare 400 from here, before any Request exists.
-        body = dumps(ApiError("malformed HTTP request", 400).to_json())
+        body = dumps(error_body(400, "malformed HTTP request"))
         head = b"HTTP/1.1 400 Bad Request\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
         self.transport.write(head % (JSON, len(body)) + body)
         self.loseConnection()
@@ -238,20 +264,81 @@ class NoDelayHTTPChannel(HTTPChannel):
         """A request line or header longer than ``MAX_LENGTH``: a JSON 400, not a silent close."""
         self._respondToBadRequestAndDisconnect()
 
+    def dataReceived(self, data: bytes) -> None:
+        if not self._handlingRequest:
+            self._start_deadline()  # the first byte of a request
+        super().dataReceived(data)
+        # A request may have ended inside ``data`` and the next one begun:
+        # a partial line, or a request line and some headers, are left over.
+        if not self._handlingRequest and (self.requests or self._buffer):
+            self._start_deadline()
+
+    def allContentReceived(self) -> None:
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._cancel_deadline()
+        super().connectionLost(reason)
+
+    def _start_deadline(self) -> None:
+        if self._deadline is None and self.request_timeout is not None and not self.transport.disconnecting:
+            self._deadline = self.callLater(self.request_timeout, self._too_slow)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport.disconnecting:
+            # Already closing (after a 400, say) and the client is not reading.
+            self.transport.abortConnection()
+            return
+        timeout = self.request_timeout
+        self._log.info(
+            "dropping {peer}: no whole request within {timeout} s", peer=self.transport.getPeer(), timeout=timeout
+        )
+        body = dumps(error_body(408, f"request not received within {timeout} s"))
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: %s\r\ncache-control: no-store\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (JSON, len(body), body)
+        )
+        # HTTPChannel.connectionLost cancels this once the connection is gone.
+        self._abortingCall = self.callLater(CLOSE_GRACE, self.forceAbortClient)
+        self.loseConnection()
+
 
 class JSONSite(Site):
     """
-    A Site that never shows tracebacks, logs nothing per request, and (with
-    ``max_body``) refuses bodies longer than that without buffering them.
+    A Site that never shows tracebacks, logs nothing per request, refuses
+    bodies longer than ``max_body`` without buffering them, gives each
+    request ``request_timeout`` seconds to arrive (see
+    :class:`NoDelayHTTPChannel`) and closes connections idle for
+    ``idle_timeout`` seconds.  Its timers run on ``reactor``.
     """
 
     requestFactory = LimitedRequest
     protocol = NoDelayHTTPChannel
     displayTracebacks = False
 
-    def __init__(self, root: IResource, max_body: int = 64 * 1024) -> None:
-        super().__init__(root)
+    def __init__(
+        self,
+        root: IResource,
+        max_body: int = 64 * 1024,
+        request_timeout: float | None = 10.0,
+        idle_timeout: float | None = 60.0,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        super().__init__(root, timeout=idle_timeout, reactor=reactor)
         self.max_body = max_body
+        self.request_timeout = request_timeout
+
+    def buildProtocol(self, addr: Any) -> NoDelayHTTPChannel:
+        channel = super().buildProtocol(addr)
+        channel.request_timeout = self.request_timeout
+        return channel
 
     def getContentFile(self, length: int | None) -> LimitedBody:
         return LimitedBody(self.max_body, length)
@@ -260,6 +347,20 @@ class JSONSite(Site):
         """No access log: the metrics count requests."""
 
 
-def make_site(root: IResource, max_body: int = 64 * 1024) -> Site:
-    """The Site of a toystore HTTP port."""
-    return JSONSite(root, max_body)
+def make_site(
+    root: IResource,
+    max_body: int = 64 * 1024,
+    timeouts: FrontendConfig | None = None,
+    reactor: IReactorTime | None = None,
+) -> Site:
+    """
+    The Site of a toystore HTTP port.
+
+    :param timeouts: where ``request_timeout`` and ``idle_timeout`` come
+        from: every HTTP port, public and operator, uses the front-end's
+        (``[frontend]`` of the cluster file); None for the defaults.
+    :param reactor: runs the timers (default: the global reactor).
+    """
+    if timeouts is None:
+        return JSONSite(root, max_body, reactor=reactor)
+    return JSONSite(root, max_body, timeouts.request_timeout, timeouts.idle_timeout, reactor)

@@ -35,6 +35,11 @@ class DefaultConfigTests(SynchronousTestCase):
         self.assertEqual(cluster.catalog.restock_quantity, 100)
         self.assertEqual(cluster.catalog.initial_stock, 100)
 
+    def test_http_timeouts(self) -> None:
+        """A request must arrive within 10 s of its first byte; idle connections close after 60 s."""
+        frontend = load().frontend
+        self.assertEqual((frontend.request_timeout, frontend.idle_timeout), (10.0, 60.0))
+
 
 class LoadErrorTests(SynchronousTestCase):
     """A bad value is reported in one line that names it."""
@@ -100,6 +105,14 @@ class LoadErrorTests(SynchronousTestCase):
         self.assertProblem(
             lambda raw: raw["order"]["replicas"][0].update(peer_connect="tcp:port"),
             "order.replicas[0].peer_connect is not a client endpoint",
+        )
+
+    def test_http_timeouts_are_optional(self) -> None:
+        """A cluster file without the HTTP timeouts loads with their defaults; given, they are checked."""
+        cluster = load(self.write(lambda raw: [raw["frontend"].pop(k) for k in ("request_timeout", "idle_timeout")]))
+        self.assertEqual((cluster.frontend.request_timeout, cluster.frontend.idle_timeout), (10.0, 60.0))
+        self.assertProblem(
+            lambda raw: raw["frontend"].update(request_timeout=0), "frontend.request_timeout must be > 0"
         )
 
     def test_replica_problems(self) -> None:

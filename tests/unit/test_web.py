@@ -6,6 +6,7 @@ endpoints, through treq's StubTreq: no sockets.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from treq.testing import StubTreq
@@ -199,3 +200,136 @@ class BodyLimitTests(SynchronousTestCase):
         reply = self.post(b"x" * 5000, chunked=True)
         self.assertIn(b"HTTP/1.1 413", reply)
         self.assertEqual(self.seen, [])
+
+
+class RequestDeadlineTests(SynchronousTestCase):
+    """
+    A request must arrive whole within request_timeout seconds of its first
+    byte, however it trickles in; idle keep-alive connections close after
+    idle_timeout.  The site's timers run on a Clock.
+    """
+
+    GET = b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def setUp(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        from toystore.web import JSONSite
+
+        class Fast(JSONResource):
+            def json_GET(self, request: Any) -> Any:
+                return {"fast": True}
+
+        self.slow = Slow()
+        root = JSONTree()
+        root.putChild(b"fast", Fast())
+        root.putChild(b"slow", self.slow)
+        self.clock = Clock()
+        site = JSONSite(root, request_timeout=10.0, idle_timeout=60.0, reactor=self.clock)
+        self.channel = site.buildProtocol(None)
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+
+    def trickle(self, data: bytes, every: float) -> None:
+        """Send ``data`` one byte at a time, ``every`` seconds apart."""
+        for i in range(len(data)):
+            if i:
+                self.clock.advance(every)
+            self.channel.dataReceived(data[i : i + 1])
+
+    def replies(self) -> list[bytes]:
+        """The status lines written so far."""
+        return re.findall(rb"HTTP/1\.1 \d{3} [^\r]*", self.transport.value())
+
+    def assertOpen(self) -> None:
+        self.assertFalse(self.transport.disconnecting)
+
+    def assertCut(self) -> None:
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.replies()[-1], b"HTTP/1.1 408 Request Timeout")
+        self.assertIn(b'{"error":{"code":408,"message":"request not received within 10.0 s"}}', self.transport.value())
+
+    def test_slow_request_is_cut_at_the_deadline(self) -> None:
+        """One byte every 2 s keeps the idle timer happy, but the deadline counts from the first byte."""
+        self.trickle(self.GET[:5], every=2.0)  # bytes at 0, 2, 4, 6, 8 s
+        self.clock.advance(1.9)
+        self.channel.dataReceived(self.GET[5:6])  # 9.9 s
+        self.assertOpen()
+        self.clock.advance(0.1)  # 10 s after the first byte
+        self.assertCut()
+        self.assertEqual(self.replies(), [b"HTTP/1.1 408 Request Timeout"])
+
+    def test_unread_408_is_cut_after_a_grace(self) -> None:
+        """A client that does not read its 408 loses the connection CLOSE_GRACE seconds later."""
+        from toystore.web import CLOSE_GRACE
+
+        self.channel.dataReceived(b"GET /fa")
+        self.clock.advance(10.0)
+        self.assertCut()
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(CLOSE_GRACE)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_slow_body_is_cut(self) -> None:
+        """The body counts too: headers in time, body trickling past the deadline."""
+        head = b"POST /fast HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+        self.channel.dataReceived(head)
+        self.trickle(b"x" * 20, every=0.5)
+        self.assertOpen()
+        self.clock.advance(0.5)
+        self.assertCut()
+
+    def test_complete_request_in_time_is_served(self) -> None:
+        """A request that trickles in but ends before the deadline is answered, and nothing fires later."""
+        self.trickle(self.GET, every=9.0 / (len(self.GET) - 1))
+        self.assertEqual(self.replies(), [b"HTTP/1.1 200 OK"])
+        self.clock.advance(30.0)
+        self.assertOpen()
+
+    def test_deadline_restarts_per_request(self) -> None:
+        """On a keep-alive connection each request gets its own deadline, counted from its own first byte."""
+        step = 8.0 / (len(self.GET) - 1)
+        self.trickle(self.GET, every=step)  # 8 s
+        self.clock.advance(20.0)  # idle between requests: no deadline runs
+        self.trickle(self.GET, every=step)  # 8 s more: 36 s after the first byte of all
+        self.assertEqual(self.replies(), [b"HTTP/1.1 200 OK"] * 2)
+        self.assertOpen()
+        self.trickle(b"GET /", every=2.0)
+        self.clock.advance(2.0)
+        self.assertCut()
+
+    def test_pipelined_partial_request_has_a_deadline(self) -> None:
+        """A request whose first bytes came with the previous one's last is timed from then."""
+        self.channel.dataReceived(self.GET + b"GET /fast HT")
+        self.assertEqual(self.replies(), [b"HTTP/1.1 200 OK"])
+        self.clock.advance(10.0)
+        self.assertCut()
+
+    def test_slow_answer_is_not_cut(self) -> None:
+        """The deadline covers the request's arrival, not the time its answer takes."""
+        self.channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(30.0)
+        self.assertOpen()
+        self.slow.waiting[0].callback({"late": True})
+        self.assertEqual(self.replies(), [b"HTTP/1.1 200 OK"])
+        self.assertOpen()
+
+    def test_idle_connection_closes(self) -> None:
+        """A keep-alive connection with no request for idle_timeout seconds is closed; before that it stays."""
+        self.channel.dataReceived(self.GET)
+        self.clock.advance(59.0)
+        self.assertOpen()
+        self.clock.advance(1.0)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.replies(), [b"HTTP/1.1 200 OK"])
+
+    def test_make_site_takes_the_frontend_knobs(self) -> None:
+        """make_site reads request_timeout and idle_timeout from the cluster file's [frontend]."""
+        from dataclasses import replace
+
+        from toystore.web import make_site
+
+        frontend = replace(load().frontend, request_timeout=3.0, idle_timeout=7.0)
+        site = make_site(JSONTree(), timeouts=frontend, reactor=self.clock)
+        self.assertEqual((site.request_timeout, site.timeOut), (3.0, 7.0))
+        self.assertEqual(site.buildProtocol(None).request_timeout, 3.0)

@@ -57,6 +57,6 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     catalog = CatalogService(config.catalog, reactor, pool.run)
     catalog.setServiceParent(top)
     Listener(reactor, "lines", config.catalog.lines, WireFactory(catalog, reactor, config.wire)).setServiceParent(top)
-    site = make_site(operator_root(catalog.status, catalog.metrics.registry))
+    site = make_site(operator_root(catalog.status, catalog.metrics.registry), timeouts=config.frontend, reactor=reactor)
     Listener(reactor, "http", config.catalog.http, site).setServiceParent(top)
     return top

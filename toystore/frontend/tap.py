@@ -72,6 +72,6 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     for client in (catalog, *replicas.values()):
         client.setServiceParent(top)
     frontend.setServiceParent(top)
-    site = make_site(frontend_root(frontend), max_body=config.frontend.max_body)
+    site = make_site(frontend_root(frontend), config.frontend.max_body, config.frontend, reactor)
     Listener(reactor, "http", config.frontend.http, site).setServiceParent(top)
     return top

@@ -110,7 +110,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     lines = options["lines"] or me.lines
     http = options["http"] or me.http
     Listener(reactor, "lines", lines, WireFactory(replica, reactor, config.wire)).setServiceParent(top)
-    Listener(reactor, "http", http, make_site(replica_root(replica))).setServiceParent(top)
+    site = make_site(replica_root(replica), timeouts=config.frontend, reactor=reactor)
+    Listener(reactor, "http", http, site).setServiceParent(top)
     return top
 
 
