@@ -164,8 +164,26 @@ class PlaceOrder(Public):
         return Deferred.fromCoroutine(self.frontend.place_order(name, quantity, key))
 
 
+class OrdersHere(Public):
+    """
+    ``/orders`` itself: ``POST`` places an order, ``GET`` reads the one
+    named by ``?order_number=``; a 405 allows both.
+    """
+
+    def render(self, request: Request) -> bytes | int:
+        kinds = {b"POST": PlaceOrder.kind, b"GET": Order.kind, b"HEAD": Order.kind}
+        self.kind = kinds.get(request.method, Public.kind)
+        return super().render(request)
+
+    def json_GET(self, request: Request) -> Deferred[Any]:
+        return Order(self.frontend, None).json_GET(request)
+
+    def json_POST(self, request: Request) -> Deferred[Any]:
+        return PlaceOrder(self.frontend).json_POST(request)
+
+
 class Orders(JSONTree):
-    """``/orders``: placing here, one child per number."""
+    """``/orders``: placing and the query-string form here, one child per number."""
 
     def __init__(self, frontend: FrontendService) -> None:
         super().__init__()
@@ -173,20 +191,14 @@ class Orders(JSONTree):
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         if not path:
-            return self._here(request)
+            return OrdersHere(self.frontend)
         try:
             return Order(self.frontend, _segment(path, ("order_num=", "order_number=")))
         except BadRequest as e:
             return _Refuse(self.frontend, e)
 
     def render(self, request: Request) -> bytes | int:
-        return self._here(request).render(request)
-
-    def _here(self, request: Request) -> Public:
-        """``/orders`` itself: placing an order, or (GET) the query-string form of reading one."""
-        if request.method in (b"GET", b"HEAD"):
-            return Order(self.frontend, None)
-        return PlaceOrder(self.frontend)
+        return OrdersHere(self.frontend).render(request)
 
 
 class _Refuse(Public):
