@@ -30,6 +30,7 @@ setup(
             "pytest >= 8",
             "pytest-twisted >= 1.14",
             "hypothesis >= 6.100",
+            "schemathesis >= 4.32",
             "matplotlib >= 3.7",
         ],
     },
