@@ -11,6 +11,8 @@ mistake in the file never shows up later as a traceback.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -18,10 +20,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.endpoints import UNIXServerEndpoint, clientFromString, serverFromString
 from twisted.python import usage
 
 DEFAULT_CONFIG = "cluster.toml"
+
+#: The environment variable that, when set, gives the cluster secret (``wire.secret``).
+SECRET_ENV = "TOYSTORE_SECRET"
+
+#: The shortest cluster secret accepted.
+SECRET_MIN_LENGTH = 16
 
 
 class ConfigError(Exception):
@@ -75,6 +83,11 @@ class WireConfig:
     max_line: int = _knob(_at_least_one)
     reconnect_initial: float = _knob(_positive)
     reconnect_max: float = _knob(_positive)
+    #: the cluster secret: when set, every connection to a lines port must
+    #: first send it (an ``auth`` call); empty: no authentication, and the
+    #: lines ports must listen on loopback only.  Checked in _check_cluster,
+    #: so that no message ever shows it; kept out of repr for the same reason.
+    secret: str = _knob(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -217,7 +230,51 @@ def _check_cluster(config: ClusterConfig) -> ClusterConfig:
         raise ConfigError(f"order.replicas ids must be unique, not {ids}")
     if config.order.min_insync > len(ids):
         raise ConfigError(f"order.min_insync must be at most the number of replicas ({len(ids)})")
+    secret = config.wire.secret
+    if secret and (len(secret) < SECRET_MIN_LENGTH or not secret.isprintable()):
+        raise ConfigError(f"wire.secret must be at least {SECRET_MIN_LENGTH} printable characters")
+    check_internal_listen("catalog.lines", config.catalog.lines, config.wire)
+    for i, replica in enumerate(config.order.replicas):
+        check_internal_listen(f"order.replicas[{i}].lines", replica.lines, config.wire)
     return config
+
+
+def is_loopback(endpoint: str) -> bool:
+    """
+    Whether a listen endpoint string binds to loopback only: 127.0.0.0/8,
+    ``::1`` or ``localhost`` (a UNIX socket counts too).  A TCP endpoint
+    without ``interface=`` binds every interface; an endpoint of another kind
+    is taken to be reachable from elsewhere.
+    """
+    server = serverFromString(None, endpoint)
+    if isinstance(server, UNIXServerEndpoint):
+        return True
+    interface = getattr(server, "_interface", None)
+    if not isinstance(interface, str):
+        return False
+    if interface == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:  # "" (every interface) or a host name
+        return False
+
+
+def check_internal_listen(setting: str, endpoint: str, wire: WireConfig) -> None:
+    """
+    Refuse an internal (lines) port that listens beyond loopback while no
+    cluster secret makes its connections authenticate.
+
+    :raises ConfigError: naming ``setting``.
+    """
+    complaint = _listen(endpoint)
+    if complaint:
+        raise ConfigError(f"{setting} {complaint}, not {endpoint!r}")
+    if not wire.secret and not is_loopback(endpoint):
+        raise ConfigError(
+            f"{setting} listens beyond loopback ({endpoint}): set wire.secret or {SECRET_ENV}"
+            " so that its connections must authenticate"
+        )
 
 
 def read_raw(path: str | None) -> dict[str, Any]:
@@ -263,16 +320,26 @@ def dump(raw: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def load(path: str | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> ClusterConfig:
+def load(
+    path: str | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    environ: typing.Mapping[str, str] | None = None,
+) -> ClusterConfig:
     """
     Read, override and check the cluster file.
 
     :param path: the TOML file, or None for the packaged default.
     :param overrides: ``{section: {key: value}}`` to apply before checking, as
         given by command-line flags.
+    :param environ: the environment (default ``os.environ``): a non-empty
+        ``TOYSTORE_SECRET`` in it replaces ``wire.secret``, so that the
+        secret can stay out of the file.
     :raises ConfigError: naming the first value that cannot be used.
     """
     raw = read_raw(path)
+    secret = (os.environ if environ is None else environ).get(SECRET_ENV)
+    if secret:
+        overrides = {**(overrides or {}), "wire": {**(overrides or {}).get("wire", {}), "secret": secret}}
     for section, values in (overrides or {}).items():
         table = raw.setdefault(section, {})
         if not isinstance(table, dict):

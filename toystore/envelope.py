@@ -66,6 +66,12 @@ class BadRequest(ApiError):
     code = 400
 
 
+class Unauthorized(ApiError):
+    """A connection to an internal port that has not given the cluster secret."""
+
+    code = 401
+
+
 class NotFound(ApiError):
     """The named thing (a toy, an order, a path) does not exist."""
 
@@ -99,7 +105,9 @@ class Unavailable(ApiError):
     code = 503
 
 
-_BY_CODE = {cls.code: cls for cls in (BadRequest, NotFound, Conflict, Unprocessable, StaleEpoch, Unavailable)}
+_BY_CODE = {
+    cls.code: cls for cls in (BadRequest, Unauthorized, NotFound, Conflict, Unprocessable, StaleEpoch, Unavailable)
+}
 
 
 def text_field(message: dict[str, Any], name: str, longest: int) -> str:

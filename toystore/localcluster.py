@@ -87,9 +87,19 @@ def _connect(port: int) -> str:
 
 
 async def connect(reactor: Any, port: int, wire: WireConfig | None = None) -> WireProtocol:
-    """A wire connection to a lines port on loopback."""
+    """
+    A wire connection to a lines port on loopback, authenticated with
+    ``wire.secret`` when there is one (``wire`` defaults to the packaged
+    file's, with ``TOYSTORE_SECRET`` applied).
+    """
     endpoint = clientFromString(reactor, f"tcp:host=127.0.0.1:port={port}")
-    return await endpoint.connect(WireFactory(None, reactor, wire or load().wire))
+    connection = await endpoint.connect(WireFactory(None, reactor, wire or load().wire, client=True))
+    try:
+        await connection.authenticate()
+    except Exception:
+        connection.transport.loseConnection()
+        raise
+    return connection
 
 
 async def start_store(

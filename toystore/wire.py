@@ -23,6 +23,11 @@ Every message (its fields, its reply, its errors) is documented in
 ``docs/wire.rst``; a new message is added there together with its handler.
 Every lines port answers ``ping`` with ``{"pong": true}``.
 
+With a cluster secret (``wire.secret``) the accepting side of a connection
+serves nothing until the first line, an ``auth`` call, has carried it (else:
+401 and the connection closed); the connecting side sends it with
+:meth:`WireProtocol.authenticate`, as :class:`WireClient` does by itself.
+
 Using it
 ========
 
@@ -42,6 +47,7 @@ not answer in time, or drops the connection with the call pending.
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import random
 import re
@@ -49,7 +55,7 @@ from typing import Any, Callable
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred, succeed
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
@@ -58,7 +64,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
 from .config import WireConfig
-from .envelope import ApiError, BadRequest, Unavailable, dumps, loads
+from .envelope import ApiError, BadRequest, Unauthorized, Unavailable, dumps, loads
 
 _TYPE = re.compile(r"[a-z][a-z_]{0,63}\Z")
 
@@ -122,17 +128,23 @@ class WireProtocol(LineOnlyReceiver):
 
     :ivar handler: the object whose ``call_*`` and ``push_*`` methods serve
         incoming requests and pushes.
+    :ivar trusted: whether the peer may send anything: at once on the
+        connecting side (``client``) or without a secret, else once it has
+        authenticated.
     """
 
     delimiter = b"\n"
     log = Logger()
 
-    def __init__(self, handler: object, clock: IReactorTime, config: WireConfig) -> None:
+    def __init__(self, handler: object, clock: IReactorTime, config: WireConfig, client: bool = False) -> None:
         self.handler = handler
         self.clock = clock
         self.call_timeout = config.call_timeout
         self.MAX_LENGTH = config.max_line
         self.connected = False
+        self._secret = config.secret
+        self.trusted = client or not config.secret
+        self._admission: IDelayedCall | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, Deferred[Any]] = {}
         self._stall_timeout: float | None = None
@@ -146,11 +158,15 @@ class WireProtocol(LineOnlyReceiver):
         # As a streaming producer we hear pauseProducing when the peer stops
         # reading and our write buffer fills: that is how stalls are seen.
         self.transport.registerProducer(self, True)
+        if not self.trusted:
+            self._admission = self.clock.callLater(self.call_timeout, self._refuse, None, "no auth call in time")
         self._hook("connection_made", self)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected = False
         self._cancel_stall()
+        if self._admission is not None and self._admission.active():
+            self._admission.cancel()
         pending, self._pending = self._pending, {}
         for d in pending.values():
             d.errback(ConnectionDropped(f"connection to {self.peer} closed with the call pending"))
@@ -238,9 +254,59 @@ class WireProtocol(LineOnlyReceiver):
 
         return d.addTimeout(limit, self.clock, onTimeoutCancel=timed_out)
 
+    # -- authentication -------------------------------------------------------
+
+    def authenticate(self) -> Deferred[Any]:
+        """
+        Give the peer the cluster secret, if there is one (an ``auth`` call,
+        the first on a connection): a Deferred that fires once the peer
+        trusts this connection, or fails with its ``Unauthorized`` error.
+        """
+        return self.call("auth", {"secret": self._secret}) if self._secret else succeed(None)
+
+    def _auth(self, message: dict[str, Any], connection: WireProtocol) -> dict[str, bool]:
+        """Serve an ``auth`` call: the secret must match (any will do on a port without one)."""
+        given = message.get("secret")
+        given = given.encode() if isinstance(given, str) else b""
+        if self._secret and not hmac.compare_digest(given, self._secret.encode()):
+            raise Unauthorized("wrong secret")
+        return {"authenticated": True}
+
+    def _admit(self, line: bytes) -> None:
+        """The first line from a peer that must authenticate: a right ``auth`` call, or the end."""
+        try:
+            message = loads(line)
+        except BadRequest:
+            message = None
+        call_id = message.get("id") if isinstance(message, dict) else None
+        if isinstance(call_id, bool) or not isinstance(call_id, (int, str)):
+            call_id = None
+        try:
+            if call_id is None or message.get("type") != "auth":
+                raise Unauthorized("authenticate first: the first line must be an auth call with the cluster secret")
+            reply = self._auth(message, self)
+        except Unauthorized as e:
+            self._refuse(call_id, e.message)
+            return
+        self.trusted = True
+        self._admission.cancel()  # pending: nothing is read once _refuse has run
+        self.send({"id": call_id, "data": reply})
+        self._hook("call_finished", "auth", "ok", 0.0)
+
+    def _refuse(self, call_id: Any, reason: str) -> None:
+        if self._admission.active():  # not when it is what calls
+            self._admission.cancel()
+        self.log.warn("refusing {peer}: {reason}", peer=self.peer, reason=reason)
+        self.send({"id": call_id, **Unauthorized(reason).to_json()})
+        self.transport.loseConnection()
+        self._hook("call_finished", "auth", "401", 0.0)
+
     # -- receiving ----------------------------------------------------------
 
     def lineReceived(self, line: bytes) -> None:
+        if not self.trusted:
+            self._admit(line)
+            return
         try:
             message = loads(line)
             if not isinstance(message, dict):
@@ -272,6 +338,8 @@ class WireProtocol(LineOnlyReceiver):
             handler = getattr(self.handler, prefix + kind, None)
             if handler is None and kind == "ping" and is_request:
                 handler = _pong
+            if handler is None and kind == "auth" and is_request:
+                handler = self._auth
         if handler is None:
             what = "request" if is_request else "push"
             self.send({"id": call_id, **BadRequest(f"unknown {what} type {kind!r}").to_json()})
@@ -324,17 +392,23 @@ def _pong(message: dict[str, Any], connection: WireProtocol) -> dict[str, bool]:
 
 
 class WireFactory(Factory):
-    """Builds :class:`WireProtocol` connections that share one handler."""
+    """
+    Builds :class:`WireProtocol` connections that share one handler.
+
+    :param client: True for connections this process makes: those do not ask
+        the peer for the secret (they give it, with ``authenticate``).
+    """
 
     noisy = False
 
-    def __init__(self, handler: object, clock: IReactorTime, config: WireConfig) -> None:
+    def __init__(self, handler: object, clock: IReactorTime, config: WireConfig, client: bool = False) -> None:
         self.handler = handler
         self.clock = clock
         self.config = config
+        self.client = client
 
     def buildProtocol(self, addr: object) -> WireProtocol:
-        return WireProtocol(self.handler, self.clock, self.config)
+        return WireProtocol(self.handler, self.clock, self.config, self.client)
 
 
 class WireClient(Service):
@@ -345,7 +419,8 @@ class WireClient(Service):
     :param endpoint: the peer, as an endpoint.
     :param handler: serves the pushes (and requests) the peer sends us.
     :param prepare: called with each new connection before any call may use
-        it (for example to subscribe); it may return a Deferred.
+        it (for example to subscribe); it may return a Deferred.  It runs
+        once the connection has authenticated (when there is a secret).
     """
 
     log = Logger()
@@ -367,13 +442,24 @@ class WireClient(Service):
         # within the first delay, so reconnect_initial means what it says.
         spread = jitter or (lambda: random.uniform(0, config.reconnect_initial))
         policy = backoffPolicy(config.reconnect_initial, config.reconnect_max, jitter=spread)
+        self._prepare = prepare
         self._service = ClientService(
             endpoint,
-            WireFactory(handler, clock, config),
+            WireFactory(handler, clock, config, client=True),
             retryPolicy=policy,
             clock=clock,
-            prepareConnection=(lambda proxy: prepare(proxy.connection)) if prepare else None,
+            prepareConnection=lambda proxy: Deferred.fromCoroutine(self._ready(proxy.connection)),
         )
+
+    async def _ready(self, connection: WireProtocol) -> None:
+        """Authenticate a new connection, then run ``prepare`` on it."""
+        try:
+            await connection.authenticate()
+        except Unauthorized as e:  # the peer closes the connection
+            self.log.error("{name} refuses this process's cluster secret: {error}", name=self.name, error=e.message)
+            raise NotConnected(f"{self.name} refuses this process's cluster secret ({e.message})") from None
+        if self._prepare is not None:
+            await maybeDeferred(self._prepare, connection)
 
     def startService(self) -> None:
         super().startService()

@@ -5,7 +5,8 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from toystore.catalog.tap import Options as CatalogOptions
-from toystore.config import ConfigError, dump, load, read_raw
+from toystore.config import ConfigError, dump, is_loopback, load, read_raw
+from toystore.order.tap import Options as OrderOptions
 
 
 def dump_toml(raw: dict, path: Path) -> None:
@@ -180,3 +181,80 @@ class OptionsTests(SynchronousTestCase):
                 self.assertTrue(message.startswith("toystore-catalog: error: "), message)
                 self.assertIn(words, message)
                 self.assertNotIn("\n", message)
+
+
+SECRET = "a-cluster-secret-for-tests"
+
+
+class InternalPortTests(SynchronousTestCase):
+    """The lines ports may listen beyond loopback only when a cluster secret makes their connections authenticate."""
+
+    def write(self, mutate) -> str:
+        raw = read_raw(None)
+        mutate(raw)
+        path = Path(self.mktemp())
+        dump_toml(raw, path)
+        return str(path)
+
+    def test_loopback(self) -> None:
+        """127.0.0.0/8, ::1, localhost and UNIX sockets are loopback; no interface means every interface."""
+        local = ["tcp:8101:interface=127.0.0.1", "tcp:8101:interface=127.0.0.2", r"tcp6:8101:interface=\:\:1"]
+        local += ["tcp:port=8101:interface=localhost", "unix:/tmp/lines.sock"]
+        remote = ["tcp:8101", "tcp:8101:interface=0.0.0.0", "tcp6:8101", "tcp:8101:interface=10.0.0.5"]
+        remote += ["tcp:8101:interface=example.com"]
+        self.assertEqual([e for e in local if not is_loopback(e)], [])
+        self.assertEqual([e for e in remote if is_loopback(e)], [])
+
+    def test_refused_without_secret(self) -> None:
+        """A lines port bound beyond loopback without a secret stops the load, in one line naming it."""
+        cases = {
+            "catalog.lines": lambda raw: raw["catalog"].update(lines="tcp:8101:interface=0.0.0.0"),
+            "order.replicas[1].lines": lambda raw: raw["order"]["replicas"][1].update(lines="tcp:8302"),
+        }
+        for setting, mutate in cases.items():
+            with self.subTest(setting=setting):
+                error = self.assertRaises(ConfigError, load, self.write(mutate), environ={})
+                self.assertTrue(str(error).startswith(f"{setting} listens beyond loopback"), str(error))
+                self.assertIn("wire.secret", str(error))
+                self.assertNotIn("\n", str(error))
+
+    def test_accepted_with_secret(self) -> None:
+        """With a secret, in the file or in TOYSTORE_SECRET, the same ports load."""
+
+        def open_ports(raw: dict) -> None:
+            raw["catalog"]["lines"] = "tcp:8101:interface=0.0.0.0"
+            raw["order"]["replicas"][0]["lines"] = "tcp:8301"
+
+        in_file = load(self.write(lambda raw: [open_ports(raw), raw["wire"].update(secret=SECRET)]), environ={})
+        self.assertEqual((in_file.catalog.lines, in_file.wire.secret), ("tcp:8101:interface=0.0.0.0", SECRET))
+        from_env = load(self.write(open_ports), environ={"TOYSTORE_SECRET": SECRET})
+        self.assertEqual(from_env.wire.secret, SECRET)
+
+    def test_secret_defaults(self) -> None:
+        """No secret by default; the environment's replaces the file's; an empty variable changes nothing."""
+        self.assertEqual(load(environ={}).wire.secret, "")
+        self.assertEqual(load(environ={"TOYSTORE_SECRET": ""}).wire.secret, "")
+        path = self.write(lambda raw: raw["wire"].update(secret=SECRET))
+        self.assertEqual(load(path, environ={"TOYSTORE_SECRET": "x" * 20}).wire.secret, "x" * 20)
+
+    def test_weak_secret_refused_without_showing_it(self) -> None:
+        """A short secret is refused; no message and no repr shows a secret."""
+        for where in ("file", "env"):
+            with self.subTest(where=where):
+                if where == "file":
+                    args = (self.write(lambda raw: raw["wire"].update(secret="short-one")),)
+                    environ = {}
+                else:
+                    args, environ = (), {"TOYSTORE_SECRET": "short-one"}
+                error = self.assertRaises(ConfigError, load, *args, environ=environ)
+                self.assertEqual(str(error), "wire.secret must be at least 16 printable characters")
+        config = load(self.write(lambda raw: raw["wire"].update(secret=SECRET)), environ={})
+        self.assertNotIn(SECRET, repr(config))
+
+    def test_replica_lines_flag(self) -> None:
+        """toystore-order --lines is checked the same way."""
+        error = self.assertRaises(SystemExit, OrderOptions().parseOptions, ["--id", "1", "--lines", "tcp:8301"])
+        self.assertIn("--lines listens beyond loopback", str(error.code))
+        options = OrderOptions()
+        options.parseOptions(["--id", "1", "--lines", "tcp:8301:interface=127.0.0.1"])
+        self.assertEqual(options.me.id, 1)

@@ -16,7 +16,7 @@ from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
-from ..config import ConfigError, ServiceOptions
+from ..config import ConfigError, ServiceOptions, check_internal_listen
 from ..runtime import Listener, ProcessService, ThreadPoolService
 from ..web import make_site
 from ..wire import WireClient, WireFactory
@@ -54,6 +54,8 @@ class Options(ServiceOptions):
         super().postOptions()
         try:
             me = self.config.order.replica(self["id"])
+            if self["lines"]:
+                check_internal_listen("--lines", self["lines"], self.config.wire)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
         self.me = me
