@@ -277,7 +277,7 @@ async def test_hostile_requests_get_json_4xx_and_change_nothing(
     finally:
         cluster.close()
     assert not failures, f"{len(failures)} of {len(cases)} cases failed:\n" + "\n".join(failures)
-    assert after == before, "a refused request changed the store"
+    assert after == before, f"a refused request changed the store: {before} -> {after}"
     assert still[0] == 200, still
     dead = [child.name for child in supervisor.children if not child.running]
     assert not dead, f"processes died: {dead}"
