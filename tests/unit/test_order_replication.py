@@ -411,6 +411,14 @@ class FenceTests(ReplicaCase):
         self.network.flush()
         self.assertIn("no majority", self.failureResultOf(d, Unavailable).value.message)
 
+    def test_new_epoch_and_leading_never_overlap(self) -> None:
+        """The turn a leader accepts a newer epoch, it no longer leads: it never reports (or writes) both."""
+        self.make()
+        self.elect(1, 3)
+        self.replicas[3].accept_epoch(2)
+        status = self.replicas[3].status()
+        self.assertEqual((status["role"], status["epoch"], status["leader"]), ("follower", 2, None))
+
     def test_fenced_leader_steps_down(self) -> None:
         """A leader asked by a peer promoting to a newer epoch stops leading."""
         self.make()

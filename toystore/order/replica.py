@@ -202,6 +202,10 @@ class Replica(Service):
             raise StaleEpoch(f"epoch {epoch} is older than epoch {self.epoch}, which replica {self.id} accepted")
         if epoch == self.epoch:
             return succeed(None)
+        # In the same turn as the epoch changes: a replica never reports, or
+        # writes records of, a new epoch while it still leads an older one.
+        self.step_down(f"epoch {epoch} is accepted")
+        self.leader = None
         self.epoch = epoch
         self.metrics.update(self)
         return self._run(write_durably, self.data_dir / EPOCH, dumps({"epoch": epoch}))
@@ -347,9 +351,6 @@ class Replica(Service):
         """
         if epoch > self.epoch:
             await self.accept_epoch(epoch)
-            self.step_down(f"replica {self.id} was fenced at epoch {epoch} by a promoting peer")
-            if self.role == "follower":
-                self.leader = None
         return self.status()
 
     # -- orders ----------------------------------------------------------------
