@@ -77,8 +77,8 @@ class CatalogMetrics:
 
 class CatalogService(Service):
     """
-    The catalog, and the handler of its lines port (see :mod:`toystore.wire`
-    for the messages).
+    The catalog, and the handler of its lines port (``docs/wire.rst`` lists
+    the messages).
 
     :param config: the ``[catalog]`` section.
     :param clock: drives the restock loop and stall timers.
