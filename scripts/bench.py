@@ -63,7 +63,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import uuid
 from pathlib import Path
@@ -80,27 +79,17 @@ from twisted.internet.utils import getProcessOutputAndValue  # noqa: E402
 
 from toystore import localcluster  # noqa: E402
 from toystore.catalog.store import TOYS  # noqa: E402
-from toystore.measure import table  # noqa: E402
 from toystore.supervise import Child, ChildFailed, Supervisor  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "scripts", "bench"))
 import hotspots  # noqa: E402
+from procs import cpu_all, rss_kib, running  # noqa: E402
+from results import CASES, mean_ceiling, report, targets, with_ratios  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "bench" / "wrk.lua"
 CEILING = HERE / "bench" / "ceiling.py"
 STOCK = 100_000_000
-#: The cases, in the order of the table, by their ``--cases`` names.
-CASES = {
-    "ceiling": "ceiling",
-    "cached": "product (cached)",
-    "uncached": "product (uncached)",
-    "order-query": "order query",
-    "order": "order",
-}
-#: Ratio to the ceiling each case should reach (the issue's targets).
-RATIO_TARGETS = {"product (cached)": 0.80, "product (uncached)": 0.50, "order query": 0.50}
-ORDER_TARGET = {"connections": 16, "per_s": 1000.0, "p99_ms": 50.0}
 WRK_TIMEOUT = 10  # seconds before wrk counts a request as timed out
 ORDER_NAMES = list(TOYS)[:5]  # orders rotate over these
 INSTALL = (
@@ -112,41 +101,6 @@ INSTALL = (
 def sleep(reactor: Any, seconds: float) -> Deferred[None]:
     """A Deferred that fires after ``seconds`` of reactor time (never ``time.sleep``)."""
     return task.deferLater(reactor, seconds, lambda: None)
-
-
-# -- processes --------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (``/proc/<pid>/stat``)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory of process ``pid`` in KiB (``VmRSS`` of ``/proc/<pid>/status``)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def running(supervisor: Supervisor) -> dict[str, int]:
-    """The pid of every running child, by name."""
-    return {child.name: child.pid for child in supervisor.children if child.running and child.pid}
-
-
-def cpu_all(pids: dict[str, int]) -> dict[str, float]:
-    """CPU seconds of each process so far (those that are gone are left out)."""
-    times = {}
-    for name, pid in pids.items():
-        try:
-            times[name] = cpu_seconds(pid)
-        except OSError:
-            pass
-    return times
 
 
 async def start_ceiling(reactor: Any, supervisor: Supervisor, directory: Path, body: bytes) -> tuple[Child, str]:
@@ -348,107 +302,6 @@ async def rss_run(reactor: Any, args: argparse.Namespace, url: str, pids: dict[s
 
 
 # -- the run ------------------------------------------------------------------------
-
-
-def mean_ceiling(runs: list[dict[str, Any]], connections: int) -> dict[str, Any]:
-    """The ceiling row at ``connections``: the mean of its runs (figure by figure)."""
-    mine = [r for r in runs if r["connections"] == connections]
-    row = dict(mine[0])
-    for key in ("req_per_s", "p50_ms", "p90_ms", "p99_ms", "mean_ms"):
-        row[key] = statistics.fmean(r[key] for r in mine)
-    row["requests"] = sum(r["requests"] for r in mine)
-    row["errors"] = sum(r["errors"] for r in mine)
-    row["runs"] = len(mine)
-    return row
-
-
-def with_ratios(rows: list[dict[str, Any]], ceiling: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each row with ``ratio``: its req/s over the ceiling's at the same number of connections."""
-    for row in rows:
-        top = ceiling.get(row["connections"])
-        row["ratio"] = row["req_per_s"] / top["req_per_s"] if top and top["req_per_s"] else None
-    order = list(CASES.values())
-    return sorted(rows, key=lambda r: (order.index(r["case"]), r["connections"]))
-
-
-def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's targets against the rows: what each asks, what was measured, met or not."""
-    found = []
-    for case, ratio in RATIO_TARGETS.items():
-        mine = [r for r in rows if r["case"] == case and r["ratio"] is not None]
-        if mine:
-            met = [r["connections"] for r in mine if r["ratio"] >= ratio]
-            found.append(
-                {
-                    "target": f"{case} >= {ratio:.2f} x ceiling",
-                    "measured": {str(r["connections"]): round(r["ratio"], 3) for r in mine},
-                    "met_at": met,
-                    "met": len(met) == len(mine),
-                }
-            )
-    c = ORDER_TARGET["connections"]
-    orders = [r for r in rows if r["case"] == "order" and r["connections"] == c]
-    if orders:
-        r = orders[0]
-        found.append(
-            {
-                "target": f"order at {c} connections >= {ORDER_TARGET['per_s']:,.0f}/s with p99 < "
-                f"{ORDER_TARGET['p99_ms']:.0f} ms",
-                "measured": {"req_per_s": round(r["req_per_s"], 1), "p99_ms": round(r["p99_ms"], 2)},
-                "met": r["req_per_s"] >= ORDER_TARGET["per_s"] and r["p99_ms"] < ORDER_TARGET["p99_ms"],
-            }
-        )
-    return found
-
-
-def report(rows: list[dict[str, Any]], goals: list[dict[str, Any]], rss: dict[str, Any] | None) -> None:
-    """Print the table, the targets and the memory figures."""
-
-    def server_cpu(row: dict[str, Any]) -> str:
-        name = "ceiling" if row["case"] == "ceiling" else next((n for n in row["cpu"] if n.startswith("frontend")), "")
-        return f"{100 * row['cpu'][name]:.0f}%" if name in row["cpu"] else "-"
-
-    cells = [
-        (
-            r["case"],
-            str(r["connections"]),
-            f"{r['req_per_s']:,.0f}",
-            f"{r['p50_ms']:.2f}",
-            f"{r['p99_ms']:.2f}",
-            f"{r['ratio']:.2f}" if r["ratio"] is not None else "-",
-            server_cpu(r),
-            str(r["errors"]),
-        )
-        for r in rows
-    ]
-    if cells:
-        print(table(("case", "conns", "req/s", "p50 ms", "p99 ms", "ratio", "server cpu", "errors"), cells, left=1))
-    for goal in goals:
-        if "met_at" in goal:
-            measured = " / ".join(f"{v:.2f}" for v in goal["measured"].values())
-            at = "/".join(goal["measured"])
-            print(f"target {goal['target']}: {measured} at {at} connections: {'met' if goal['met'] else 'not met'}")
-        else:
-            m = goal["measured"]
-            print(
-                f"target {goal['target']}: {m['req_per_s']:,.0f}/s, p99 {m['p99_ms']:.1f} ms: "
-                f"{'met' if goal['met'] else 'not met'}"
-            )
-    if rss is not None:
-        print(
-            f"memory over {rss['seconds']:.0f} s of mixed load at {rss['connections']} connections "
-            f"({rss['requests']:,} requests, {rss['req_per_s']:,.0f}/s, {rss['errors']} errors):"
-        )
-
-        def mib(kib: int | None) -> str:
-            return f"{kib / 1024:.1f}" if kib is not None else "-"
-
-        cells = [
-            (name, str(p["pid"]), mib(p["start_kib"]), mib(p["warm_kib"]), mib(p["end_kib"]))
-            for name, p in rss["processes"].items()
-        ]
-        warm = f"RSS MiB at {rss['warm_at_s']:.0f} s"
-        print(table(("process", "pid", "RSS MiB at start", warm, "RSS MiB at end"), cells, left=1))
 
 
 async def run(reactor: Any, args: argparse.Namespace, supervisor: Supervisor, directory: Path) -> dict[str, Any]:
