@@ -255,9 +255,7 @@ class NoDelayHTTPChannel(HTTPChannel):
     def _respondToBadRequestAndDisconnect(self) -> None:
         # Twisted answers a malformed request line, header or chunk (or too
         # many headers) with a bare 400 from here, before any Request exists.
-        body = dumps(error_body(400, "malformed HTTP request"))
-        head = b"HTTP/1.1 400 Bad Request\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-        self.transport.write(head % (JSON, len(body)) + body)
+        self._write_raw_error(400, b"Bad Request", "malformed HTTP request")
         self.loseConnection()
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -281,6 +279,14 @@ class NoDelayHTTPChannel(HTTPChannel):
         self._cancel_deadline()
         super().connectionLost(reason)
 
+    def _write_raw_error(self, code: int, reason: bytes, message: str) -> None:
+        """A JSON error reply written straight to the transport, for when there is no Request to answer it."""
+        body = dumps(error_body(code, message))
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncache-control: no-store\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (code, reason, JSON, len(body), body)
+        )
+
     def _start_deadline(self) -> None:
         if self._deadline is None and self.request_timeout is not None and not self.transport.disconnecting:
             self._deadline = self.callLater(self.request_timeout, self._too_slow)
@@ -300,11 +306,7 @@ class NoDelayHTTPChannel(HTTPChannel):
         self._log.info(
             "dropping {peer}: no whole request within {timeout} s", peer=self.transport.getPeer(), timeout=timeout
         )
-        body = dumps(error_body(408, f"request not received within {timeout} s"))
-        self.transport.write(
-            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: %s\r\ncache-control: no-store\r\n"
-            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (JSON, len(body), body)
-        )
+        self._write_raw_error(408, b"Request Timeout", f"request not received within {timeout} s")
         # HTTPChannel.connectionLost cancels this once the connection is gone.
         self._abortingCall = self.callLater(CLOSE_GRACE, self.forceAbortClient)
         self.loseConnection()
