@@ -100,7 +100,7 @@ class Buyers:
                 first = second
             if first.outcome == "ok":
                 succeeded.append(first)
-            elif first.outcome != "ok":
+            else:
                 await sleep(self.reactor, 0.05)  # do not spin while the store is down
 
     async def attempt(self, key: str, name: str, quantity: int) -> Attempt:

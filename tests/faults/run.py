@@ -12,7 +12,7 @@ from typing import Any, Callable
 from toystore.supervise import Supervisor
 
 from .buyers import Buyers
-from .checker import check
+from .checker import check, orders_of
 from .nemesis import FAULTS, Nemesis
 from .store import FaultStore
 
@@ -70,19 +70,13 @@ async def run_one(
         "duration": duration,
         "faults": done,
         "attempts": outcomes,
-        "orders": sum(1 for _ in _orders(store)),
+        "orders": len(orders_of(store.logs()[1])),
         "counts": counts,
         "details": details[:50],
         "ok": not any(counts.values()),
     }
     (directory / "result.json").write_text(json.dumps(result, indent=2))
     return result
-
-
-def _orders(store: FaultStore) -> list[Any]:
-    from .checker import orders_of
-
-    return orders_of(store.logs()[1])
 
 
 def summary(result: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from twisted.internet.task import deferLater
 from toystore.supervise import Supervisor
 
 from ..faults.checker import orders_of
+from ..faults.proxy import Proxy
 from ..faults.store import FaultStore
 
 pytestmark = pytest.mark.integration
@@ -34,6 +35,14 @@ async def post(url: str, key: str, name: str = "Tux", quantity: int = 1) -> tupl
         persistent=False,
     )
     return response.code, await response.content()
+
+
+async def answered_and_dropped(reactor: Any, proxy: Proxy, timeout: float = 10.0) -> None:
+    """Wait until the replica has answered through ``proxy`` and the answer was dropped: the order is under way."""
+    deadline = reactor.seconds() + timeout
+    while not any(connection.dropped for connection in proxy.connections):
+        assert reactor.seconds() < deadline, "the order never reached the replica"
+        await deferLater(reactor, 0.02, lambda: None)
 
 
 @pytest_twisted.ensureDeferred
@@ -57,7 +66,7 @@ async def test_lost_replies_retried_once(reactor: Any, supervisor: Supervisor, t
         # The same key while its first request is still under way: 409 (and 422 with another body).
         store.frontend[successor].drop()
         under_way = Deferred.fromCoroutine(post(store.url, "k-2"))  # waits on the dropped reply
-        await deferLater(reactor, 0.5, lambda: None)
+        await answered_and_dropped(reactor, store.frontend[successor])
         code, body = await post(store.url, "k-2")
         assert code == 409 and b"still being placed" in body, body
         assert (await post(store.url, "k-2", name="Fox"))[0] == 422
