@@ -9,10 +9,12 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from toystore.config import WireConfig
-from toystore.wire import WireProtocol
+from toystore.envelope import Conflict
+from toystore.wire import Reply, WireProtocol, require
 
 WIRE = WireConfig(call_timeout=5.0, max_line=4096, reconnect_initial=1.0, reconnect_max=8.0)
 
@@ -62,3 +64,41 @@ class ScriptedEndpoint:
         protocol.makeConnection(transport)
         self.connected.append((protocol, transport))
         return succeed(protocol)
+
+
+class Handler:
+    """A handler that records what it serves."""
+
+    def __init__(self) -> None:
+        self.pushes: list[dict[str, Any]] = []
+        self.waiting: dict[str, Deferred[Any]] = {}
+        self.finished: list[tuple[str, str]] = []
+        self.lost: list[WireProtocol] = []
+
+    def call_add(self, message: dict[str, Any], connection: WireProtocol) -> dict[str, int]:
+        return {"sum": require(message, "a", int) + require(message, "b", int)}
+
+    def call_wait(self, message: dict[str, Any], connection: WireProtocol) -> Deferred[Any]:
+        self.waiting[message["tag"]] = Deferred()
+        return self.waiting[message["tag"]]
+
+    async def call_echo(self, message: dict[str, Any], connection: WireProtocol) -> Any:
+        return message["value"]
+
+    def call_stream(self, message: dict[str, Any], connection: WireProtocol) -> Reply:
+        return Reply({"streaming": True}, lambda: connection.push("note", n=1))
+
+    def call_refuse(self, message: dict[str, Any], connection: WireProtocol) -> None:
+        raise Conflict("no stock")
+
+    def call_crash(self, message: dict[str, Any], connection: WireProtocol) -> None:
+        raise ZeroDivisionError("oops")
+
+    def push_note(self, message: dict[str, Any], connection: WireProtocol) -> None:
+        self.pushes.append(message)
+
+    def call_finished(self, kind: str, outcome: str, seconds: float) -> None:
+        self.finished.append((kind, outcome))
+
+    def connection_lost(self, connection: WireProtocol, reason: Failure) -> None:
+        self.lost.append(connection)
