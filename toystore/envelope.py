@@ -148,12 +148,23 @@ def error_body(code: int, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(obj: Any) -> bytes:
     """
     Encode ``obj`` as compact, deterministic UTF-8 JSON (sorted keys, no
     whitespace, no NaN): the same object always gives the same bytes.
     """
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return _ENCODER.encode(obj).encode("utf-8")
+
+
+class Encoded(bytes):
+    """
+    A success envelope already encoded (``{"data": ...}`` as bytes): what a
+    handler returns to send bytes it keeps, such as a cached reply, without
+    decoding and encoding them again.
+    """
 
 
 def _refuse_constant(name: str) -> Any:
@@ -161,12 +172,17 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
-        obj[key] = value
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # the rare case: find the key to name it
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
     return obj
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicates)
 
 
 def loads(raw: bytes) -> Any:
@@ -182,7 +198,7 @@ def loads(raw: bytes) -> Any:
     except UnicodeDecodeError as e:
         raise BadRequest(f"body is not valid UTF-8: {e.reason} at byte {e.start}") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicates)
+        return _DECODER.decode(text)
     except ValueError as e:
         raise BadRequest(f"invalid JSON: {e}") from None
     except RecursionError:
