@@ -94,6 +94,9 @@ class Handler:
     def call_crash(self, message: dict[str, Any], connection: WireProtocol) -> None:
         raise ZeroDivisionError("oops")
 
+    def call_unencodable(self, message: dict[str, Any], connection: WireProtocol) -> dict[str, float]:
+        return {"price": float("nan")}  # not JSON
+
     def push_note(self, message: dict[str, Any], connection: WireProtocol) -> None:
         self.pushes.append(message)
 

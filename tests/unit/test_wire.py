@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -71,6 +71,16 @@ class ServerSideTests(SynchronousTestCase):
         )
         self.assertEqual(replies[1], {"id": 8, "data": {"sum": 2}})
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_unencodable_reply(self) -> None:
+        """A handler whose data cannot be encoded gets a logged 500 in its stead, and the connection stays up."""
+        feed(self.protocol, {"id": 7, "type": "unencodable"}, {"id": 8, "type": "add", "a": 1, "b": 2})
+        replies = sent(self.transport)
+        self.assertEqual(replies[0]["error"]["code"], 500)
+        self.assertEqual(replies[1], {"id": 8, "data": {"sum": 3}})
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(self.handler.finished[0], ("unencodable", "500"))
         self.assertFalse(self.transport.disconnecting)
 
     def test_bad_lines(self) -> None:
@@ -172,6 +182,54 @@ class ClientSideTests(SynchronousTestCase):
         d = self.protocol.call("slow")
         self.clock.advance(WIRE.call_timeout)
         self.failureResultOf(d, CallTimeout)
+
+    def test_one_timer_for_all_calls(self) -> None:
+        """However many calls are pending, one timer watches their deadlines."""
+        calls = [self.protocol.call("x", timeout=5.0) for _ in range(10)]
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        for request in sent(self.transport):
+            feed(self.protocol, {"id": request["id"], "data": 1})
+        self.assertEqual([self.successResultOf(d) for d in calls], [1] * 10)
+        self.clock.advance(5.0)  # the timer runs, finds nothing late, and is not set again
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_shorter_timeout_after_longer(self) -> None:
+        """A call with a shorter timeout than those pending still fails at its own deadline, and they at theirs."""
+        long = self.protocol.call("long", timeout=10.0)
+        self.clock.advance(1.0)
+        short = self.protocol.call("short", timeout=2.0)
+        self.clock.advance(1.9)
+        self.assertNoResult(short)
+        self.clock.advance(0.1)  # 3 s: the short one's deadline
+        self.assertIn("'short' call", self.failureResultOf(short, CallTimeout).value.message)
+        self.assertNoResult(long)
+        self.clock.advance(6.9)
+        self.assertNoResult(long)
+        self.clock.advance(0.1)  # 10 s
+        self.assertIn("in 10.0 s", self.failureResultOf(long, CallTimeout).value.message)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_later_calls_keep_their_own_deadlines(self) -> None:
+        """Once the first deadline passes, the timer moves on to the next pending call's."""
+        first = self.protocol.call("first", timeout=2.0)
+        self.clock.advance(1.5)
+        second = self.protocol.call("second", timeout=2.0)  # due at 3.5 s
+        self.clock.advance(0.5)
+        self.failureResultOf(first, CallTimeout)
+        self.clock.advance(1.4)
+        self.assertNoResult(second)
+        self.clock.advance(0.1)
+        self.failureResultOf(second, CallTimeout)
+
+    def test_cancelled_call_is_forgotten(self) -> None:
+        """A call its caller cancels fails with CancelledError, and its late reply is ignored."""
+        d = self.protocol.call("x", timeout=2.0)
+        [request] = sent(self.transport)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        feed(self.protocol, {"id": request["id"], "data": "late"})
+        self.clock.advance(2.0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_connection_lost_fails_pending(self) -> None:
         """Every pending call fails with ConnectionDropped when the connection closes."""
@@ -286,7 +344,7 @@ class WireClientTests(SynchronousTestCase):
     def test_call(self) -> None:
         """A call goes over the connection; prepare ran on it first."""
         self.client.startService()
-        d = Deferred.fromCoroutine(self.client.call("ping"))
+        d = self.client.call("ping")
         self.reply(0, 1)
         self.assertEqual(self.successResultOf(d), 1)
         self.assertEqual(len(self.prepared), 1)
@@ -295,7 +353,7 @@ class WireClientTests(SynchronousTestCase):
         """With the peer refusing, a call fails with NotConnected naming it."""
         self.endpoint.refuse = True
         self.client.startService()
-        d = Deferred.fromCoroutine(self.client.call("ping"))
+        d = self.client.call("ping")
         self.assertNoResult(d)
         self.clock.advance(WIRE.reconnect_max)
         failure = self.failureResultOf(d, NotConnected)
@@ -304,7 +362,7 @@ class WireClientTests(SynchronousTestCase):
     def test_reconnects_after_drop(self) -> None:
         """A dropped connection fails its calls, then is replaced after the backoff delay."""
         self.client.startService()
-        d = Deferred.fromCoroutine(self.client.call("ping"))
+        d = self.client.call("ping")
         protocol, transport = self.endpoint.connected[0]
         protocol.connectionLost(Failure(ConnectionDone()))
         self.failureResultOf(d, ConnectionDropped)
@@ -312,7 +370,7 @@ class WireClientTests(SynchronousTestCase):
         self.assertEqual(len(self.endpoint.connected), 1, "reconnected before the backoff delay")
         self.clock.advance(WIRE.reconnect_max)
         self.assertEqual(len(self.endpoint.connected), 2)
-        d = Deferred.fromCoroutine(self.client.call("ping"))
+        d = self.client.call("ping")
         self.reply(1, 2)
         self.assertEqual(self.successResultOf(d), 2)
         self.assertEqual(len(self.prepared), 2)
@@ -325,7 +383,7 @@ class WireClientTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         protocol.connectionLost(Failure(ConnectionDone()))
         self.successResultOf(stopped)
-        d = Deferred.fromCoroutine(self.client.call("ping"))
+        d = self.client.call("ping")
         self.failureResultOf(d, NotConnected)
 
     def test_require_kinds(self) -> None:

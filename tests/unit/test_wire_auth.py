@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -143,7 +142,7 @@ class WireClientSecretTests(SynchronousTestCase):
     def test_authenticates_first(self) -> None:
         """The first line is the auth call; prepare and calls wait for its answer."""
         self.assertEqual((self.auth["type"], self.auth["secret"]), ("auth", SECRET))
-        d = Deferred.fromCoroutine(self.client.call("ping"))
+        d = self.client.call("ping")
         self.assertEqual((self.prepared, sent(self.transport)), ([], []))
         feed(self.protocol, {"id": self.auth["id"], "data": {"authenticated": True}})
         self.assertEqual(self.prepared, [self.protocol.connection])
@@ -153,7 +152,7 @@ class WireClientSecretTests(SynchronousTestCase):
 
     def test_refused_secret(self) -> None:
         """A peer refusing the secret makes calls fail with NotConnected (a 503), never a 401; prepare never runs."""
-        d = Deferred.fromCoroutine(self.client.call("ping"))
+        d = self.client.call("ping")
         feed(self.protocol, {"id": self.auth["id"], "error": {"code": 401, "message": "wrong secret"}})
         failure = self.failureResultOf(d, NotConnected)
         self.assertIn("catalog refuses this process's cluster secret (wrong secret)", failure.value.message)

@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -325,7 +325,7 @@ class Link:
         replica = self.replica
         peers = replica.peers
         calls = [client.call("fence", {"epoch": epoch}, timeout=PEER_TIMEOUT) for client in peers.values()]
-        results = await DeferredList([Deferred.fromCoroutine(c) for c in calls], consumeErrors=True)
+        results = await DeferredList([ensureDeferred(c) for c in calls], consumeErrors=True)
         reachable = {peer: status for peer, (ok, status) in zip(peers, results, strict=True) if ok}
         newest = max((s["epoch"] for s in reachable.values()), default=0)
         if newest > epoch:
@@ -378,7 +378,7 @@ class Link:
 
     async def _ask_peers(self) -> tuple[int | None, int]:
         peers = self.replica.peers
-        calls = [Deferred.fromCoroutine(c.call("status", timeout=PEER_TIMEOUT)) for c in peers.values()]
+        calls = [ensureDeferred(c.call("status", timeout=PEER_TIMEOUT)) for c in peers.values()]
         results = await DeferredList(calls, consumeErrors=True)
         leaders = [status for ok, status in results if ok and status["role"] == "leader"]
         if not leaders:

@@ -1,70 +1,26 @@
 """
-The internal wire: JSON lines over persistent TCP connections.
-
-Every call, push and stream between toystore services travels here.  A
-connection carries one JSON object per line (``\\n``-terminated, UTF-8, at
-most ``wire.max_line`` bytes).  Three kinds of line share it::
-
-    request  {"id": 7, "type": "buy", ...fields}        expects one reply
-    reply    {"id": 7, "data": {...}}                    success
-             {"id": 7, "error": {"code": 409, "message": "..."}}
-    push     {"type": "invalidate", ...fields}           no id, no reply
-
-Either side may send requests; replies may come in any order, matched by
-``id`` (an integer or string chosen by the caller), so many calls share one
-connection at once.  ``id`` and ``type`` are reserved: no message uses them
-as fields of its own.  Bad input (invalid JSON, a line that is not an object, an
-unknown type, a missing field) is answered with an error reply, with
-``"id": null`` when the line had no usable id; a line longer than the limit
-is answered with an error and the connection is closed, since its framing is
-lost.  Error codes are HTTP status codes (see :mod:`toystore.envelope`).
-
-Every message (its fields, its reply, its errors) is documented in
-``docs/wire.rst``; a new message is added there together with its handler.
-Every lines port answers ``ping`` with ``{"pong": true}``.
-
-With a cluster secret (``wire.secret``) the accepting side of a connection
-serves nothing until the first line, an ``auth`` call, has carried it (else:
-401 and the connection closed); the connecting side sends it with
-:meth:`WireProtocol.authenticate`, as :class:`WireClient` does by itself.
-
-Using it
-========
-
-A server is a :class:`WireFactory` around a *handler*: request ``type`` T calls
-``handler.call_T(message, connection)``, which returns the reply's ``data``
-(or a Deferred or coroutine of it, or a :class:`Reply` to act right after
-the reply is sent) or raises :class:`ApiError`; push T calls
-``handler.push_T(message, connection)``.  The optional hooks
-``connection_made(connection)`` and ``connection_lost(connection, reason)``
-tell the handler about connections, and ``call_finished(type, outcome,
-seconds)`` about every request and push served (outcome ``"ok"`` or the error
-code), for metrics.  A client is a :class:`WireClient`: a
-reconnecting connection (``ClientService`` with backoff) whose ``call`` fails
-with :class:`Unavailable` subclasses when the peer cannot be reached, does
-not answer in time, or drops the connection with the call pending.
+:class:`WireProtocol`, one JSON-lines connection, as server and client at
+once, and :class:`WireFactory`, which serves a handler on a lines port.
+The package's docstring (:mod:`toystore.wire`) describes the wire.
 """
 
 from __future__ import annotations
 
 import hmac
 import itertools
-import random
 import re
+from inspect import iscoroutine
 from typing import Any, Callable
 
-from twisted.application.internet import ClientService, backoffPolicy
-from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred, succeed
-from twisted.internet.error import ConnectError
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
-from .config import WireConfig
-from .envelope import ApiError, BadRequest, Unauthorized, Unavailable, dumps, loads
+from ..config import WireConfig
+from ..envelope import ApiError, BadRequest, Unauthorized, Unavailable, dumps, loads
 
 _TYPE = re.compile(r"[a-z][a-z_]{0,63}\Z")
 
@@ -146,7 +102,10 @@ class WireProtocol(LineOnlyReceiver):
         self.trusted = client or not config.secret
         self._admission: IDelayedCall | None = None
         self._ids = itertools.count(1)
-        self._pending: dict[int, Deferred[Any]] = {}
+        # id -> (its Deferred, deadline, type, timeout) of each call awaiting its reply
+        self._pending: dict[int, tuple[Deferred[Any], float, str, float]] = {}
+        self._expiry: IDelayedCall | None = None  # one timer for every pending call's deadline
+        self._call_finished = getattr(handler, "call_finished", None)
         self._stall_timeout: float | None = None
         self._stall: IDelayedCall | None = None
 
@@ -167,8 +126,11 @@ class WireProtocol(LineOnlyReceiver):
         self._cancel_stall()
         if self._admission is not None and self._admission.active():
             self._admission.cancel()
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
         pending, self._pending = self._pending, {}
-        for d in pending.values():
+        for d, *_ in pending.values():
             d.errback(ConnectionDropped(f"connection to {self.peer} closed with the call pending"))
         self._hook("connection_lost", self, reason)
 
@@ -245,14 +207,36 @@ class WireProtocol(LineOnlyReceiver):
             raise NotConnected(f"not connected to {self.peer}")
         call_id = next(self._ids)
         d: Deferred[Any] = Deferred(lambda _: self._pending.pop(call_id, None))
-        self._pending[call_id] = d
-        self.send({**(fields or {}), "id": call_id, "type": type})
         limit = self.call_timeout if timeout is None else timeout
+        deadline = self.clock.seconds() + limit
+        self._pending[call_id] = (d, deadline, type, limit)
+        self.send({**(fields or {}), "id": call_id, "type": type})
+        self._expire_at(deadline)
+        return d
 
-        def timed_out(result: object, _timeout: float) -> None:
-            raise CallTimeout(f"{type!r} call to {self.peer} got no reply in {limit} s")
+    def _expire_at(self, deadline: float) -> None:
+        """
+        Make sure the timer runs by ``deadline``.  One timer serves every
+        pending call: it runs at the earliest deadline known when it was
+        set, fails the calls whose time is up, and sets itself again for the
+        next deadline (:meth:`_expire`).  Calls answered in time leave
+        nothing to cancel.
+        """
+        timer = self._expiry
+        if timer is None:
+            self._expiry = self.clock.callLater(max(0.0, deadline - self.clock.seconds()), self._expire)
+        elif deadline < timer.getTime():
+            timer.reset(max(0.0, deadline - self.clock.seconds()))
 
-        return d.addTimeout(limit, self.clock, onTimeoutCancel=timed_out)
+    def _expire(self) -> None:
+        self._expiry = None
+        now = self.clock.seconds() + 1e-6  # (a microsecond for rounding)
+        late = [call_id for call_id, (_, deadline, _, _) in self._pending.items() if deadline <= now]
+        expired = [(call_id, self._pending.pop(call_id)) for call_id in late]
+        if self._pending:
+            self._expire_at(min(deadline for _, deadline, _, _ in self._pending.values()))
+        for _, (d, _, type, limit) in expired:
+            d.errback(CallTimeout(f"{type!r} call to {self.peer} got no reply in {limit} s"))
 
     # -- authentication -------------------------------------------------------
 
@@ -345,8 +329,15 @@ class WireProtocol(LineOnlyReceiver):
             self.send({"id": call_id, **BadRequest(f"unknown {what} type {kind!r}").to_json()})
             return
         started = self.clock.seconds()
-        d = maybeDeferred(handler, message, self)
-        d.addBoth(self._answer, call_id if is_request else None, kind, is_request, started)
+        reply_id = call_id if is_request else None
+        try:
+            result = handler(message, self)
+        except Exception:
+            result = Failure()
+        if isinstance(result, Deferred) or iscoroutine(result):
+            ensureDeferred(result).addBoth(self._answer, reply_id, kind, is_request, started)
+        else:  # the common case, a plain return: no Deferred in the way
+            self._answer(result, reply_id, kind, is_request, started)
 
     def _answer(self, result: Any, call_id: Any, kind: str, is_request: bool, started: float) -> None:
         if isinstance(result, Failure):
@@ -358,12 +349,22 @@ class WireProtocol(LineOnlyReceiver):
             if isinstance(result, Reply):
                 result, after = result.data, result.after
             if is_request:
-                self.send({"id": call_id, "data": result})
+                try:
+                    line = dumps({"id": call_id, "data": result})
+                except (TypeError, ValueError):
+                    self._answer(Failure(), call_id, kind, is_request, started)
+                    return
+                if self.connected:
+                    self.sendLine(line)
             if after is not None:
                 with self.log.failuresHandled("after replying to {kind!r}", kind=kind):
                     after()
             outcome = "ok"
-        self._hook("call_finished", kind, outcome, self.clock.seconds() - started)
+        if self._call_finished is not None:
+            try:
+                self._call_finished(kind, outcome, self.clock.seconds() - started)
+            except Exception:
+                self.log.failure("in call_finished of {handler!r}", handler=self.handler)
 
     def _error(self, failure: Failure, kind: str) -> ApiError:
         if failure.check(ApiError):
@@ -372,13 +373,14 @@ class WireProtocol(LineOnlyReceiver):
         return ApiError(f"internal error while serving {kind!r}", 500)
 
     def _reply_received(self, message: dict[str, Any]) -> None:
-        d = self._pending.pop(message["id"], None) if isinstance(message["id"], int) else None
-        if d is None:
+        pending = self._pending.pop(message["id"], None) if isinstance(message["id"], int) else None
+        if pending is None:
             if "error" in message:
                 self.log.warn("{peer} reports: {error}", peer=self.peer, error=message["error"])
             else:
                 self.log.debug("late or unknown reply {id!r} from {peer}", id=message["id"], peer=self.peer)
             return
+        d = pending[0]
         if "error" in message:
             d.errback(ApiError.from_json(message["error"]))
         elif "data" in message:
@@ -409,91 +411,3 @@ class WireFactory(Factory):
 
     def buildProtocol(self, addr: object) -> WireProtocol:
         return WireProtocol(self.handler, self.clock, self.config, self.client)
-
-
-class WireClient(Service):
-    """
-    A persistent connection to one peer's lines port, reconnected with
-    exponential backoff whenever it drops.
-
-    :param endpoint: the peer, as an endpoint.
-    :param handler: serves the pushes (and requests) the peer sends us.
-    :param prepare: called with each new connection before any call may use
-        it (for example to subscribe); it may return a Deferred.  It runs
-        once the connection has authenticated (when there is a secret).
-    """
-
-    log = Logger()
-
-    def __init__(
-        self,
-        endpoint: IStreamClientEndpoint,
-        clock: IReactorTime,
-        config: WireConfig,
-        handler: object = None,
-        prepare: Callable[[WireProtocol], object] | None = None,
-        name: str = "peer",
-        jitter: Callable[[], float] | None = None,
-    ) -> None:
-        self.name = name
-        self._clock = clock
-        self._timeout = config.call_timeout
-        # Twisted's default jitter adds up to a whole second to every delay; keep it
-        # within the first delay, so reconnect_initial means what it says.
-        spread = jitter or (lambda: random.uniform(0, config.reconnect_initial))
-        policy = backoffPolicy(config.reconnect_initial, config.reconnect_max, jitter=spread)
-        self._prepare = prepare
-        self._service = ClientService(
-            endpoint,
-            WireFactory(handler, clock, config, client=True),
-            retryPolicy=policy,
-            clock=clock,
-            prepareConnection=lambda proxy: Deferred.fromCoroutine(self._ready(proxy.connection)),
-        )
-
-    async def _ready(self, connection: WireProtocol) -> None:
-        """Authenticate a new connection, then run ``prepare`` on it."""
-        try:
-            await connection.authenticate()
-        except Unauthorized as e:  # the peer closes the connection
-            self.log.error("{name} refuses this process's cluster secret: {error}", name=self.name, error=e.message)
-            raise NotConnected(f"{self.name} refuses this process's cluster secret ({e.message})") from None
-        if self._prepare is not None:
-            await maybeDeferred(self._prepare, connection)
-
-    def startService(self) -> None:
-        super().startService()
-        self._service.startService()
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        return self._service.stopService()
-
-    async def connection(self, timeout: float | None = None) -> WireProtocol:
-        """
-        The current connection, or the next one made within ``timeout``.
-
-        :raises NotConnected: when the next attempt fails or time runs out.
-        """
-        limit = self._timeout if timeout is None else timeout
-        waiting = self._service.whenConnected(failAfterFailures=1)
-        try:
-            return await waiting.addTimeout(limit, self._clock)
-        except TimeoutError:
-            raise NotConnected(f"no connection to {self.name} within {limit} s") from None
-        except CancelledError:
-            raise NotConnected(f"connection to {self.name} is stopped") from None
-        except ConnectError as e:
-            raise NotConnected(f"cannot connect to {self.name}: {e}") from None
-
-    async def call(self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
-        """
-        Make a call over the connection (waiting for one, if need be).
-
-        :return: the reply's ``data``.
-        :raises ApiError: the peer's error, or an :class:`Unavailable` one
-            when it cannot be reached, does not answer in time, or the
-            connection drops.
-        """
-        connection = await self.connection(timeout)
-        return await connection.call(type, fields, timeout)

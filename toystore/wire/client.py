@@ -1,0 +1,121 @@
+"""
+:class:`WireClient`: a persistent connection to one peer's lines port,
+reconnected with backoff, through which a service makes its calls.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred
+from twisted.internet.error import ConnectError
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger
+
+from ..config import WireConfig
+from ..envelope import Unauthorized
+from .protocol import NotConnected, WireFactory, WireProtocol
+
+
+class WireClient(Service):
+    """
+    A persistent connection to one peer's lines port, reconnected with
+    exponential backoff whenever it drops.
+
+    :param endpoint: the peer, as an endpoint.
+    :param handler: serves the pushes (and requests) the peer sends us.
+    :param prepare: called with each new connection before any call may use
+        it (for example to subscribe); it may return a Deferred.  It runs
+        once the connection has authenticated (when there is a secret).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        clock: IReactorTime,
+        config: WireConfig,
+        handler: object = None,
+        prepare: Callable[[WireProtocol], object] | None = None,
+        name: str = "peer",
+        jitter: Callable[[], float] | None = None,
+    ) -> None:
+        self.name = name
+        self._clock = clock
+        self._timeout = config.call_timeout
+        # Twisted's default jitter adds up to a whole second to every delay; keep it
+        # within the first delay, so reconnect_initial means what it says.
+        spread = jitter or (lambda: random.uniform(0, config.reconnect_initial))
+        policy = backoffPolicy(config.reconnect_initial, config.reconnect_max, jitter=spread)
+        self._prepare = prepare
+        self._current: WireProtocol | None = None  # the connection calls use, once prepared
+        self._service = ClientService(
+            endpoint,
+            WireFactory(handler, clock, config, client=True),
+            retryPolicy=policy,
+            clock=clock,
+            prepareConnection=lambda proxy: Deferred.fromCoroutine(self._ready(proxy.connection)),
+        )
+
+    async def _ready(self, connection: WireProtocol) -> None:
+        """Authenticate a new connection, then run ``prepare`` on it."""
+        try:
+            await connection.authenticate()
+        except Unauthorized as e:  # the peer closes the connection
+            self.log.error("{name} refuses this process's cluster secret: {error}", name=self.name, error=e.message)
+            raise NotConnected(f"{self.name} refuses this process's cluster secret ({e.message})") from None
+        if self._prepare is not None:
+            await maybeDeferred(self._prepare, connection)
+        self._current = connection
+
+    def startService(self) -> None:
+        super().startService()
+        self._service.startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self._current = None
+        return self._service.stopService()
+
+    async def connection(self, timeout: float | None = None) -> WireProtocol:
+        """
+        The current connection, or the next one made within ``timeout``.
+
+        :raises NotConnected: when the next attempt fails or time runs out.
+        """
+        current = self._current
+        if current is not None and current.connected:
+            return current
+        limit = self._timeout if timeout is None else timeout
+        waiting = self._service.whenConnected(failAfterFailures=1)
+        try:
+            return await waiting.addTimeout(limit, self._clock)
+        except TimeoutError:
+            raise NotConnected(f"no connection to {self.name} within {limit} s") from None
+        except CancelledError:
+            raise NotConnected(f"connection to {self.name} is stopped") from None
+        except ConnectError as e:
+            raise NotConnected(f"cannot connect to {self.name}: {e}") from None
+
+    def call(self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None) -> Deferred[Any]:
+        """
+        Make a call over the connection (waiting for one, if need be).
+
+        :return: a Deferred of the reply's ``data``.  It fails with the
+            peer's error, or an :class:`Unavailable` one when the peer
+            cannot be reached, does not answer in time, or the connection
+            drops.
+        """
+        current = self._current
+        if current is not None and current.connected:
+            # The common case: straight onto the connection, with no waiting for one.
+            return current.call(type, fields, timeout)
+        return Deferred.fromCoroutine(self._call_when_connected(type, fields, timeout))
+
+    async def _call_when_connected(self, type: str, fields: dict[str, Any] | None, timeout: float | None) -> Any:
+        connection = await self.connection(timeout)
+        return await connection.call(type, fields, timeout)
