@@ -23,6 +23,7 @@ after ``idle_timeout`` seconds.
 from __future__ import annotations
 
 import io
+import time
 from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry
@@ -36,18 +37,30 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from .config import FrontendConfig
-from .envelope import ApiError, NotFound, dumps, error_body, ok
+from .envelope import ApiError, Encoded, NotFound, dumps, error_body, ok
 from .wire import no_delay
 
 JSON = b"application/json"
+#: The status counted for a request whose client left before its reply was ready (as nginx counts it).
+CLIENT_LEFT = 499
+
+
+def _json_headers(request: Request, code: int) -> None:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", JSON)
+    request.setHeader(b"cache-control", b"no-store")
 
 
 def write_json(request: Request, code: int, body: dict[str, Any]) -> bytes:
     """Set the status and headers of a JSON reply and return its bytes."""
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", JSON)
-    request.setHeader(b"cache-control", b"no-store")
+    _json_headers(request, code)
     return dumps(body)
+
+
+def write_encoded(request: Request, body: bytes) -> bytes:
+    """Set the status and headers of a 200 JSON reply whose body is ``body``, encoded already."""
+    _json_headers(request, 200)
+    return body
 
 
 def write_error(request: Request, error: ApiError) -> bytes:
@@ -68,47 +81,75 @@ class JSONResource(Resource):
     log = Logger()
 
     def render(self, request: Request) -> bytes | int:
+        return self.respond(request)
+
+    def respond(self, request: Request, replied: Callable[[int], None] | None = None) -> bytes | int:
+        """
+        Render ``request``, and tell ``replied`` the status of the reply once
+        it is written (499 if the client left before its reply was ready).
+        """
         method = request.method.decode("ascii", "replace")
         handler = getattr(self, f"json_{method}", None)
         if handler is None and method == "HEAD":
             handler = getattr(self, "json_GET", None)
         if handler is None:
-            allowed = sorted({name[5:] for name in dir(self) if name.startswith("json_")})
-            if "GET" in allowed:
-                allowed.append("HEAD")
-            request.setHeader(b"allow", ", ".join(allowed).encode())
-            return write_error(request, ApiError(f"method {method} not allowed here", 405))
-        d = maybeDeferred(handler, request)
-        if d.called:
+            body = self.not_allowed(request)
+        else:
+            d = maybeDeferred(handler, request)
+            if not d.called:
+                return self._later(d, request, replied)
             # The common, synchronous case: answer without NOT_DONE_YET.
             result: list[Any] = []
             d.addBoth(result.append)
-            return self._body(request, result[0])
+            body = self._body(request, result[0])
+        if replied is not None:
+            replied(request.code)
+        return body
+
+    def allowed_methods(self) -> list[str]:
+        """The methods this resource serves: those with a ``json_`` handler, and ``HEAD`` with ``GET``."""
+        allowed = sorted({name[5:] for name in dir(self) if name.startswith("json_")})
+        if "GET" in allowed:
+            allowed.append("HEAD")
+        return allowed
+
+    def not_allowed(self, request: Request) -> bytes:
+        """The JSON 405 for ``request``, with the ``Allow`` header."""
+        request.setHeader(b"allow", ", ".join(self.allowed_methods()).encode())
+        method = request.method.decode("ascii", "replace")
+        return write_error(request, ApiError(f"method {method} not allowed here", 405))
+
+    def _later(self, d: Deferred[Any], request: Request, replied: Callable[[int], None] | None) -> int:
+        """Write the reply once ``d`` fires (unless the client has left, which cancels ``d``)."""
         gone: list[bool] = []
 
         def client_left(reason: Failure) -> None:
             gone.append(True)
             d.cancel()
+            if replied is not None:
+                replied(CLIENT_LEFT)
+
+        def finish(result: Any) -> None:
+            if gone:
+                return  # the client left and the handler was cancelled: nobody to answer
+            request.write(self._body(request, result))
+            request.finish()
+            if replied is not None:
+                replied(request.code)
 
         request.notifyFinish().addErrback(client_left)
-        d.addBoth(self._finish_later, request, gone)
+        d.addBoth(finish)
         return NOT_DONE_YET
 
     def _body(self, request: Request, result: Any) -> bytes:
+        if isinstance(result, Encoded):
+            return write_encoded(request, result)
         if not isinstance(result, Failure):
             return write_json(request, 200, ok(result))
         if result.check(ApiError):
             return write_error(request, result.value)
         self.log.failure("while serving {method} {uri}", result, method=request.method, uri=request.uri)
         return write_error(request, ApiError("internal error", 500))
-
-    def _finish_later(self, result: Any, request: Request, gone: list[bool]) -> None:
-        if gone:
-            # The client left and the handler was cancelled: nobody to answer.
-            return None
-        request.write(self._body(request, result))
-        request.finish()
-        return None
 
 
 class JSONNotFound(JSONResource):
@@ -246,7 +287,10 @@ class NoDelayHTTPChannel(HTTPChannel):
     """
 
     request_timeout: float | None = None
-    _deadline: IDelayedCall | None = None
+    #: The reactor's clock; set by :class:`JSONSite`.
+    seconds: Callable[[], float] = staticmethod(time.time)
+    _deadline: IDelayedCall | None = None  # the one timer; it may run later than needed, never earlier
+    _started: float | None = None  # when the request now arriving began; None between requests
 
     def connectionMade(self) -> None:
         no_delay(self.transport)
@@ -272,11 +316,14 @@ class NoDelayHTTPChannel(HTTPChannel):
             self._start_deadline()
 
     def allContentReceived(self) -> None:
-        self._cancel_deadline()
+        self._started = None
         super().allContentReceived()
 
     def connectionLost(self, reason: Failure) -> None:
-        self._cancel_deadline()
+        self._started = None
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
         super().connectionLost(reason)
 
     def _write_raw_error(self, code: int, reason: bytes, message: str) -> None:
@@ -288,16 +335,29 @@ class NoDelayHTTPChannel(HTTPChannel):
         )
 
     def _start_deadline(self) -> None:
-        if self._deadline is None and self.request_timeout is not None and not self.transport.disconnecting:
-            self._deadline = self.callLater(self.request_timeout, self._too_slow)
+        """
+        A request begins.  Keep-alive connections send request after request,
+        so the timer is not made and cancelled for each: one timer runs, and
+        when it fires it moves itself to the deadline of the request then
+        arriving, if that one is not late yet (:meth:`_check_deadline`).
+        """
+        if self._started is not None or self.request_timeout is None or self.transport.disconnecting:
+            return
+        self._started = self.seconds()
+        if self._deadline is None:
+            self._deadline = self.callLater(self.request_timeout, self._check_deadline)
 
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
+    def _check_deadline(self) -> None:
         self._deadline = None
+        if self._started is None or self.request_timeout is None:
+            return  # between requests: the next one starts a timer
+        left = self._started + self.request_timeout - self.seconds()
+        if left > 1e-6:  # (a microsecond for rounding)
+            self._deadline = self.callLater(left, self._check_deadline)
+            return
+        self._too_slow()
 
     def _too_slow(self) -> None:
-        self._deadline = None
         if self.transport.disconnecting:
             # Already closing (after a 400, say) and the client is not reading.
             self.transport.abortConnection()
@@ -340,6 +400,7 @@ class JSONSite(Site):
     def buildProtocol(self, addr: Any) -> NoDelayHTTPChannel:
         channel = super().buildProtocol(addr)
         channel.request_timeout = self.request_timeout
+        channel.seconds = self.reactor.seconds
         return channel
 
     def getContentFile(self, length: int | None) -> LimitedBody:

@@ -197,6 +197,28 @@ class APITests(SynchronousTestCase):
         self.assertEqual(self.catalog.queries, 1)
         self.assertEqual(self.frontend.cache.stats.hits, 2)
 
+    def raw(self, path: str) -> bytes:
+        d = self.treq.get("http://store" + path)
+        self.treq.flush()
+        return self.successResultOf(self.successResultOf(d).content())
+
+    def test_cache_keeps_the_encoded_reply(self) -> None:
+        """A hit writes the very bytes the miss wrote, without asking the catalog."""
+        first = self.raw("/products/Tux")
+        self.catalog.toys["Tux"] = {"name": "Tux", "price": 1.0, "quantity": 1}  # unseen until invalidated
+        self.assertEqual(self.raw("/products/Tux"), first)
+        self.assertEqual(json.loads(first), {"data": {"name": "Tux", "price": 15.99, "quantity": 100}})
+        self.assertEqual(self.catalog.queries, 1)
+        self.frontend.cache.invalidate("Tux")
+        self.assertEqual(json.loads(self.raw("/products/Tux"))["data"]["price"], 1.0)
+
+    def test_refused_queries_are_not_cached(self) -> None:
+        """A 404 from the catalog is not kept: the next query asks again."""
+        for _ in range(2):
+            self.assertEqual(self.request("GET", "/products/Unicorn")[0], 404)
+        self.assertEqual(self.catalog.queries, 2)
+        self.assertEqual(self.frontend.cache.keys(), [])
+
     def test_push_and_order_invalidate(self) -> None:
         """An invalidate push, and a successful order, make the next query go to the catalog."""
         self.request("GET", "/products/Tux")
@@ -341,6 +363,12 @@ class APITests(SynchronousTestCase):
         text = self.successResultOf(response.text())
         self.assertIn("toystore_frontend_cache_hits 1.0", text)
         self.assertIn('toystore_frontend_requests_total{code="200",kind="product"} 2.0', text)
+        self.assertIn('toystore_frontend_request_seconds_count{kind="product"} 2.0', text)
+        self.request("GET", "/products/x/y")
+        self.request("PUT", "/orders")
+        text = self.successResultOf(self.successResultOf(self.treq.get("http://store/metrics")).text())
+        self.assertIn('toystore_frontend_requests_total{code="404",kind="product"} 1.0', text)
+        self.assertIn('toystore_frontend_requests_total{code="405",kind="other"} 1.0', text)
 
     def test_subscribe_clears(self) -> None:
         """Every (re)subscription to the feed clears the cache."""

@@ -112,6 +112,28 @@ class JSONResourceTests(SynchronousTestCase):
         self.assertEqual(self.slow.cancelled, 1)
         self.assertEqual(request.written, [])
 
+    def test_replied_is_told_each_status(self) -> None:
+        """respond() tells its callback the status written, at once or later, and 499 when the client left."""
+        from twisted.web.test.requesthelper import DummyRequest as Dummy
+
+        class DummyRequest(Dummy):
+            @property
+            def code(self) -> int:  # as twisted.web's Request calls it
+                return self.responseCode or 200
+
+        codes: list[int] = []
+        now = DummyRequest([b""])
+        now.method = b"POST"
+        self.assertIn(b'"code":409', self.slow.respond(now, codes.append))
+        later = DummyRequest([b""])
+        self.slow.respond(later, codes.append)
+        self.assertEqual(codes, [409])
+        self.slow.waiting[0].callback({"ok": 1})
+        gone = DummyRequest([b""])
+        self.slow.respond(gone, codes.append)
+        gone.processingFailed(Failure(ConnectionLost("gone")))
+        self.assertEqual(codes, [409, 200, 499])
+
 
 class OperatorEndpointTests(SynchronousTestCase):
     """The catalog's /health and /metrics."""
@@ -304,6 +326,23 @@ class RequestDeadlineTests(SynchronousTestCase):
         self.assertEqual(self.replies(), [b"HTTP/1.1 200 OK"])
         self.clock.advance(10.0)
         self.assertCut()
+
+    def test_one_timer_for_back_to_back_requests(self) -> None:
+        """Keep-alive requests one after another share the connection's one deadline timer."""
+
+        def deadlines() -> list[Any]:
+            return [c for c in self.clock.getDelayedCalls() if c.func == self.channel._check_deadline]
+
+        self.channel.dataReceived(self.GET)
+        [timer] = deadlines()
+        for _ in range(5):
+            self.clock.advance(1.0)
+            self.channel.dataReceived(self.GET)
+        self.assertEqual(deadlines(), [timer])
+        self.assertEqual(self.replies(), [b"HTTP/1.1 200 OK"] * 6)
+        self.clock.advance(10.0)  # it runs between requests and is not set again
+        self.assertEqual(deadlines(), [])
+        self.assertOpen()
 
     def test_slow_answer_is_not_cut(self) -> None:
         """The deadline covers the request's arrival, not the time its answer takes."""

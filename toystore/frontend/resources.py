@@ -16,14 +16,14 @@ the code as the HTTP status.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
 from ..envelope import BadRequest, loads
-from ..web import JSONResource, JSONTree, operator_root, write_error
+from ..web import JSONResource, JSONTree, operator_root, write_encoded, write_error
 from .service import FrontendService, parse_order
 
 MAX_NAME = 100
@@ -78,52 +78,57 @@ class Public(JSONResource):
         self.frontend = frontend
 
     def render(self, request: Request) -> bytes | int:
-        clock, metrics = self.frontend.clock, self.frontend.metrics
-        started = clock.seconds()
-
-        def done(_: object) -> None:
-            metrics.requests.labels(self.kind, str(request.code)).inc()
-            metrics.seconds.labels(self.kind).observe(clock.seconds() - started)
-
-        request.notifyFinish().addBoth(done)
         if [segment for segment in request.postpath if segment]:
-            return JSONTree().render(request)
-        return super().render(request)
+            return self._count(request, JSONTree().render(request))
+        return self.respond(request, self._counter(request))
+
+    def _counter(self, request: Request) -> Callable[[int], None]:
+        """What counts and times ``request`` once its reply is written."""
+        clock, record, kind = self.frontend.clock, self.frontend.metrics.record, self.kind
+        started = clock.seconds()
+        return lambda code: record(kind, code, clock.seconds() - started)
+
+    def _count(self, request: Request, body: bytes) -> bytes:
+        """Count a reply written at once (in no time worth timing)."""
+        self.frontend.metrics.record(self.kind, request.code, 0.0)
+        return body
 
 
-class Product(Public):
-    """``GET /products/<name>``."""
+class Products(Public):
+    """
+    ``/products`` and everything under it: ``GET /products/<name>``,
+    ``/products/product_name=<name>`` and ``/products?product_name=<name>``.
+
+    One leaf serves them all, and serves ``GET`` itself rather than through
+    a ``json_GET``: a cached reply is written at once, as the bytes the
+    cache keeps, with no Deferred, coroutine or encoding in the way.
+    """
 
     kind = "product"
-
-    def __init__(self, frontend: FrontendService, name: str | None) -> None:
-        super().__init__(frontend)
-        self._name = name
-
-    def json_GET(self, request: Request) -> Deferred[Any]:
-        name = self._name
-        if name is None:
-            arg = _one_arg(request, b"product_name")
-            name = _segment(arg, ()) if arg is not None else ""
-        return Deferred.fromCoroutine(self.frontend.product(_check_name(name)))
-
-
-class Products(JSONTree):
-    """``/products``: the query-string form here, one child per name."""
-
-    def __init__(self, frontend: FrontendService) -> None:
-        super().__init__()
-        self.frontend = frontend
-
-    def getChild(self, path: bytes, request: Request) -> IResource:
-        try:
-            name = _segment(path, ("product_name=",)) if path else None
-        except BadRequest as e:
-            return _Refuse(self.frontend, e)
-        return Product(self.frontend, name)
+    isLeaf = True
 
     def render(self, request: Request) -> bytes | int:
-        return Product(self.frontend, None).render(request)
+        postpath = request.postpath
+        if len(postpath) > 1 and any(postpath[1:]):
+            return self._count(request, JSONTree().render(request))
+        try:
+            # A path that is not UTF-8 is a 400 whatever the method.
+            text = _segment(postpath[0], ("product_name=",)) if postpath and postpath[0] else None
+            if request.method not in (b"GET", b"HEAD"):
+                return self._count(request, self.not_allowed(request))
+            if text is None:
+                arg = _one_arg(request, b"product_name")
+                text = _segment(arg, ()) if arg is not None else ""
+            name = _check_name(text)
+        except BadRequest as e:
+            return self._count(request, write_error(request, e))
+        cached = self.frontend.cached_product(name)
+        if cached is not None:
+            return self._count(request, write_encoded(request, cached))
+        return self._later(self.frontend.product(name), request, self._counter(request))
+
+    def allowed_methods(self) -> list[str]:
+        return ["GET", "HEAD"]
 
 
 class Order(Public):
@@ -142,7 +147,7 @@ class Order(Public):
             if arg is None:
                 raise BadRequest("an order number is required: /orders/<number>")
             text = _segment(arg, ())
-        return Deferred.fromCoroutine(self.frontend.order(_check_number(text)))
+        return self.frontend.order(_check_number(text))
 
 
 class PlaceOrder(Public):

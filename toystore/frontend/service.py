@@ -27,7 +27,18 @@ from twisted.logger import Logger
 
 from ..catalog.store import MAX_NAME
 from ..config import ClusterConfig
-from ..envelope import ApiError, BadRequest, Conflict, Unavailable, Unprocessable, int_field, text_field
+from ..envelope import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Encoded,
+    Unavailable,
+    Unprocessable,
+    dumps,
+    int_field,
+    ok,
+    text_field,
+)
 from ..wire import CallTimeout, ConnectionDropped, NotConnected, WireProtocol
 from .cache import LRUCache
 from .election import LeaderTracker
@@ -54,6 +65,8 @@ class FrontendMetrics:
         self.failovers = Counter("toystore_frontend_failovers", "Calls retried after a leader failed", registry=r)
         self.elections = Gauge("toystore_frontend_elections", "Elections held since start", registry=r)
         self.pushes = Counter("toystore_frontend_pushes", "Invalidations pushed by the catalog", registry=r)
+        self._counted: dict[tuple[str, int], Any] = {}  # (kind, code) -> its child of requests
+        self._timed: dict[str, Any] = {}  # kind -> its child of seconds
         stats = cache.stats
         for name, help_text, read in [
             ("hits", "Product queries answered from the cache", lambda: stats.hits),
@@ -64,6 +77,17 @@ class FrontendMetrics:
         ]:
             Gauge(f"toystore_frontend_cache_{name}", help_text, registry=r).set_function(read)
         Gauge("toystore_frontend_cache_entries", "Entries in the cache", registry=r).set_function(lambda: len(cache))
+
+    def record(self, kind: str, code: int, seconds: float) -> None:
+        """Count a public request of ``kind`` answered with ``code`` in ``seconds``."""
+        counted = self._counted.get((kind, code))
+        if counted is None:
+            counted = self._counted[kind, code] = self.requests.labels(kind, str(code))
+        counted.inc()
+        timed = self._timed.get(kind)
+        if timed is None:
+            timed = self._timed[kind] = self.seconds.labels(kind)
+        timed.observe(seconds)
 
 
 class FrontendService(Service):
@@ -130,15 +154,24 @@ class FrontendService(Service):
 
     # -- products ----------------------------------------------------------------
 
-    async def product(self, name: str) -> dict[str, Any]:
-        """A toy's reply, from the cache or the catalog."""
-        cached = self.cache.get(name)
-        if cached is not None:
-            return cached
+    def cached_product(self, name: str) -> Encoded | None:
+        """
+        The reply for ``name`` if the cache has it (a hit), else None (a
+        miss: :meth:`product` asks the catalog).  The cache keeps replies
+        encoded, so a hit is written as it is.
+        """
+        return self.cache.get(name)
+
+    def product(self, name: str) -> Deferred[Encoded]:
+        """A toy's reply from the catalog, cached for the queries after it."""
         version = self.cache.version(name)
-        toy = await self.catalog.call("query", {"name": name})
-        self.cache.put(name, toy, version)
-        return toy
+
+        def keep(toy: Any) -> Encoded:
+            reply = Encoded(dumps(ok(toy)))
+            self.cache.put(name, reply, version)
+            return reply
+
+        return self.catalog.call("query", {"name": name}).addCallback(keep)
 
     # -- orders ------------------------------------------------------------------
 
@@ -165,9 +198,9 @@ class FrontendService(Service):
         self.cache.invalidate(name)
         return reply
 
-    async def order(self, number: int) -> dict[str, Any]:
+    def order(self, number: int) -> Deferred[Any]:
         """An order, as the leader knows it."""
-        return await self._with_leader("get", {"number": number})
+        return Deferred.fromCoroutine(self._with_leader("get", {"number": number}))
 
     def leader(self) -> dict[str, Any]:
         """``GET /leader``: the replica that leads, for replicas starting up."""
@@ -184,7 +217,9 @@ class FrontendService(Service):
                 raise Unavailable(f"no order replica could serve within {self.config.failover_deadline} s: {last}")
             leader = None
             try:
-                leader = await _within(self.tracker.current(), left, self.clock)
+                leader = self.tracker.leader  # known, the common case; else wait for an election
+                if leader is None:
+                    leader = await _within(self.tracker.current(), left, self.clock)
                 # Half the deadline at most for one try, so that a leader that hangs
                 # (paused, partitioned) leaves time to fail over to another.
                 attempt = min(left, self.config.failover_deadline / 2)
