@@ -132,7 +132,10 @@ class JSONResource(Resource):
         def finish(result: Any) -> None:
             if gone:
                 return  # the client left and the handler was cancelled: nobody to answer
-            request.write(self._body(request, result))
+            body = self._body(request, result)
+            # With its length known the reply goes out whole, not in chunked encoding.
+            request.setHeader(b"content-length", b"%d" % len(body))
+            request.write(body)
             request.finish()
             if replied is not None:
                 replied(request.code)

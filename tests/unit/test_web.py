@@ -71,7 +71,10 @@ class JSONResourceTests(SynchronousTestCase):
         self.treq.flush()
         response = self.successResultOf(d)
         self.assertEqual(response.code, 200)
-        self.assertEqual(json.loads(self.successResultOf(response.content())), {"data": {"ok": 1}})
+        body = self.successResultOf(response.content())
+        self.assertEqual(json.loads(body), {"data": {"ok": 1}})
+        # Sent whole with its length (response.length is UNKNOWN_LENGTH for chunked encoding).
+        self.assertEqual(response.length, len(body))
 
     def test_api_error(self) -> None:
         """An ApiError becomes its status and error envelope."""
