@@ -96,7 +96,7 @@ class JSONResource(Resource):
             body = self.not_allowed(request)
         else:
             d = maybeDeferred(handler, request)
-            if not d.called:
+            if not d.called or d.paused:  # (paused: it waits on a Deferred it chained)
                 return self._later(d, request, replied)
             # The common, synchronous case: answer without NOT_DONE_YET.
             result: list[Any] = []

@@ -34,6 +34,7 @@ class FakeReplica:
         self.hung = False  # paused: calls get no answer
         self.clock: Clock | None = None
         self.refuse_lead: ApiError | None = None
+        self.busy = 0  # order and get calls to answer 503 first (no majority yet)
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.book: dict[str, int] = {}  # shared between replicas by the test, like a replicated log
         self.orders: list[dict[str, Any]] = []
@@ -55,6 +56,9 @@ class FakeReplica:
             return succeed({"epoch": self.epoch, "leader": fields["leader"], "ready": self.leading})
         if not self.leading:
             return fail(NotLeader(f"replica {self.id} is not the leader"))
+        if self.busy:
+            self.busy -= 1
+            return fail(Unavailable("no majority yet"))
         if type == "order":
             if fields["name"] == "Unicorn":
                 return fail(NotFound("product 'Unicorn' not found"))
@@ -280,6 +284,27 @@ class APITests(SynchronousTestCase):
         self.assertEqual(self.frontend.tracker.leader, 2)
         self.assertEqual([f["key"] for t, f in self.replicas[2].calls if t == "order"], ["k"])
         self.assertEqual(self.request("GET", "/leader")[1], {"data": {"leader": 2, "epoch": 2}})
+
+    def test_busy_leader_is_asked_again(self) -> None:
+        """A leader that answers 503 keeps leading and is asked again after RETRY_PAUSE, twice if need be."""
+        from toystore.frontend.service import RETRY_PAUSE
+
+        self.request("POST", "/orders", {"name": "Tux", "quantity": 1})
+        self.replicas[3].busy = 2
+        d = self.treq.get("http://store/orders/0")
+        self.treq.flush()
+        gets = lambda: [t for t, _ in self.replicas[3].calls if t == "get"]  # noqa: E731
+        self.assertEqual(len(gets()), 1)
+        self.clock.advance(RETRY_PAUSE * 0.9)
+        self.assertEqual(len(gets()), 1)  # not before the pause
+        for _ in range(2):
+            self.clock.advance(RETRY_PAUSE)
+            self.treq.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(len(gets()), 3)
+        self.assertEqual(self.frontend.tracker.leader, 3)
+        self.assertEqual([t for t, _ in self.replicas[2].calls if t == "get"], [])
 
     def test_hung_leader(self) -> None:
         """A leader that stops answering (paused) is given half the deadline, then the order fails over."""

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -75,6 +75,23 @@ class JSONResourceTests(SynchronousTestCase):
         self.assertEqual(json.loads(body), {"data": {"ok": 1}})
         # Sent whole with its length (response.length is UNKNOWN_LENGTH for chunked encoding).
         self.assertEqual(response.length, len(body))
+
+    def test_fired_deferred_that_waits(self) -> None:
+        """A handler's Deferred that has fired but waits on another it chained is answered once that one fires."""
+        inner: Deferred[Any] = Deferred()
+
+        class Chained(JSONResource):
+            def json_GET(self, request: object) -> Deferred[Any]:
+                return succeed(None).addCallback(lambda _: inner)
+
+        self.treq = StubTreq(Chained())
+        d = self.treq.get("http://operator/")
+        self.treq.flush()
+        self.assertNoResult(d)
+        inner.callback({"late": 1})
+        self.treq.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(json.loads(self.successResultOf(response.content())), {"data": {"late": 1}})
 
     def test_api_error(self) -> None:
         """An ApiError becomes its status and error envelope."""

@@ -24,6 +24,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..catalog.store import MAX_NAME
 from ..config import ClusterConfig
@@ -200,7 +201,7 @@ class FrontendService(Service):
 
     def order(self, number: int) -> Deferred[Any]:
         """An order, as the leader knows it."""
-        return Deferred.fromCoroutine(self._with_leader("get", {"number": number}))
+        return self._with_leader("get", {"number": number})
 
     def leader(self) -> dict[str, Any]:
         """``GET /leader``: the replica that leads, for replicas starting up."""
@@ -208,11 +209,35 @@ class FrontendService(Service):
             raise Unavailable("no leader is known yet")
         return {"leader": self.tracker.leader, "epoch": self.tracker.epoch}
 
-    async def _with_leader(self, kind: str, fields: dict[str, Any]) -> Any:
+    def _with_leader(self, kind: str, fields: dict[str, Any]) -> Deferred[Any]:
+        """
+        Make a call to the leader, failing over if it must, within
+        ``failover_deadline``.  The common case, a known leader that
+        answers, takes one wire call and no coroutine.
+        """
         deadline = self.clock.seconds() + self.config.failover_deadline
-        last: ApiError = Unavailable("no order replica is available")
+        leader = self.tracker.leader
+        if leader is None:
+            return Deferred.fromCoroutine(self._until_served(kind, fields, deadline))
+        d = self.replicas[leader].call(kind, fields, timeout=self.config.failover_deadline / 2)
+        return d.addErrback(self._first_try_failed, leader, kind, fields, deadline)
+
+    def _first_try_failed(
+        self, failure: Failure, leader: int, kind: str, fields: dict[str, Any], deadline: float
+    ) -> Deferred[Any]:
+        failure.trap(ApiError)
+        pause = self._failed_try(failure.value, leader)  # raises the answer itself
+        return Deferred.fromCoroutine(self._until_served(kind, fields, deadline, failure.value, pause))
+
+    async def _until_served(
+        self, kind: str, fields: dict[str, Any], deadline: float, last: ApiError | None = None, pause: bool = False
+    ) -> Any:
+        last = last or Unavailable("no order replica is available")
         while True:
             left = deadline - self.clock.seconds()
+            if pause and left > 0:
+                await deferLater(self.clock, min(RETRY_PAUSE, left), lambda: None)
+                left = deadline - self.clock.seconds()
             if left <= 0:
                 raise Unavailable(f"no order replica could serve within {self.config.failover_deadline} s: {last}")
             leader = None
@@ -225,16 +250,28 @@ class FrontendService(Service):
                 attempt = min(left, self.config.failover_deadline / 2)
                 return await self.replicas[leader].call(kind, fields, timeout=attempt)
             except TimeoutError:
+                pause = False
                 continue  # the deadline check above ends it
             except ApiError as e:
-                if e.code not in NOT_LEADING and e.code != 503:
-                    raise  # the answer itself: 400, 404, 409, 422 ...
                 last = e
-                self.metrics.failovers.inc()
-                if leader is not None and (e.code in NOT_LEADING or isinstance(e, NotConnected) or _transport_error(e)):
-                    self.tracker.failed(leader, e.message)
-                else:
-                    await deferLater(self.clock, min(RETRY_PAUSE, max(0.0, left)), lambda: None)
+                pause = self._failed_try(e, leader)
+
+    def _failed_try(self, error: ApiError, leader: int | None) -> bool:
+        """
+        A try that failed with ``error``: raise it if it is the answer
+        itself (400, 404, 409, 422 ...); else count a failover, forget
+        ``leader`` if it may not lead, and say whether to pause before the
+        next try (a leader that answered 503).
+        """
+        if error.code not in NOT_LEADING and error.code != 503:
+            raise error
+        self.metrics.failovers.inc()
+        if leader is not None and (
+            error.code in NOT_LEADING or isinstance(error, NotConnected) or _transport_error(error)
+        ):
+            self.tracker.failed(leader, error.message)
+            return False
+        return True
 
 
 def _transport_error(error: ApiError) -> bool:
