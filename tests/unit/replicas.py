@@ -20,6 +20,8 @@ from zope.interface import implementer
 
 from toystore.config import load
 from toystore.envelope import ApiError, StaleEpoch
+from toystore.order.journal import WINDOW_BYTES
+from toystore.order.keyindex import key_digest
 from toystore.order.replica import Replica
 from toystore.wire import WireClient, WireProtocol
 
@@ -106,6 +108,8 @@ class ReplicaCase(SynchronousTestCase):
 
     min_insync = 2
     front_end: dict[str, int] | None = None  # what GET /leader answers; None: the front-end is down
+    window_bytes = WINDOW_BYTES  # of each replica's log
+    digest = staticmethod(key_digest)  # of the idempotency keys in each replica's log
 
     def find_leader(self) -> Deferred[dict[str, int]]:
         return succeed(self.front_end) if self.front_end else fail(OSError("no front-end"))
@@ -118,7 +122,7 @@ class ReplicaCase(SynchronousTestCase):
         self.base.mkdir(parents=True)
 
     def make(self, preload: dict[int, tuple[list[bytes], int]] | None = None) -> None:
-        """Create and start the replicas, optionally with log lines and an epoch already on disk."""
+        """Create and start the replicas, optionally with log lines and an epoch already on disk (or as left)."""
         cluster = load()
         order = dataclasses.replace(
             cluster.order, data_dir=str(self.base / "order-{id}"), min_insync=self.min_insync, ack_timeout=1.0
@@ -145,6 +149,8 @@ class ReplicaCase(SynchronousTestCase):
                 self.catalog,
                 self.endpoint,
                 lambda: fail(OSError("no front-end")),
+                window_bytes=self.window_bytes,
+                digest=self.digest,
             )
             self.replicas[me.id] = replica
         for replica in self.replicas.values():
@@ -152,7 +158,15 @@ class ReplicaCase(SynchronousTestCase):
                 peer.startService()
             replica.startService()
         self.network.flush()
-        self.addCleanup(self.stop)
+        if not getattr(self, "_stopping", False):
+            self._stopping = True
+            self.addCleanup(self.stop)
+
+    def restart(self) -> None:
+        """Stop every replica and start new ones on the same data directories."""
+        self.stop()
+        self.network.pumps.clear()
+        self.make()
 
     def endpoint(self, target: int) -> Endpoint:
         return Endpoint(self.network, self.replicas, target, self.clock)

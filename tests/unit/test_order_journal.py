@@ -6,6 +6,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from toystore.order import journal
 from toystore.order.journal import CorruptJournal, Log, decode, encode, open_journal, scan
 
 
@@ -51,9 +52,9 @@ class ScanTests(SynchronousTestCase):
 
     def test_missing_file_is_empty(self) -> None:
         """A replica starting for the first time has an empty log, and the file is created."""
-        scanned, journal = open_journal(self.path)
-        self.addCleanup(journal.close)
-        self.assertEqual(scanned.lines, [])
+        opened = open_journal(self.path)
+        self.addCleanup(opened.file.close)
+        self.assertEqual((len(opened.log), opened.torn_bytes), (0, 0))
         self.assertTrue(self.path.exists())
 
     def test_torn_tail_at_every_offset(self) -> None:
@@ -63,17 +64,18 @@ class ScanTests(SynchronousTestCase):
         for cut in range(len(last)):
             with self.subTest(cut=cut):
                 self.path.write_bytes(keep + last[:cut])
-                scanned, journal = open_journal(self.path)
-                journal.close()
-                self.assertEqual(scanned.lines, self.log.lines[:-1])
+                opened = open_journal(self.path)
+                opened.file.close()
+                self.assertEqual(opened.log.lines, self.log.lines[:-1])
+                self.assertEqual(opened.torn_bytes, cut)
                 self.assertEqual(self.path.read_bytes(), keep)
 
     def test_garbage_tail(self) -> None:
         """Zeros after the last record (a crash that extended the file) are cut off too."""
         self.path.write_bytes(self.data + b"\x00" * 100)
-        scanned, journal = open_journal(self.path)
-        journal.close()
-        self.assertEqual(len(scanned.lines), len(self.log))
+        opened = open_journal(self.path)
+        opened.file.close()
+        self.assertEqual(len(opened.log), len(self.log))
         self.assertEqual(self.path.read_bytes(), self.data)
 
     def test_corrupt_middle_record(self) -> None:
@@ -85,7 +87,22 @@ class ScanTests(SynchronousTestCase):
         self.assertIn("record 3", str(error))
         self.assertIn("checksum mismatch", str(error))
         self.assertIn("good records follow it", str(error))
+        self.assertRaises(CorruptJournal, open_journal, self.path)
         self.assertEqual(self.path.read_bytes(), b"".join(lines), "a corrupt journal must not be modified")
+
+    def test_empty_line_in_the_middle(self) -> None:
+        """An empty line is a bad record too, and its offset counts its newline."""
+        self.path.write_bytes(self.log.lines[0] + b"\n" + self.log.lines[1])
+        error = str(self.assertRaises(CorruptJournal, scan, self.path))
+        self.assertIn(f"record 2 (byte {len(self.log.lines[0])})", error)
+
+    def test_read_in_small_chunks(self) -> None:
+        """Lines cut across the reading chunks are joined again; a torn tail is found in the last chunk."""
+        self.patch(journal, "READ_CHUNK", 7)
+        self.path.write_bytes(self.data + self.log.lines[0][:5])
+        opened = open_journal(self.path)
+        opened.file.close()
+        self.assertEqual((opened.log.lines, opened.torn_bytes), (self.log.lines, 5))
 
     def test_records_out_of_order(self) -> None:
         """A well-formed record with the wrong index is corruption."""
@@ -94,9 +111,17 @@ class ScanTests(SynchronousTestCase):
         self.path.write_bytes(b"".join(lines))
         self.assertIn("expected 1", str(self.assertRaises(CorruptJournal, scan, self.path)))
 
+    def test_order_number_out_of_sequence(self) -> None:
+        """A well-formed record that does not continue the log (an order number skipped) stops the start."""
+        log = Log()
+        log.append_order(1, "Tux", 1, "k0")
+        skipped = encode({"index": 1, "epoch": 1, "order": {"number": 2, "name": "Tux", "quantity": 1, "key": "k2"}})
+        self.path.write_bytes(log.lines[0] + skipped)
+        self.assertIn("record 2", str(self.assertRaises(CorruptJournal, open_journal, self.path)))
+
     def test_write_and_reopen(self) -> None:
         """Appends and truncations reach the file; reopening reads the same log."""
-        scanned, journal = open_journal(self.path)
+        journal = open_journal(self.path).file
         sizes = journal.write([("append", line) for line in self.log.lines])
         self.assertEqual(sizes[-1], len(self.data))
         self.assertEqual(journal.write([("truncate", self.log.offsets[3])]), [self.log.offsets[3]])
@@ -113,6 +138,7 @@ class LogTests(SynchronousTestCase):
         log = sample_log()
         self.assertEqual([r["index"] for r in log.records], [0, 1, 2, 3, 4])
         self.assertEqual(log.orders, [1, 2, 4])
+        self.assertEqual([log.order_index(n) for n in (-1, 0, 1, 2, 3)], [None, 1, 2, 4, None])
         self.assertEqual(log.order(2), {"number": 2, "name": "Kite", "quantity": 5, "key": "k2"})
         self.assertIsNone(log.order(3))
         self.assertEqual(log.keys, {"k0": 0, "k1": 1, "k2": 2})

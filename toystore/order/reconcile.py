@@ -19,20 +19,103 @@ the new epoch, before the leader record, which states the new ``reconciled``
 seq.  The client's retry with the same key then finds its order.  Adopting,
 rather than giving the stock back, keeps the catalog's record of each key
 final: a key the catalog has sold under is an order, once.
+
+The log keeps :meth:`~toystore.order.journal.Log.reconciled` up to date
+record by record (:class:`Reconciled`), so a promotion does not walk the
+records of the last leadership, which may be far more than the log keeps in
+memory.  The value may be lower than the exact one after a truncation or a
+long-lasting gap in the seqs (see :class:`Reconciled`): that is safe, since
+the new leader then lists more buys and finds their keys in its log.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..envelope import ApiError, Unavailable
-from .journal import Log
+
+if TYPE_CHECKING:
+    from .journal import Log
+
+#: Records between two snapshots of :class:`Reconciled`; a truncation
+#: replays at most this many records from the last one before the cut.
+CHECKPOINT_EVERY = 1024
+#: Seqs past a gap held while they wait for it to fill; beyond this, the
+#: highest are dropped (the gap's end is then not carried on past them).
+MAX_PENDING = 4096
 
 
-async def unlogged_buys(catalog: Any, log: Log, epoch: int) -> tuple[list[dict[str, Any]], int]:
+class Reconciled:
+    """
+    ``Log.reconciled()`` kept up to date as records are added: the last
+    leader record's ``reconciled``, carried on by the seqs of the orders
+    after it for as long as they run without a gap.
+
+    Orders can come in a slightly different order than their seqs (buys
+    answered out of order), so seqs past a gap wait in a set until the gap
+    fills; the set is bounded (:data:`MAX_PENDING`).  For truncation, the
+    state is snapshotted after every leader record and every
+    :data:`CHECKPOINT_EVERY` records; :meth:`restore` goes back to the last
+    snapshot before the cut, and the log replays the records after it that
+    it still has in memory.  Dropped or unreplayed seqs can only make the
+    value lower than the exact one, never higher: a new leader then asks the
+    catalog for more buys than it needs, and adopts none of them twice.
+    """
+
+    def __init__(self) -> None:
+        self.through = 0
+        self._pending: set[int] = set()
+        #: (records before it, through, pending) of each snapshot, in order
+        self._checkpoints: list[tuple[int, int, tuple[int, ...]]] = [(0, 0, ())]
+
+    def add(self, index: int, record: dict[str, Any]) -> None:
+        """Account for record ``index`` (already checked by the log)."""
+        if "leader" in record:
+            self.through = record.get("reconciled", 0)
+            self._pending = set()
+            self._checkpoint(index + 1)
+            return
+        order = record.get("order")
+        seq = order.get("seq") if order is not None else None
+        if seq is not None and seq > self.through:
+            if seq == self.through + 1:
+                self.through = seq
+                while self._pending and self.through + 1 in self._pending:
+                    self.through += 1
+                    self._pending.remove(self.through)
+            else:
+                self._pending.add(seq)
+                if len(self._pending) > MAX_PENDING:
+                    self._pending = set(sorted(self._pending)[: MAX_PENDING // 2])
+        if (index + 1) % CHECKPOINT_EVERY == 0:
+            self._checkpoint(index + 1)
+
+    def _checkpoint(self, records: int) -> None:
+        if self._checkpoints[-1][0] == records:
+            self._checkpoints.pop()
+        self._checkpoints.append((records, self.through, tuple(sorted(self._pending))))
+
+    def restore(self, length: int) -> int:
+        """
+        Go back to the state of the last snapshot taken within the first
+        ``length`` records; the log must replay the records from the number
+        returned up to ``length`` (those it has).
+        """
+        while self._checkpoints[-1][0] > length:
+            self._checkpoints.pop()
+        records, self.through, pending = self._checkpoints[-1]
+        self._pending = set(pending)
+        return records
+
+
+async def unlogged_buys(
+    catalog: Any, log: Log, epoch: int, find_order: Callable[[str], Awaitable[Any]]
+) -> tuple[list[dict[str, Any]], int]:
     """
     Fence the catalog at ``epoch`` and find the buys ``log`` lacks.
 
+    :param find_order: the order of a key in the log, or None (it may read
+        the journal file: the index holds only digests of the keys).
     :return: those buys (``seq``, ``key``, ``name``, ``quantity``), oldest
         first, and the seq up to which the log holds every buy once they are
         appended.
@@ -50,7 +133,7 @@ async def unlogged_buys(catalog: Any, log: Log, epoch: int) -> tuple[list[dict[s
             raise Unavailable(f"cannot reconcile with the catalog before leading: {e.message}") from None
         for buy in reply["buys"]:
             through = buy["seq"]
-            if buy["key"] not in log.keys:
+            if await find_order(buy["key"]) is None:
                 missing.append(buy)
         if not reply["more"]:
             return missing, through

@@ -12,6 +12,11 @@ An order is acknowledged only once its record is durable on ``min_insync``
 replicas, the leader included.  The leader's own log writes, like the
 followers', go through a :class:`BatchQueue` to one thread: one fsync per
 batch, and the reactor thread never waits on the disk.
+
+The log in memory holds only the most recent lines (:mod:`toystore.order.log`);
+an older record (an order query, a key to confirm, a follower's catch-up)
+is read back from the journal file in that same thread
+(:mod:`toystore.order.reads`), so those reads never block the reactor either.
 """
 
 from __future__ import annotations
@@ -42,8 +47,10 @@ from ..envelope import (
 )
 from ..runtime import StartupError
 from ..wire import WireProtocol, require
-from .journal import CorruptJournal, JournalFile, Log, open_journal, write_durably
+from .journal import WINDOW_BYTES, CorruptJournal, JournalFile, Log, open_journal, write_durably
+from .keyindex import Digest, key_digest
 from .metrics import ReplicaMetrics
+from .reads import LogReads
 from .reconcile import unlogged_buys
 from .replication import Link, Streams
 
@@ -79,6 +86,8 @@ class Replica(Service):
     :param catalog: the wire client of the catalog, for buys.
     :param connect: the client endpoint of a replica id, for the log stream.
     :param find_leader: asks the front-end who leads (``GET /leader``).
+    :param window_bytes: bytes of recent record lines the log keeps in memory.
+    :param digest: the digest of idempotency keys in the log's index (tests make it collide).
     """
 
     log = Logger()
@@ -93,6 +102,8 @@ class Replica(Service):
         catalog: Any,
         connect: Callable[[int], Any],
         find_leader: Callable[[], Deferred[dict[str, Any]]],
+        window_bytes: int = WINDOW_BYTES,
+        digest: Digest = key_digest,
     ) -> None:
         self.id = me.id
         self.config = cluster.order
@@ -104,7 +115,8 @@ class Replica(Service):
         self.role = "follower"
         self.epoch = 0
         self.leader: int | None = None
-        self.log_: Log = Log()
+        self._log_options = {"window_bytes": window_bytes, "digest": digest}
+        self.log_: Log = Log(**self._log_options)
         self.durable = 0  # records on disk here
         self.commit = 0  # records known to be on min_insync replicas (leader: exact; follower: 0)
         self.epoch_start = 0  # index of the record that opened this leader's epoch
@@ -112,10 +124,10 @@ class Replica(Service):
         self.link = Link(self, clock, cluster.wire, connect, find_leader, self.config.discovery_interval)
         self._run = run_in_thread
         self._file: JournalFile | None = None
+        self.reads = LogReads(self.log_, run_in_thread)
         self._writes: BatchQueue[tuple[str, Any], int] = BatchQueue(self._write_batch, self.config.max_batch)
         self._waiters: list[Waiter] = []
         self._placing: dict[str, tuple[tuple[str, int], list[Deferred[int]]]] = {}
-        self._generation = 0  # bumped by each truncation, so older writes cannot claim newer records
         self._roles = DeferredLock()
 
     # -- life cycle --------------------------------------------------------------
@@ -124,16 +136,18 @@ class Replica(Service):
         """Read the log (cutting a torn tail) and the accepted epoch."""
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            scanned, self._file = open_journal(self.data_dir / JOURNAL)
+            opened = open_journal(self.data_dir / JOURNAL, **self._log_options)
+            self._file = opened.file
+            self.reads.open(opened.log, self.data_dir / JOURNAL)
             epoch_file = self.data_dir / EPOCH
             self.epoch = loads(epoch_file.read_bytes())["epoch"] if epoch_file.exists() else 0
         except CorruptJournal as e:
             raise StartupError(f"the order log is corrupt, refusing to start: {e}") from None
         except (OSError, ValueError, KeyError, ApiError) as e:
             raise StartupError(f"cannot open the order log in {self.data_dir}: {e}") from None
-        if scanned.torn_bytes:
-            self.log.warn("cut a torn record ({n} bytes) off the end of the log", n=scanned.torn_bytes)
-        self.log_ = Log(scanned.lines)
+        if opened.torn_bytes:
+            self.log.warn("cut a torn record ({n} bytes) off the end of the log", n=opened.torn_bytes)
+        self.log_ = opened.log
         self.durable = len(self.log_)
         self.metrics.update(self)
         super().startService()
@@ -148,6 +162,7 @@ class Replica(Service):
         if self._file is not None:
             await self._run(self._file.close)
             self._file = None
+        await self.reads.close()
 
     def stopService(self) -> Deferred[None]:
         """Let the queued log writes finish, then close the log."""
@@ -171,10 +186,12 @@ class Replica(Service):
 
     async def write_lines(self, lines: list[bytes]) -> None:
         """Append ``lines`` (already in the in-memory log) to the file; wait for the fsync."""
-        length, generation = len(self.log_), self._generation
+        # A truncation meanwhile raises the generation: then these records may be gone, or others.
+        length, generation = len(self.log_), self.log_.generation
         await self._writes.submit(("append", b"".join(lines)))
-        if generation == self._generation:
+        if generation == self.log_.generation:
             self.durable = max(self.durable, length)
+            self.log_.mark_durable(self.durable)
             self.metrics.update(self)
             self.advance_commit()
 
@@ -184,7 +201,6 @@ class Replica(Service):
             return
         self.log.warn("truncating the log from {old} to {new} records", old=len(self.log_), new=length)
         size = self.log_.truncate(length)
-        self._generation += 1
         self.durable = min(self.durable, length)
         self.commit = min(self.commit, length)
         await self._writes.submit(("truncate", size))
@@ -317,7 +333,7 @@ class Replica(Service):
         self.streams.close_all()
         try:
             await self.link.catch_up_from_peers(epoch)
-            adopted, reconciled = await unlogged_buys(self.catalog, self.log_, epoch)
+            adopted, reconciled = await unlogged_buys(self.catalog, self.log_, epoch, self.reads.find_order)
             if self.epoch != epoch:
                 raise StaleEpoch(f"epoch {epoch} was superseded by epoch {self.epoch} during the promotion")
             lines = [self.log_.append_order(epoch, b["name"], b["quantity"], b["key"], b["seq"]) for b in adopted]
@@ -359,10 +375,20 @@ class Replica(Service):
         """Place an order (once per key) and return its number once committed."""
         if self.role != "leader":
             raise self.not_leader()
-        number = self.log_.keys.get(key)
-        if number is not None:
-            self._same_body(key, self.log_.order(number), name, quantity)
-            await self.committed(self.log_.orders[number])
+        while True:
+            length, generation = len(self.log_), self.log_.generation
+            found = await self.reads.find_order(key)
+            # Only a read from disk lets time pass: if records came meanwhile, one may have this key.
+            if found is not None or (len(self.log_), self.log_.generation) == (length, generation):
+                break
+        if self.role != "leader":
+            raise self.not_leader()
+        if found is not None:
+            number, order = found
+            self._same_body(key, order, name, quantity)
+            index = self.log_.order_index(number)
+            assert index is not None
+            await self.committed(index)
             return {"order_number": number}
         if key in self._placing:
             (first_name, first_quantity), waiting = self._placing[key]
@@ -384,8 +410,8 @@ class Replica(Service):
         return {"order_number": number}
 
     @staticmethod
-    def _same_body(key: str, order: dict[str, Any] | None, name: str, quantity: int) -> None:
-        if order is not None and (order["name"], order["quantity"]) != (name, quantity):
+    def _same_body(key: str, order: dict[str, Any], name: str, quantity: int) -> None:
+        if (order["name"], order["quantity"]) != (name, quantity):
             raise Unprocessable(
                 f"key {key!r} was used for {order['quantity']} x {order['name']}, not {quantity} x {name}"
             )
@@ -401,9 +427,9 @@ class Replica(Service):
         failpoints.reach("order.after-buy")
         if self.role != "leader" or self.epoch != epoch:
             raise self.not_leader()
+        number = self.log_.order_count
         line = self.log_.append_order(epoch, name, quantity, key, bought.get("seq"))
         index = len(self.log_) - 1
-        number = self.log_.records[index]["order"]["number"]
         self.streams.send_new()
         await self.write_lines([line])
         await self.committed(index)
@@ -417,19 +443,21 @@ class Replica(Service):
         in its log but not yet committed, as after a promotion; a follower
         answers from what it has on disk.
         """
-        order = self.log_.order(number)
-        if order is None:
+        index = self.log_.order_index(number)
+        if index is None:
             raise NotFound(f"order {number} not found")
-        index = self.log_.orders[number]
         if self.role == "leader":
             await self.committed(index)
         elif index >= self.durable:
+            raise NotFound(f"order {number} not found")
+        order = await self.reads.order(number)
+        if order is None:
             raise NotFound(f"order {number} not found")
         return {"number": order["number"], "name": order["name"], "quantity": order["quantity"]}
 
     def status(self) -> dict[str, Any]:
         """What ``status`` and ``GET /health`` report."""
-        last = len(self.log_.orders) - 1
+        last = self.log_.order_count - 1
         return {
             "id": self.id,
             "role": self.role,
@@ -470,7 +498,7 @@ class Replica(Service):
     def call_sync(self, message: dict[str, Any], connection: WireProtocol) -> Any:
         return self.streams.sync(message, connection)
 
-    def call_pull(self, message: dict[str, Any], connection: WireProtocol) -> dict[str, Any]:
+    def call_pull(self, message: dict[str, Any], connection: WireProtocol) -> Any:
         return self.streams.pull(message)
 
     def push_ack(self, message: dict[str, Any], connection: WireProtocol) -> None:

@@ -13,6 +13,12 @@ that leaves a record unacknowledged for longer than ``order.ack_timeout``
 leaves the in-sync set; it is back once every record it has been sent for
 that long is acknowledged (a busy but healthy follower, always a few records
 behind, stays in).  The leader goes on serving meanwhile.
+
+Records the leader no longer holds in memory (a follower far behind) are
+read back from its journal file in the disk thread, a chunk at a time, and
+only while the follower has acknowledged all but :data:`AHEAD` of the
+records sent: a long catch-up neither blocks the reactor nor piles the
+whole backlog into the connection's buffer.
 """
 
 from __future__ import annotations
@@ -27,12 +33,16 @@ from twisted.logger import Logger
 
 from ..envelope import ApiError, BadRequest, StaleEpoch, Unavailable
 from ..wire import Reply, WireClient, WireProtocol, require
+from .journal import CorruptJournal
+from .reads import LogChanged
 
 if TYPE_CHECKING:
     from .replica import Replica
 
 #: Records per ``records`` push or ``pull`` reply.
 CHUNK = 500
+#: Records sent from disk to a follower beyond those it has acknowledged, at most.
+AHEAD = 4 * CHUNK
 #: Seconds a promoting replica waits for each peer's status.
 PEER_TIMEOUT = 1.0
 
@@ -58,6 +68,7 @@ class Follower:
     sent: int  # records pushed to it (or shared at sync)
     acked: int = 0  # records it has on disk
     in_sync: bool = False
+    reading: bool = False  # a chunk for it is being read from disk
     #: (records sent by then, when) of each push not yet acknowledged, oldest first
     unacked: deque[tuple[int, float]] = field(default_factory=deque)
 
@@ -116,17 +127,40 @@ class Streams:
         return Reply(reply, lambda: self._send(follower))
 
     def _send(self, follower: Follower) -> None:
-        lines = self.replica.log_.lines
-        while follower.sent < len(lines):
-            chunk = lines[follower.sent : follower.sent + CHUNK]
-            follower.connection.push(
-                "records",
-                epoch=self.replica.epoch,
-                start=follower.sent,
-                lines=[line.decode("utf-8") for line in chunk],
-            )
-            follower.sent += len(chunk)
-            follower.unacked.append((follower.sent, self.clock.seconds()))
+        """Push what ``follower`` lacks: from memory at once, from disk a chunk at a time."""
+        log = self.replica.log_
+        while follower.sent < len(log) and not follower.reading:
+            chunk = log.lines_in_memory(follower.sent, min(follower.sent + CHUNK, len(log)))
+            if chunk is None:
+                if follower.sent - follower.acked < AHEAD:
+                    follower.reading = True
+                    Deferred.fromCoroutine(self._send_from_disk(follower))
+                return  # else its next ack sends more
+            self._push(follower, chunk)
+
+    async def _send_from_disk(self, follower: Follower) -> None:
+        log = self.replica.log_
+        try:
+            lines = await self.replica.reads.lines(follower.sent, min(follower.sent + CHUNK, log.first_in_memory))
+        except (LogChanged, CorruptJournal, OSError, Unavailable) as e:
+            self.log.warn("cannot read records for replica {id}: {error}", id=follower.id, error=e)
+            follower.connection.transport.loseConnection()
+            return
+        finally:
+            follower.reading = False
+        if self.followers.get(follower.connection) is follower:
+            self._push(follower, lines)
+            self._send(follower)
+
+    def _push(self, follower: Follower, chunk: list[bytes]) -> None:
+        follower.connection.push(
+            "records",
+            epoch=self.replica.epoch,
+            start=follower.sent,
+            lines=[line.decode("utf-8") for line in chunk],
+        )
+        follower.sent += len(chunk)
+        follower.unacked.append((follower.sent, self.clock.seconds()))
 
     def send_new(self) -> None:
         """Push the records written since the last push to every follower."""
@@ -146,6 +180,7 @@ class Streams:
             follower.in_sync = True
             self.log.info("replica {id} is in sync at {length} records", id=follower.id, length=follower.acked)
         self.replica.advance_commit()
+        self._send(follower)  # a catch-up from disk waits for acks
 
     def _check_lag(self) -> None:
         now = self.clock.seconds()
@@ -176,16 +211,21 @@ class Streams:
         """The ids of the followers in the in-sync set."""
         return sorted({f.id for f in self.followers.values() if f.in_sync})
 
-    def pull(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def pull(self, message: dict[str, Any]) -> dict[str, Any]:
         """A promoting peer's ``pull``: the shared length and the durable records after it."""
         replica = self.replica
         runs, length = _their_log(message)
         epoch = require(message, "epoch", int)
         if epoch < replica.epoch:
             raise StaleEpoch(f"epoch {epoch} is older than epoch {replica.epoch}, which replica {replica.id} accepted")
-        common = min(replica.log_.common_length(runs, length), replica.durable)
-        lines = replica.log_.lines[common : min(replica.durable, common + CHUNK)]
-        return {"common": common, "length": replica.durable, "lines": [line.decode("utf-8") for line in lines]}
+        while True:
+            durable = replica.durable
+            common = min(replica.log_.common_length(runs, length), durable)
+            try:
+                lines = await replica.reads.lines(common, min(durable, common + CHUNK))
+            except LogChanged:
+                continue  # truncated meanwhile: find the shared length again
+            return {"common": common, "length": durable, "lines": [line.decode("utf-8") for line in lines]}
 
 
 class Link:
@@ -296,8 +336,7 @@ class Link:
         added = []
         try:
             for line in lines:
-                replica.log_.append_line(line.encode("utf-8"))
-                added.append(replica.log_.lines[-1])
+                added.append(replica.log_.append_line(line.encode("utf-8")))
         except (ValueError, AttributeError) as e:
             self.log.warn("a bad record from the leader ({error}): syncing again", error=e)
             replica.log_.truncate(start + len(added))
@@ -348,11 +387,9 @@ class Link:
         while True:
             reply = await peers[source].call("pull", {**_log_summary(replica), "epoch": epoch})
             await replica.truncate(reply["common"])
-            lines = reply["lines"]
-            for line in lines:
-                replica.log_.append_line(line.encode("utf-8"))
+            lines = [replica.log_.append_line(line.encode("utf-8")) for line in reply["lines"]]
             if lines:
-                await replica.write_lines(replica.log_.lines[-len(lines) :])
+                await replica.write_lines(lines)
             if not lines or len(replica.log_) >= reply["length"]:
                 return
 

@@ -1,0 +1,380 @@
+"""
+The order log in memory: what the service needs to find a record, and the
+lines of the most recent records.
+
+The journal file (:mod:`toystore.order.journal`) is the store of the lines.
+Per record, the log keeps its file offset (8 bytes, in an ``array``), and
+per order a digest of its key and its number (:mod:`toystore.order.keyindex`,
+16 bytes).  Everything else it keeps is bounded or nearly so: the lines of
+the most recent records within a byte budget, and those not yet on disk
+(:mod:`toystore.order.window`); one entry per epoch; one per leader record
+(from which an order's record index is computed, so orders need no table of
+their own); a snapshot of :meth:`Log.reconciled` every thousand records.
+So its memory grows by about 24 bytes an order, where it grew by a line, a
+decoded record and a key string (a kilobyte) before.
+
+This module is reactor-free and does no I/O.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from typing import Any, Iterable
+
+from .keyindex import Digest, KeyIndex, key_digest
+from .reconcile import Reconciled
+from .records import check_record, decode, encode, record_of
+from .window import Window
+
+#: Bytes of record lines a log keeps in memory once they are on disk (about 26,000 orders).
+WINDOW_BYTES = 4 << 20
+
+
+class NotInMemory(LookupError):
+    """The record is only in the journal file: read it with a :class:`~toystore.order.journal.JournalReader`."""
+
+
+class Log:
+    """
+    The journal in memory: what the service needs to find a record, and the
+    lines of the most recent records.
+
+    Changes here are made on the reactor thread first; the service writes
+    the same changes to the file through
+    :class:`~toystore.order.journal.JournalFile`, then says so with
+    :meth:`mark_durable`.  A line that is on disk and older than the window
+    (``window_bytes`` of lines) leaves memory: :meth:`line` then answers
+    None, and the service reads it back (:mod:`toystore.order.reads`)
+    between the byte offsets in :attr:`offsets`.
+    A log made from lines (``Log(lines)``, as tools and tests do) never
+    marks them durable, so it keeps them all.
+
+    :param digest: the key digest of the idempotency-key index.
+    """
+
+    def __init__(
+        self, lines: Iterable[bytes] = (), window_bytes: int = WINDOW_BYTES, digest: Digest = key_digest
+    ) -> None:
+        self.offsets = array("q", [0])  # offsets[i] = file size before record i
+        self.generation = 0  # raised by each truncation that removes records
+        self._others = array("q")  # indexes of the records that are not orders (leader records)
+        self._orders_before_other = array("q")  # ..., and how many orders come before each
+        self._keys = KeyIndex(digest)
+        self._runs: list[list[int]] = []  # [first index, epoch] of each epoch
+        self._reconciled = Reconciled()
+        self._window = Window(window_bytes)
+        for line in lines:
+            self.append_line(line)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def last_epoch(self) -> int:
+        """The epoch of the last record (0 when empty)."""
+        return self._runs[-1][1] if self._runs else 0
+
+    @property
+    def size(self) -> int:
+        """The file size of the whole log."""
+        return self.offsets[-1]
+
+    @property
+    def order_count(self) -> int:
+        """How many orders the log holds (the next order's number)."""
+        return len(self) - len(self._others)
+
+    @property
+    def first_in_memory(self) -> int:
+        """The index of the oldest record whose line is in the window."""
+        return self._window.first
+
+    @property
+    def window(self) -> Window:
+        """The lines in memory."""
+        return self._window
+
+    # -- adding and removing records -------------------------------------------
+
+    def _add(self, line: bytes, record: dict[str, Any]) -> None:
+        index = len(self)
+        number = self.order_count
+        check_record(record, index, number)
+        order = record.get("order")
+        if order is not None:
+            self._keys.add(order["key"], number)
+        else:
+            self._others.append(index)
+            self._orders_before_other.append(number)
+        epoch = record["epoch"]
+        if not self._runs or self._runs[-1][1] != epoch:
+            self._runs.append([index, epoch])
+        self._reconciled.add(index, record)
+        self.offsets.append(self.offsets[-1] + len(line))
+        self._window.append(line)
+
+    def load(self, line: bytes, record: dict[str, Any]) -> None:
+        """Add a record read from the journal file (so durable), checked."""
+        self._add(line, record)
+        self._window.mark_durable(len(self))
+
+    def append_order(self, epoch: int, name: str, quantity: int, key: str, seq: int | None = None) -> bytes:
+        """Add an order record (``seq``: the catalog's number of its buy); return its line."""
+        order: dict[str, Any] = {"number": self.order_count, "name": name, "quantity": quantity, "key": key}
+        if seq is not None:
+            order["seq"] = seq
+        return self._append({"index": len(self), "epoch": epoch, "order": order})
+
+    def append_leader(self, epoch: int, leader: int, reconciled: int = 0) -> bytes:
+        """Add the record with which ``leader`` starts serving ``epoch``; return its line."""
+        return self._append({"index": len(self), "epoch": epoch, "leader": leader, "reconciled": reconciled})
+
+    def _append(self, record: dict[str, Any]) -> bytes:
+        line = encode(record)
+        self._add(line, record)
+        return line
+
+    def append_line(self, line: bytes) -> bytes:
+        """
+        Add a line received from a peer, checked; return it as kept (with its newline).
+
+        :raises ValueError: when it is bad or does not continue this log.
+        """
+        record = decode(line)
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        self._add(line, record)
+        return line
+
+    def mark_durable(self, length: int) -> None:
+        """The first ``length`` records are on disk: their lines may leave memory."""
+        self._window.mark_durable(length)
+
+    def truncate(self, length: int) -> int:
+        """Keep the first ``length`` records; return the new file size."""
+        if length >= len(self):
+            return self.size
+        orders = self._orders_before(length)
+        dropped = self._window.truncate(length)
+        removed = None if dropped is None else [o["key"] for o in map(_order_of, dropped) if o is not None]
+        self._keys.truncate(orders, removed)
+        del self.offsets[length + 1 :]
+        cut = bisect_left(self._others, length)
+        del self._others[cut:]
+        del self._orders_before_other[cut:]
+        while self._runs and self._runs[-1][0] >= length:
+            self._runs.pop()
+        replay = self._reconciled.restore(length)
+        for index in range(max(replay, self._window.first), length):
+            self._reconciled.add(index, record_of(self._window.get(index)))
+        self.generation += 1
+        return self.size
+
+    # -- finding records -------------------------------------------------------
+
+    def _orders_before(self, length: int) -> int:
+        return length - bisect_left(self._others, length)
+
+    def order_index(self, number: int) -> int | None:
+        """The index of the record of order ``number``, or None."""
+        if not 0 <= number < self.order_count:
+            return None
+        # Order n is preceded by n orders and by every other record that has at most n orders before it.
+        return number + bisect_right(self._orders_before_other, number)
+
+    def key_candidates(self, key: str) -> list[int]:
+        """
+        The numbers of the orders whose key may be ``key`` (same digest):
+        each must be confirmed against its record.
+        """
+        return self._keys.candidates(key)
+
+    def line(self, index: int) -> bytes | None:
+        """The line of record ``index`` if it is in memory, else None."""
+        return self._window.get(index)
+
+    def lines_in_memory(self, start: int, end: int) -> list[bytes] | None:
+        """The lines of records ``start`` .. ``end - 1`` if all are in the window, else None."""
+        return self._window.lines(start, end)
+
+    def remember(self, index: int, line: bytes) -> None:
+        """Keep ``line``, read back from the file, among the few such lines in memory."""
+        self._window.remember(index, line)
+
+    def record(self, index: int) -> dict[str, Any]:
+        """
+        Record ``index``, decoded from its line in memory.
+
+        :raises NotInMemory: when its line is only on disk.
+        :raises IndexError: when there is no such record.
+        """
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"no record {index} in a log of {len(self)}")
+        line = self._window.get(index % len(self))
+        if line is None:
+            raise NotInMemory(f"record {index} is only in the journal file")
+        return record_of(line)
+
+    def order(self, number: int) -> dict[str, Any] | None:
+        """
+        The order with ``number``, or None.
+
+        :raises NotInMemory: when its line is only on disk.
+        """
+        index = self.order_index(number)
+        return None if index is None else self.record(index)["order"]
+
+    def find(self, key: str) -> int | None:
+        """
+        The number of the order with ``key``, or None, from the lines in memory.
+
+        :raises NotInMemory: when an order to check is only on disk.
+        """
+        for number in self._keys.candidates(key):
+            order = self.order(number)
+            if order is not None and order["key"] == key:
+                return number
+        return None
+
+    def reconciled(self) -> int:
+        """
+        The catalog seq up to which every buy is an order of this log: the
+        last leader record's ``reconciled``, carried on by the seqs of the
+        orders after it for as long as they run without a gap (kept up to
+        date as records come: :class:`~toystore.order.reconcile.Reconciled`).
+        """
+        return self._reconciled.through
+
+    # -- views for tools and tests, which hold small logs all in memory ---------
+
+    @property
+    def lines(self) -> Sequence[bytes]:
+        """Every record's line (:class:`NotInMemory` for one only on disk)."""
+        return _View(self, self._line)
+
+    @property
+    def records(self) -> Sequence[dict[str, Any]]:
+        """Every record, decoded (:class:`NotInMemory` for one only on disk)."""
+        return _View(self, self.record)
+
+    @property
+    def orders(self) -> Sequence[int]:
+        """The index of the record of each order, by number."""
+        return _Orders(self)
+
+    @property
+    def keys(self) -> dict[str, int]:
+        """Key -> order number of every order, built from the lines (:class:`NotInMemory` if one is on disk)."""
+        return {order["key"]: order["number"] for order in map(_order_of, self.lines) if order is not None}
+
+    def _line(self, index: int) -> bytes:
+        line = self._window.get(index)
+        if line is None:
+            raise NotInMemory(f"record {index} is only in the journal file")
+        return line
+
+    # -- where two logs part ------------------------------------------------------
+
+    def runs(self) -> list[list[int]]:
+        """
+        The log's epochs as ``[[first index, epoch], ...]``: enough for a peer
+        to tell where two logs part (records with the same index and epoch
+        are the same record, and so are all records before them).
+        """
+        return [list(run) for run in self._runs]
+
+    def common_length(self, runs: list[list[int]], length: int) -> int:
+        """
+        How many first records a peer's log (described by its ``runs`` and
+        ``length``) shares with this one.
+        """
+        theirs = _epochs_by_index(runs, length)
+        mine = _epochs_by_index(self._runs, len(self))
+        common = 0
+        for start, end, epoch in _overlaps(theirs, mine):
+            if epoch is None or start != common:
+                break
+            common = end
+        return common
+
+    def newer_than(self, last_epoch: int, length: int) -> bool:
+        """Whether this log is more up to date than one ending at ``(last_epoch, length)``."""
+        return (self.last_epoch, len(self)) > (last_epoch, length)
+
+
+def _order_of(line: bytes) -> dict[str, Any] | None:
+    return record_of(line).get("order")
+
+
+class _View(Sequence[Any]):
+    """Records ``0 .. len(log) - 1`` of a log, each through ``get``; equal to any sequence of the same items."""
+
+    def __init__(self, log: Log, get: Any) -> None:
+        self._log = log
+        self._get = get
+
+    def __len__(self) -> int:
+        return len(self._log)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._get(i) for i in range(*index.indices(len(self._log)))]
+        if not -len(self._log) <= index < len(self._log):
+            raise IndexError(index)
+        return self._get(index % len(self._log))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _Orders(Sequence[int]):
+    """Order number -> record index, computed from the few records that are not orders."""
+
+    def __init__(self, log: Log) -> None:
+        self._log = log
+
+    def __len__(self) -> int:
+        return self._log.order_count
+
+    def __getitem__(self, number: Any) -> Any:
+        if isinstance(number, slice):
+            return [self[n] for n in range(*number.indices(len(self)))]
+        if not -len(self) <= number < len(self):
+            raise IndexError(number)
+        index = self._log.order_index(number % len(self))
+        assert index is not None
+        return index
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _epochs_by_index(runs: list[list[int]], length: int) -> list[tuple[int, int, int]]:
+    """``runs`` as ``(start, end, epoch)`` ranges covering ``0..length``."""
+    ranges = []
+    for i, (start, epoch) in enumerate(runs):
+        end = runs[i + 1][0] if i + 1 < len(runs) else length
+        ranges.append((start, end, epoch))
+    return ranges
+
+
+def _overlaps(a: list[tuple[int, int, int]], b: list[tuple[int, int, int]]) -> list[tuple[int, int, int | None]]:
+    """The pieces where both range lists are defined: ``(start, end, epoch or None if they differ)``."""
+    pieces = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        start = max(a[i][0], b[j][0])
+        end = min(a[i][1], b[j][1])
+        if start < end:
+            pieces.append((start, end, a[i][2] if a[i][2] == b[j][2] else None))
+        if a[i][1] <= b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return pieces
