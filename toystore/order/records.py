@@ -76,7 +76,7 @@ def record_of(line: bytes) -> dict[str, Any]:
     :class:`~toystore.order.journal.JournalReader` on its way from the
     disk): no checks again, plain ``json.loads`` after the checksum.
     """
-    return json.loads(line[9:])
+    return json.loads(line[9:].decode("utf-8"))  # from str: json's own bytes decoding is slower
 
 
 def check_record(record: dict[str, Any], index: int, number: int) -> None:
