@@ -58,6 +58,21 @@ class ReadyTests(SynchronousTestCase):
         self.assertEqual(json.loads(ready["ports"]), {"lines": 8101, "http": 8100})
 
 
+    def test_ready_freezes_what_start_made(self) -> None:
+        """At ready, the objects made while starting leave the cyclic collector's generations (gc.freeze)."""
+        import gc
+
+        gc.unfreeze()
+        self.addCleanup(gc.unfreeze)
+        reactor = MemoryReactorClock()
+        top = ProcessService(reactor, "toystore-test")
+        top.startService()
+        self.addCleanup(top.stopService)
+        self.assertEqual(gc.get_freeze_count(), 0)
+        reactor.run()
+        self.assertGreater(gc.get_freeze_count(), 0)
+
+
 class OrderlyStopTests(SynchronousTestCase):
     """ProcessService stops its children one at a time, newest first."""
 
