@@ -7,11 +7,16 @@ and a Clock for time, as in ``test_order_replication``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.trial.unittest import SynchronousTestCase
 
 from toystore.envelope import ApiError
 from toystore.order import replication
-from toystore.order.journal import Log
+from toystore.order.journal import CorruptJournal, Log, open_journal
+from toystore.order.reads import LogChanged, LogReads
 
 from .replicas import ReplicaCase
 
@@ -164,3 +169,66 @@ class CatchUpTests(DiskCase):
         self.assertIsNone(self.find(3, "never-committed-0"))
         self.assertEqual(self.find(3, "k0")[0], 0)
         self.assertEqual(self.find(3, "k5")[0], 5)
+
+
+class ReadRaceTests(SynchronousTestCase):
+    """A read from disk that a truncation overtakes fails with LogChanged, and lookups start again."""
+
+    def setUp(self) -> None:
+        path = Path(self.mktemp())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        path.write_bytes(b"".join(orders_log(40).lines))
+        self.opened = open_journal(path, window_bytes=TINY)
+        self.addCleanup(self.opened.file.close)
+        self.log = self.opened.log
+        self.queued: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
+        self.reads = LogReads(self.log, self.later)
+        self.reads.open(self.log, path)
+        self.addCleanup(self.close)
+
+    def close(self) -> None:
+        closing = Deferred.fromCoroutine(self.reads.close())
+        self.run_queued()
+        self.successResultOf(closing)
+
+    def later(self, function: Any, *args: Any) -> Deferred[Any]:
+        """Queue the work, as the thread pool would, until :meth:`run_queued` runs it."""
+        d: Deferred[Any] = Deferred()
+        self.queued.append((d, function, args))
+        return d
+
+    def run_queued(self) -> None:
+        queued, self.queued = self.queued, []
+        for d, function, args in queued:
+            maybeDeferred(function, *args).chainDeferred(d)
+
+    def test_truncated_during_the_read(self) -> None:
+        """Cut below the records being read: LogChanged, even when the file was already too short to read."""
+        for cut_file, start, end, cut in ((False, 10, 20, 15), (True, 5, 12, 8)):
+            with self.subTest(cut_file=cut_file):
+                self.assertLess(end, self.log.first_in_memory)
+                reading = Deferred.fromCoroutine(self.reads.lines(start, end))
+                self.log.truncate(cut)
+                if cut_file:
+                    self.opened.file.write([("truncate", self.log.size)])
+                self.run_queued()
+                self.failureResultOf(reading, LogChanged)
+                self.log.append_order(2, "Tux", 1, "again")
+
+    def test_corrupt_file_is_not_a_truncation(self) -> None:
+        """Without a truncation, a bad read is CorruptJournal, as it is."""
+        reading = Deferred.fromCoroutine(self.reads.lines(10, 20))
+        self.opened.file.write([("truncate", self.log.offsets[12])])
+        self.run_queued()
+        self.failureResultOf(reading, CorruptJournal)
+
+    def test_find_order_looks_again(self) -> None:
+        """A key lookup overtaken by a truncation looks again, and finds what the log holds now."""
+        finding = Deferred.fromCoroutine(self.reads.find_order("k3"))
+        self.log.truncate(2)  # the leader record and order 0 stay
+        self.run_queued()
+        self.assertEqual(self.successResultOf(finding), None)
+        finding = Deferred.fromCoroutine(self.reads.find_order("k0"))
+        self.run_queued()
+        self.assertEqual(self.successResultOf(finding)[0], 0)

@@ -4,10 +4,10 @@ else from the journal file.
 
 The log in memory keeps the lines of its most recent records only
 (:mod:`toystore.order.log`); the rest are on disk.  A read from the disk
-goes to the replica's disk thread, like its writes, so the reactor never
-waits on it, and it uses a read-only descriptor of its own
-(:class:`~toystore.order.journal.JournalReader`).  Lines in memory are
-answered at once.
+goes to a thread (the replica's disk thread unless it is given one for
+reads), so the reactor never waits on it, and it uses a read-only
+descriptor of its own (:class:`~toystore.order.journal.JournalReader`).
+Lines in memory are answered at once.
 
 Time passes during a read from the disk, and the log may be truncated
 meanwhile (a follower cutting a tail its new leader does not have): then
@@ -23,7 +23,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 
 from ..envelope import Unavailable
-from .journal import JournalReader, Log, record_of
+from .journal import CorruptJournal, JournalReader, Log, record_of
 
 RunInThread = Callable[..., Deferred[Any]]
 
@@ -37,7 +37,9 @@ class LogReads:
     Reads of one log's records, in memory or on disk.
 
     :param log: the log.
-    :param run_in_thread: runs the disk reads (the replica's disk thread).
+    :param run_in_thread: runs the disk reads: the replica's disk thread, or
+        a thread of their own (reads use their own descriptor and ``pread``,
+        so they may run beside the writes).
     """
 
     def __init__(self, log: Log, run_in_thread: RunInThread) -> None:
@@ -72,9 +74,15 @@ class LogReads:
             stop = min(end, log.first_in_memory)
             if self._reader is None:
                 raise Unavailable("the order log is closed")
-            lines += await self._run(self._reader.read_lines, log.offsets[start], log.offsets[stop], stop - start)
+            try:
+                got = await self._run(self._reader.read_lines, log.offsets[start], log.offsets[stop], stop - start)
+            except CorruptJournal:
+                if log.generation == generation:
+                    raise
+                got = []  # cut meanwhile: the file may have been shorter than the read by then
             if log.generation != generation:
                 raise LogChanged(f"the order log was truncated while records {start} to {stop} were read")
+            lines += got
             start = stop
         return lines
 

@@ -88,6 +88,8 @@ class Replica(Service):
     :param find_leader: asks the front-end who leads (``GET /leader``).
     :param window_bytes: bytes of recent record lines the log keeps in memory.
     :param digest: the digest of idempotency keys in the log's index (tests make it collide).
+    :param read_in_thread: runs reads of records no longer in memory (default:
+        ``run_in_thread``; a thread of their own spares them the wait behind fsyncs).
     """
 
     log = Logger()
@@ -104,6 +106,7 @@ class Replica(Service):
         find_leader: Callable[[], Deferred[dict[str, Any]]],
         window_bytes: int = WINDOW_BYTES,
         digest: Digest = key_digest,
+        read_in_thread: RunInThread | None = None,
     ) -> None:
         self.id = me.id
         self.config = cluster.order
@@ -124,7 +127,7 @@ class Replica(Service):
         self.link = Link(self, clock, cluster.wire, connect, find_leader, self.config.discovery_interval)
         self._run = run_in_thread
         self._file: JournalFile | None = None
-        self.reads = LogReads(self.log_, run_in_thread)
+        self.reads = LogReads(self.log_, read_in_thread or run_in_thread)
         self._writes: BatchQueue[tuple[str, Any], int] = BatchQueue(self._write_batch, self.config.max_batch)
         self._waiters: list[Waiter] = []
         self._placing: dict[str, tuple[tuple[str, int], list[Deferred[int]]]] = {}
