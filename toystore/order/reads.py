@@ -122,15 +122,20 @@ class LogReads:
         The log's key index holds 64-bit digests of keys: each order it
         names is checked against its record (read back if need be), so a
         different key with the same digest is told apart, not mistaken for
-        this one.  A truncation during the reads starts the search again.
+        this one.  Only those reads let time pass: if the log changed
+        meanwhile (a truncation, or records that may hold this key), the
+        search starts again, so None means "not in the log now".
         """
+        log = self.log
         while True:
+            length, generation = len(log), log.generation
             try:
-                for number in self.log.key_candidates(key):
-                    index = self.log.order_index(number)
+                for number in log.key_candidates(key):
+                    index = log.order_index(number)
                     order = None if index is None else (await self.record(index)).get("order")
                     if order is not None and order["key"] == key and order["number"] == number:
                         return number, order
-                return None
             except LogChanged:
                 continue
+            if (len(log), log.generation) == (length, generation):
+                return None
