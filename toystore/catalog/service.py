@@ -26,6 +26,7 @@ from ..batch import BatchQueue, timed_in_thread
 from ..config import CatalogConfig
 from ..envelope import NotFound, Unavailable
 from ..runtime import StartupError
+from ..stats import RequestStats
 from ..wire import WireProtocol
 from .store import (
     Buy,
@@ -52,9 +53,11 @@ class CatalogMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.calls = Counter("toystore_catalog_calls", "Wire calls served", ["type", "outcome"], registry=r)
-        self.call_seconds = Histogram(
-            "toystore_catalog_call_seconds", "Time to serve a wire call", ["type"], registry=r
+        self.calls = RequestStats(
+            r,
+            ("toystore_catalog_calls", "Wire calls served"),
+            ("toystore_catalog_call_seconds", "Time to serve a wire call"),
+            labels=("type", "outcome"),
         )
         self.buys = Counter("toystore_catalog_buys", "Buys committed (replays not counted)", registry=r)
         self.items_sold = Counter("toystore_catalog_items_sold", "Items sold by committed buys", registry=r)
@@ -248,5 +251,4 @@ class CatalogService(Service):
             self.log.info("{peer} left the feed", peer=connection.peer)
 
     def call_finished(self, kind: str, outcome: str, seconds: float) -> None:
-        self.metrics.calls.labels(kind, outcome).inc()
-        self.metrics.call_seconds.labels(kind).observe(seconds)
+        self.metrics.calls.record(kind, outcome, seconds)

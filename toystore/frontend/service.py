@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Awaitable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.task import deferLater
@@ -40,6 +40,7 @@ from ..envelope import (
     ok,
     text_field,
 )
+from ..stats import RequestStats
 from ..wire import CallTimeout, ConnectionDropped, NotConnected, WireProtocol
 from .cache import LRUCache
 from .election import LeaderTracker
@@ -55,19 +56,14 @@ class FrontendMetrics:
 
     def __init__(self, cache: LRUCache) -> None:
         self.registry = r = CollectorRegistry()
-        self.requests = Counter("toystore_frontend_requests", "Public requests", ["kind", "code"], registry=r)
-        self.seconds = Histogram(
-            "toystore_frontend_request_seconds",
-            "Time to answer a public request",
-            ["kind"],
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-            registry=r,
+        self.requests = RequestStats(
+            r,
+            ("toystore_frontend_requests", "Public requests"),
+            ("toystore_frontend_request_seconds", "Time to answer a public request"),
         )
         self.failovers = Counter("toystore_frontend_failovers", "Calls retried after a leader failed", registry=r)
         self.elections = Gauge("toystore_frontend_elections", "Elections held since start", registry=r)
         self.pushes = Counter("toystore_frontend_pushes", "Invalidations pushed by the catalog", registry=r)
-        self._counted: dict[tuple[str, int], Any] = {}  # (kind, code) -> its child of requests
-        self._timed: dict[str, Any] = {}  # kind -> its child of seconds
         stats = cache.stats
         for name, help_text, read in [
             ("hits", "Product queries answered from the cache", lambda: stats.hits),
@@ -81,14 +77,7 @@ class FrontendMetrics:
 
     def record(self, kind: str, code: int, seconds: float) -> None:
         """Count a public request of ``kind`` answered with ``code`` in ``seconds``."""
-        counted = self._counted.get((kind, code))
-        if counted is None:
-            counted = self._counted[kind, code] = self.requests.labels(kind, str(code))
-        counted.inc()
-        timed = self._timed.get(kind)
-        if timed is None:
-            timed = self._timed[kind] = self.seconds.labels(kind)
-        timed.observe(seconds)
+        self.requests.record(kind, str(code), seconds)
 
 
 class FrontendService(Service):
