@@ -250,7 +250,16 @@ class LimitedBody:
 
 
 class LimitedRequest(Request):
-    """A request whose over-long body is answered with a JSON 413 before any resource sees it."""
+    """
+    A request whose over-long body is answered with a JSON 413 before any
+    resource sees it.  Bodies are JSON, read by the resources: twisted.web
+    is not asked to parse them as HTML form submissions (which cost a MIME
+    header parse per POST).
+    """
+
+    def __init__(self, channel: HTTPChannel, *args: Any, **kwargs: Any) -> None:
+        kwargs["parsePOSTFormSubmission"] = False
+        super().__init__(channel, *args, **kwargs)
 
     def process(self) -> None:
         if self.path == b"*" and self.method != b"OPTIONS":
@@ -295,9 +304,24 @@ class NoDelayHTTPChannel(HTTPChannel):
     _deadline: IDelayedCall | None = None  # the one timer; it may run later than needed, never earlier
     _started: float | None = None  # when the request now arriving began; None between requests
 
+    _host: Any = None
+    _peer: Any = None
+
     def connectionMade(self) -> None:
         no_delay(self.transport)
         super().connectionMade()
+
+    def getHost(self) -> Any:
+        """This end's address, asked of the socket once (every Request asks: a system call each)."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
+    def getPeer(self) -> Any:
+        """The client's address, made once per connection rather than once per request."""
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         # Twisted answers a malformed request line, header or chunk (or too

@@ -244,6 +244,56 @@ class BodyLimitTests(SynchronousTestCase):
         self.assertEqual(self.seen, [])
 
 
+class ChannelTests(SynchronousTestCase):
+    """What the channel and request of a JSONSite do per connection rather than per request."""
+
+    def setUp(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        from toystore.web import JSONSite
+
+        class Echo(JSONResource):
+            def json_POST(self, request: Any) -> Any:
+                return {
+                    "args": sorted(k.decode() for k in request.args),
+                    "body": request.content.read().decode(),
+                    "peer": request.getClientAddress().host,
+                }
+
+        root = JSONTree()
+        root.putChild(b"echo", Echo())
+        self.channel = JSONSite(root, reactor=Clock()).buildProtocol(None)
+        self.transport = StringTransport()
+        self.host_asked = 0
+        host = self.transport.getHost
+
+        def counted() -> Any:
+            self.host_asked += 1
+            return host()
+
+        self.transport.getHost = counted  # type: ignore[method-assign]
+        self.channel.makeConnection(self.transport)
+
+    def post(self, body: bytes, content_type: bytes) -> dict[str, Any]:
+        self.transport.clear()
+        self.channel.dataReceived(
+            b"POST /echo?q=1 HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (content_type, len(body), body)
+        )
+        return json.loads(self.transport.value().split(b"\r\n\r\n", 1)[1])["data"]
+
+    def test_form_bodies_are_not_parsed(self) -> None:
+        """A form-encoded body stays the resource's to read: only the query string fills args."""
+        echoed = self.post(b"name=Tux&quantity=1", b"application/x-www-form-urlencoded")
+        self.assertEqual(echoed, {"args": ["q"], "body": "name=Tux&quantity=1", "peer": "192.168.1.1"})
+
+    def test_addresses_asked_once_per_connection(self) -> None:
+        """Three requests on one connection ask the socket for its address once."""
+        for _ in range(3):
+            self.assertEqual(self.post(b"{}", b"application/json")["args"], ["q"])
+        self.assertEqual(self.host_asked, 1)
+
+
 class RequestDeadlineTests(SynchronousTestCase):
     """
     A request must arrive whole within request_timeout seconds of its first
