@@ -5,8 +5,9 @@ from __future__ import annotations
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from toystore.order.replica import Replica
 from toystore.order.tap import Options, makeService
-from toystore.runtime import Listener
+from toystore.runtime import Listener, ThreadPoolService
 
 
 class OptionsTests(SynchronousTestCase):
@@ -47,3 +48,19 @@ class MakeServiceTests(SynchronousTestCase):
                 self.addCleanup(child.stopService)
         bound = {(port, interface) for port, _factory, _backlog, interface in reactor.tcpServers}
         self.assertEqual(bound, {(8302, "127.0.0.1"), (8202, "127.0.0.1")})
+
+    def test_children(self) -> None:
+        """
+        Two threads, one for log writes and one for reads of old records,
+        both started before the replica and so stopped after it (it drains
+        its writes and closes its reader in them).
+        """
+        options = Options()
+        options.parseOptions(["--id", "1", "--data-dir", self.mktemp()])
+        service = makeService(options, reactor=MemoryReactorClock())
+        pools = [child for child in service if isinstance(child, ThreadPoolService)]
+        self.assertEqual([pool.name for pool in pools], ["order-1-log", "order-1-reads"])
+        [replica] = [child for child in service if isinstance(child, Replica)]
+        children = list(service)
+        self.assertLess(max(children.index(pool) for pool in pools), children.index(replica))
+        self.assertIs(replica.reads.run_in_thread.__self__, pools[1])

@@ -44,7 +44,7 @@ class LogReads:
 
     def __init__(self, log: Log, run_in_thread: RunInThread) -> None:
         self.log = log
-        self._run = run_in_thread
+        self.run_in_thread = run_in_thread
         self._reader: JournalReader | None = None
 
     def open(self, log: Log, path: Path) -> None:
@@ -56,7 +56,7 @@ class LogReads:
         """Close the file (in the disk thread, after any read queued before)."""
         reader, self._reader = self._reader, None
         if reader is not None:
-            await self._run(reader.close)
+            await self.run_in_thread(reader.close)
 
     async def lines(self, start: int, end: int) -> list[bytes]:
         """
@@ -75,7 +75,9 @@ class LogReads:
             if self._reader is None:
                 raise Unavailable("the order log is closed")
             try:
-                got = await self._run(self._reader.read_lines, log.offsets[start], log.offsets[stop], stop - start)
+                got = await self.run_in_thread(
+                    self._reader.read_lines, log.offsets[start], log.offsets[stop], stop - start
+                )
             except CorruptJournal:
                 if log.generation == generation:
                     raise

@@ -15,8 +15,10 @@ batch, and the reactor thread never waits on the disk.
 
 The log in memory holds only the most recent lines (:mod:`toystore.order.log`);
 an older record (an order query, a key to confirm, a follower's catch-up)
-is read back from the journal file in that same thread
-(:mod:`toystore.order.reads`), so those reads never block the reactor either.
+is read back from the journal file in a thread too
+(:mod:`toystore.order.reads`), so those reads never block the reactor either;
+the process gives them a thread of their own, so that they do not wait
+behind the fsyncs.
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@
 Listens on its lines port (``8300+N``) for the wire calls of
 :mod:`toystore.wire` and on its operator port (``8200+N``) for ``GET
 /health``, ``GET /metrics`` and ``GET /orders/<n>``.
+
+The replica has two private threads: one writes its log (every batch ends
+in an fsync), the other reads back records its log no longer holds in
+memory (old orders, keys to confirm, a follower's catch-up).  Reads use a
+descriptor of their own, so they need not wait behind the fsyncs.
 """
 
 from __future__ import annotations
@@ -93,8 +98,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         return clientFromString(reactor, replicas[replica_id].peer_address)
 
     top = ProcessService(reactor, COMMAND, options["exit-on-stdin-close"])
-    pool = ThreadPoolService(reactor, f"order-{me.id}-log", size=1)
-    pool.setServiceParent(top)
+    # Before the replica, so stopped after it: it drains its writes and closes its reader in them.
+    writes = ThreadPoolService(reactor, f"order-{me.id}-log", size=1)
+    writes.setServiceParent(top)
+    # One thread: the reader's descriptor is closed in it, after any read queued before.
+    reads = ThreadPoolService(reactor, f"order-{me.id}-reads", size=1)
+    reads.setServiceParent(top)
     peers = {
         r.id: WireClient(connect(r.id), reactor, config.wire, name=f"replica {r.id}")
         for r in config.order.replicas
@@ -106,7 +115,15 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if options["data-dir"]:
         config = _with_data_dir(config, options["data-dir"])
     replica = Replica(
-        me, config, reactor, pool.run, peers, catalog, connect, leader_lookup(reactor, config.frontend.url)
+        me,
+        config,
+        reactor,
+        writes.run,
+        peers,
+        catalog,
+        connect,
+        leader_lookup(reactor, config.frontend.url),
+        read_in_thread=reads.run,
     )
     replica.setServiceParent(top)
     lines = options["lines"] or me.lines
