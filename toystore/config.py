@@ -155,6 +155,10 @@ class OrderConfig:
     discovery_interval: float = _knob(_positive)
     max_batch: int = _knob(_at_least_one)
     replicas: tuple[ReplicaConfig, ...] = _knob()
+    #: bytes of recent record lines each replica's log keeps in memory once
+    #: they are on disk (older records are read back from the file); the
+    #: default is ``toystore.order.log.WINDOW_BYTES``, 4 MiB
+    window_bytes: int = _knob(_not_negative, default=4 << 20)
 
     def replica(self, id: int) -> ReplicaConfig:
         """The replica with ``id``."""

@@ -125,7 +125,11 @@ class ReplicaCase(SynchronousTestCase):
         """Create and start the replicas, optionally with log lines and an epoch already on disk (or as left)."""
         cluster = load()
         order = dataclasses.replace(
-            cluster.order, data_dir=str(self.base / "order-{id}"), min_insync=self.min_insync, ack_timeout=1.0
+            cluster.order,
+            data_dir=str(self.base / "order-{id}"),
+            min_insync=self.min_insync,
+            ack_timeout=1.0,
+            window_bytes=self.window_bytes,
         )
         cluster = dataclasses.replace(cluster, order=order, wire=WIRE)
         self.replicas: dict[int, Replica] = {}
@@ -149,7 +153,6 @@ class ReplicaCase(SynchronousTestCase):
                 self.catalog,
                 self.endpoint,
                 lambda: fail(OSError("no front-end")),
-                window_bytes=self.window_bytes,
                 digest=self.digest,
             )
             self.replicas[me.id] = replica

@@ -6,6 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from toystore.catalog.tap import Options as CatalogOptions
 from toystore.config import ConfigError, dump, is_loopback, load, read_raw
+from toystore.order.log import WINDOW_BYTES
 from toystore.order.tap import Options as OrderOptions
 
 
@@ -114,6 +115,22 @@ class LoadErrorTests(SynchronousTestCase):
         self.assertEqual((cluster.frontend.request_timeout, cluster.frontend.idle_timeout), (10.0, 60.0))
         self.assertProblem(
             lambda raw: raw["frontend"].update(request_timeout=0), "frontend.request_timeout must be > 0"
+        )
+
+    def test_log_window(self) -> None:
+        """
+        order.window_bytes defaults to the log's own default (4 MiB) when left
+        out; given, it must be an integer, 0 or more.
+        """
+        self.assertEqual(load().order.window_bytes, WINDOW_BYTES)
+        self.assertEqual(WINDOW_BYTES, 4 << 20)
+        cluster = load(self.write(lambda raw: raw["order"].pop("window_bytes")))
+        self.assertEqual(cluster.order.window_bytes, WINDOW_BYTES)
+        cluster = load(self.write(lambda raw: raw["order"].update(window_bytes=65536)))
+        self.assertEqual(cluster.order.window_bytes, 65536)
+        self.assertProblem(lambda raw: raw["order"].update(window_bytes=-1), "order.window_bytes must be >= 0, not -1")
+        self.assertProblem(
+            lambda raw: raw["order"].update(window_bytes="4MiB"), "order.window_bytes must be an integer"
         )
 
     def test_replica_problems(self) -> None:

@@ -49,7 +49,7 @@ from ..envelope import (
 )
 from ..runtime import StartupError
 from ..wire import WireProtocol, require
-from .journal import WINDOW_BYTES, CorruptJournal, JournalFile, Log, open_journal, record_of, write_durably
+from .journal import CorruptJournal, JournalFile, Log, open_journal, record_of, write_durably
 from .keyindex import Digest, key_digest
 from .metrics import ReplicaMetrics
 from .reads import LogReads
@@ -88,7 +88,6 @@ class Replica(Service):
     :param catalog: the wire client of the catalog, for buys.
     :param connect: the client endpoint of a replica id, for the log stream.
     :param find_leader: asks the front-end who leads (``GET /leader``).
-    :param window_bytes: bytes of recent record lines the log keeps in memory.
     :param digest: the digest of idempotency keys in the log's index (tests make it collide).
     :param read_in_thread: runs reads of records no longer in memory (default:
         ``run_in_thread``; a thread of their own spares them the wait behind fsyncs).
@@ -106,7 +105,6 @@ class Replica(Service):
         catalog: Any,
         connect: Callable[[int], Any],
         find_leader: Callable[[], Deferred[dict[str, Any]]],
-        window_bytes: int = WINDOW_BYTES,
         digest: Digest = key_digest,
         read_in_thread: RunInThread | None = None,
     ) -> None:
@@ -120,7 +118,7 @@ class Replica(Service):
         self.role = "follower"
         self.epoch = 0
         self.leader: int | None = None
-        self._log_options = {"window_bytes": window_bytes, "digest": digest}
+        self._log_options = {"window_bytes": self.config.window_bytes, "digest": digest}
         self.log_: Log = Log(**self._log_options)
         self.durable = 0  # records on disk here
         self.commit = 0  # records known to be on min_insync replicas (leader: exact; follower: 0)
