@@ -9,7 +9,7 @@ highest epoch it has accepted is on disk, and everything from an older epoch
 (notices, streams, records) is refused, so a deposed leader cannot commit.
 
 An order is acknowledged only once its record is durable on ``min_insync``
-replicas, the leader included.  The leader's own log writes, like the
+replicas, the leader included (:mod:`toystore.order.commitment`).  The leader's own log writes, like the
 followers', go through a :class:`BatchQueue` to one thread: one fsync per
 batch, and the reactor thread never waits on the disk.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredLock, TimeoutError, succeed
+from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -49,6 +49,7 @@ from ..envelope import (
 )
 from ..runtime import StartupError
 from ..wire import WireProtocol, require
+from .commitment import Commitment
 from .journal import CorruptJournal, JournalFile, Log, open_journal, record_of, write_durably
 from .keyindex import Digest, key_digest
 from .metrics import ReplicaMetrics
@@ -66,14 +67,6 @@ class NotLeader(ApiError):
     """This replica does not lead; the message names the one it knows (421 Misdirected Request)."""
 
     code = 421
-
-
-class Waiter:
-    """An order waiting for its record to be committed."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.deferred: Deferred[None] = Deferred()
 
 
 class Replica(Service):
@@ -121,15 +114,13 @@ class Replica(Service):
         self._log_options = {"window_bytes": self.config.window_bytes, "digest": digest}
         self.log_: Log = Log(**self._log_options)
         self.durable = 0  # records on disk here
-        self.commit = 0  # records known to be on min_insync replicas (leader: exact; follower: 0)
-        self.epoch_start = 0  # index of the record that opened this leader's epoch
+        self.commitment = Commitment(clock, self.config.min_insync, self.config.commit_timeout)
         self.streams = Streams(self, clock, self.config.ack_timeout)
         self.link = Link(self, clock, cluster.wire, connect, find_leader, self.config.discovery_interval)
         self._run = run_in_thread
         self._file: JournalFile | None = None
         self.reads = LogReads(self.log_, read_in_thread or run_in_thread)
         self._writes: BatchQueue[tuple[str, Any], int] = BatchQueue(self._write_batch, self.config.max_batch)
-        self._waiters: list[Waiter] = []
         self._placing: dict[str, tuple[tuple[str, int], list[Deferred[int]]]] = {}
         self._roles = DeferredLock()
 
@@ -160,7 +151,7 @@ class Replica(Service):
         self.role = "stopping"
         self.link.shutdown()
         self.streams.close_all()
-        self._fail_waiters(Unavailable(f"replica {self.id} is stopping"))
+        self.commitment.fail_all(Unavailable(f"replica {self.id} is stopping"))
         await self._writes.when_idle()
         if self._file is not None:
             await self._run(self._file.close)
@@ -205,7 +196,7 @@ class Replica(Service):
         self.log.warn("truncating the log from {old} to {new} records", old=len(self.log_), new=length)
         size = self.log_.truncate(length)
         self.durable = min(self.durable, length)
-        self.commit = min(self.commit, length)
+        self.commitment.truncate(length)
         await self._writes.submit(("truncate", size))
         self.metrics.update(self)
 
@@ -231,50 +222,15 @@ class Replica(Service):
 
     # -- commitment -------------------------------------------------------------
 
+    @property
+    def commit(self) -> int:
+        """Records known to be on ``min_insync`` replicas (leader: exact; follower: 0)."""
+        return self.commitment.point
+
     def advance_commit(self) -> None:
-        """
-        Recompute the commit point from the copies on disk: the leader's own
-        and each follower's acknowledged length.  Only a point past the
-        record that opened this epoch counts (older records are committed by
-        it, never by counting their own copies).
-        """
-        if self.role != "leader":
-            return
-        copies = sorted([self.durable, *self.streams.acked()], reverse=True)
-        if len(copies) < self.config.min_insync:
-            return
-        point = copies[self.config.min_insync - 1]
-        if point > self.epoch_start and point > self.commit:
-            self.commit = point
+        """Recompute the commit point from the copies on disk: the leader's own and each follower's."""
+        if self.role == "leader" and self.commitment.advance([self.durable, *self.streams.acked()]):
             self.metrics.update(self)
-            ready, self._waiters = (
-                [w for w in self._waiters if w.index < point],
-                [w for w in self._waiters if w.index >= point],
-            )
-            for waiter in ready:
-                waiter.deferred.callback(None)
-
-    async def committed(self, index: int) -> None:
-        """Wait until record ``index`` is committed, at most ``order.commit_timeout`` seconds."""
-        if index < self.commit:
-            return
-        waiter = Waiter(index)
-        self._waiters.append(waiter)
-        try:
-            await waiter.deferred.addTimeout(self.config.commit_timeout, self.clock)
-        except TimeoutError:
-            raise Unavailable(
-                f"no majority: the order is on fewer than {self.config.min_insync} replicas "
-                f"after {self.config.commit_timeout} s, so it is not acknowledged"
-            ) from None
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-
-    def _fail_waiters(self, error: ApiError) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.deferred.errback(error)
 
     # -- roles ---------------------------------------------------------------------
 
@@ -289,7 +245,7 @@ class Replica(Service):
             self.log.warn("replica {id} steps down: {reason}", id=self.id, reason=reason)
             self.role = "follower"
             self.streams.close_all()
-            self._fail_waiters(self.not_leader())
+            self.commitment.fail_all(self.not_leader())
             self.metrics.update(self)
 
     async def lead(self, epoch: int, leader: int) -> dict[str, Any]:
@@ -340,8 +296,7 @@ class Replica(Service):
             if self.epoch != epoch:
                 raise StaleEpoch(f"epoch {epoch} was superseded by epoch {self.epoch} during the promotion")
             lines = [self.log_.append_order(epoch, b["name"], b["quantity"], b["key"], b["seq"]) for b in adopted]
-            self.epoch_start = len(self.log_)
-            self.commit = 0
+            self.commitment.start(len(self.log_))
             lines.append(self.log_.append_leader(epoch, self.id, reconciled))
             self.role = "leader"
             self.streams.open()
@@ -358,7 +313,10 @@ class Replica(Service):
                 keys=", ".join(b["key"] for b in adopted),
             )
         self.log.info(
-            "replica {id} leads epoch {epoch} from record {index}", id=self.id, epoch=epoch, index=self.epoch_start
+            "replica {id} leads epoch {epoch} from record {index}",
+            id=self.id,
+            epoch=epoch,
+            index=self.commitment.epoch_start,
         )
 
     async def fence(self, epoch: int) -> dict[str, Any]:
@@ -386,7 +344,7 @@ class Replica(Service):
             self._same_body(key, order, name, quantity)
             index = self.log_.order_index(number)
             assert index is not None
-            await self.committed(index)
+            await self.commitment.wait(index)
             return {"order_number": number}
         if key in self._placing:
             (first_name, first_quantity), waiting = self._placing[key]
@@ -430,7 +388,7 @@ class Replica(Service):
         index = len(self.log_) - 1
         self.streams.send_new()
         await self.write_lines([line])
-        await self.committed(index)
+        await self.commitment.wait(index)
         self.metrics.order_seconds.observe(self.clock.seconds() - started)
         return number
 
@@ -445,7 +403,7 @@ class Replica(Service):
         if index is None:
             raise NotFound(f"order {number} not found")
         if self.role == "leader":
-            await self.committed(index)
+            await self.commitment.wait(index)
         elif index >= self.durable:
             raise NotFound(f"order {number} not found")
         line = self.log_.line(index)  # the common case: a recent order, in memory
