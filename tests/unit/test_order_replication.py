@@ -162,6 +162,39 @@ class OperatorPortTests(ReplicaCase):
         code, body = self.get(3, "/metrics")
         self.assertIn(b'toystore_order_role{role="leader"} 1.0', body)
         self.assertIn(b"toystore_order_log_committed 2.0", body)
+        self.assertIn(b'toystore_order_calls_total{outcome="ok",type="sync"} 2.0', body)
+        self.assertIn(b'toystore_order_call_seconds_count{type="sync"} 2.0', body)
+
+    def test_state_read_at_scrape_time(self) -> None:
+        """The gauges follow the replica's state as it is when scraped, with nothing updated per write."""
+        self.make()
+        self.elect(1, 3)
+        leader, follower = self.replicas[3], self.replicas[1]
+
+        def gauges(replica: Any) -> dict[str, float | None]:
+            value = replica.metrics.registry.get_sample_value
+            return {
+                "leader": value("toystore_order_role", {"role": "leader"}),
+                "follower": value("toystore_order_role", {"role": "follower"}),
+                "epoch": value("toystore_order_epoch"),
+                "records": value("toystore_order_log_records"),
+                "durable": value("toystore_order_log_durable"),
+                "committed": value("toystore_order_log_committed"),
+                "in_sync": value("toystore_order_followers_in_sync"),
+            }
+
+        self.successResultOf(self.order(3, "a"))
+        self.successResultOf(self.order(3, "b"))
+        self.assertEqual(
+            gauges(leader),
+            {"leader": 1, "follower": 0, "epoch": 1, "records": 3, "durable": 3, "committed": 3, "in_sync": 2},
+        )
+        self.assertEqual(
+            gauges(follower),
+            {"leader": 0, "follower": 1, "epoch": 1, "records": 3, "durable": 3, "committed": 0, "in_sync": 0},
+        )
+        leader.step_down("a test says so")
+        self.assertEqual((gauges(leader)["leader"], gauges(leader)["follower"], gauges(leader)["in_sync"]), (0, 1, 0))
 
 
 class InSyncTests(SynchronousTestCase):
@@ -180,7 +213,6 @@ class InSyncTests(SynchronousTestCase):
                 "id": 3,
                 "role": "leader",
                 "advance_commit": lambda self: None,
-                "metrics": type("M", (), {"update": lambda self, r: None})(),
             },
         )()
         self.log = replica.log_

@@ -105,7 +105,7 @@ class Replica(Service):
         self.config = cluster.order
         self.clock = clock
         self.data_dir = Path(self.config.data_dir.format(id=me.id))
-        self.metrics = ReplicaMetrics(me.id)
+        self.metrics = ReplicaMetrics(self.status)
         self.peers = peers
         self.catalog = catalog
         self.role = "follower"
@@ -143,7 +143,6 @@ class Replica(Service):
             self.log.warn("cut a torn record ({n} bytes) off the end of the log", n=opened.torn_bytes)
         self.log_ = opened.log
         self.durable = len(self.log_)
-        self.metrics.update(self)
         super().startService()
         self.link.start()
 
@@ -186,7 +185,6 @@ class Replica(Service):
         if generation == self.log_.generation:
             self.durable = max(self.durable, length)
             self.log_.mark_durable(self.durable)
-            self.metrics.update(self)
             self.advance_commit()
 
     async def truncate(self, length: int) -> None:
@@ -198,7 +196,6 @@ class Replica(Service):
         self.durable = min(self.durable, length)
         self.commitment.truncate(length)
         await self._writes.submit(("truncate", size))
-        self.metrics.update(self)
 
     def accept_epoch(self, epoch: int) -> Deferred[None]:
         """
@@ -217,7 +214,6 @@ class Replica(Service):
         self.step_down(f"epoch {epoch} is accepted")
         self.leader = None
         self.epoch = epoch
-        self.metrics.update(self)
         return self._run(write_durably, self.data_dir / EPOCH, dumps({"epoch": epoch}))
 
     # -- commitment -------------------------------------------------------------
@@ -229,8 +225,8 @@ class Replica(Service):
 
     def advance_commit(self) -> None:
         """Recompute the commit point from the copies on disk: the leader's own and each follower's."""
-        if self.role == "leader" and self.commitment.advance([self.durable, *self.streams.acked()]):
-            self.metrics.update(self)
+        if self.role == "leader":
+            self.commitment.advance([self.durable, *self.streams.acked()])
 
     # -- roles ---------------------------------------------------------------------
 
@@ -246,7 +242,6 @@ class Replica(Service):
             self.role = "follower"
             self.streams.close_all()
             self.commitment.fail_all(self.not_leader())
-            self.metrics.update(self)
 
     async def lead(self, epoch: int, leader: int) -> dict[str, Any]:
         """
@@ -272,7 +267,6 @@ class Replica(Service):
             else:
                 self.step_down(f"replica {leader} leads epoch {epoch}")
                 self.link.follow(leader)
-            self.metrics.update(self)
             return self._notice_reply()
 
     def _notice_reply(self) -> dict[str, Any]:
@@ -469,4 +463,4 @@ class Replica(Service):
         self.link.lost(connection)
 
     def call_finished(self, kind: str, outcome: str, seconds: float) -> None:
-        self.metrics.calls.labels(kind, outcome).inc()
+        self.metrics.calls.record(kind, outcome, seconds)

@@ -192,7 +192,6 @@ class Streams:
                     id=follower.id,
                     timeout=self.ack_timeout,
                 )
-        self.replica.metrics.update(self.replica)
 
     def lost(self, connection: WireProtocol) -> None:
         """A connection closed; if it was a follower's stream, forget it."""
