@@ -106,8 +106,8 @@ class JSONResource(Resource):
             replied(request.code)
         return body
 
-    def allowed_methods(self) -> list[str]:
-        """The methods this resource serves: those with a ``json_`` handler, and ``HEAD`` with ``GET``."""
+    def allowed_methods(self, request: Request) -> list[str]:
+        """The methods this resource serves ``request``: those with a ``json_`` handler, and ``HEAD`` with ``GET``."""
         allowed = sorted({name[5:] for name in dir(self) if name.startswith("json_")})
         if "GET" in allowed:
             allowed.append("HEAD")
@@ -115,7 +115,7 @@ class JSONResource(Resource):
 
     def not_allowed(self, request: Request) -> bytes:
         """The JSON 405 for ``request``, with the ``Allow`` header."""
-        request.setHeader(b"allow", ", ".join(self.allowed_methods()).encode())
+        request.setHeader(b"allow", ", ".join(self.allowed_methods(request)).encode())
         method = request.method.decode("ascii", "replace")
         return write_error(request, ApiError(f"method {method} not allowed here", 405))
 

@@ -378,6 +378,24 @@ class APITests(SynchronousTestCase):
                 self.assertEqual((got, envelope["error"]["code"]), (code, code))
         self.assertEqual([t for t, _ in self.replicas[3].calls if t in ("order", "get")], [])
 
+    def test_orders_methods_and_kinds(self) -> None:
+        """/orders allows GET, HEAD and POST; /orders/<n> GET and HEAD; each request counts under its kind."""
+        self.assertEqual(self.request("POST", "/orders", {"name": "Tux", "quantity": 1})[0], 200)
+        code, _, headers = self.request("POST", "/orders/0", {"name": "Tux", "quantity": 1})
+        self.assertEqual((code, headers.getRawHeaders("allow")), (405, ["GET, HEAD"]))
+        code, _, headers = self.request("PUT", "/orders")
+        self.assertEqual((code, headers.getRawHeaders("allow")), (405, ["GET, HEAD, POST"]))
+        self.assertEqual(self.request("POST", "/orders/%FF")[0], 400)
+        for path in ("/orders/0", "/orders/order_num=0", "/orders?order_number=0"):
+            self.assertEqual(self.request("GET", path)[1]["data"]["number"], 0)
+        self.assertEqual(self.request("GET", "/orders/0/more")[0], 404)
+        requests = self.frontend.metrics.requests
+        self.assertEqual(
+            [requests.count(*key) for key in [("order", "200"), ("order", "405"), ("order", "400")]], [1, 1, 1]
+        )
+        self.assertEqual([requests.count("order_query", code) for code in ("200", "404")], [3, 1])
+        self.assertEqual(requests.count("other", "405"), 1)
+
     def test_operator_endpoints(self) -> None:
         """/health, /cache and /metrics report the front-end's state."""
         self.request("GET", "/products/Tux")

@@ -69,7 +69,7 @@ def _check_number(text: str) -> int:
 
 
 class Public(JSONResource):
-    """A public endpoint: counted and timed in the metrics by ``kind``."""
+    """A public endpoint, a leaf for its whole subtree, whose requests are counted and timed by ``kind``."""
 
     kind = "other"
 
@@ -77,20 +77,15 @@ class Public(JSONResource):
         super().__init__()
         self.frontend = frontend
 
-    def render(self, request: Request) -> bytes | int:
-        if [segment for segment in request.postpath if segment]:
-            return self._count(request, JSONTree().render(request))
-        return self.respond(request, self._counter(request))
-
-    def _counter(self, request: Request) -> Callable[[int], None]:
-        """What counts and times ``request`` once its reply is written."""
-        clock, record, kind = self.frontend.clock, self.frontend.metrics.record, self.kind
+    def _counter(self, request: Request, kind: str | None = None) -> Callable[[int], None]:
+        """What counts and times ``request`` (as ``kind``, default this resource's) once its reply is written."""
+        clock, record, kind = self.frontend.clock, self.frontend.metrics.record, kind or self.kind
         started = clock.seconds()
         return lambda code: record(kind, code, clock.seconds() - started)
 
-    def _count(self, request: Request, body: bytes) -> bytes:
+    def _count(self, request: Request, body: bytes, kind: str | None = None) -> bytes:
         """Count a reply written at once (in no time worth timing)."""
-        self.frontend.metrics.record(self.kind, request.code, 0.0)
+        self.frontend.metrics.record(kind or self.kind, request.code, 0.0)
         return body
 
 
@@ -127,33 +122,46 @@ class Products(Public):
             return self._count(request, write_encoded(request, cached))
         return self._later(self.frontend.product(name), request, self._counter(request))
 
-    def allowed_methods(self) -> list[str]:
+    def allowed_methods(self, request: Request) -> list[str]:
         return ["GET", "HEAD"]
 
 
-class Order(Public):
-    """``GET /orders/<number>``."""
+class Orders(Public):
+    """
+    ``/orders`` and everything under it: ``POST /orders`` places an order;
+    ``GET /orders/<number>``, ``/orders/order_num=<n>`` and
+    ``/orders?order_number=<n>`` read one.  One leaf serves them all; the
+    metrics count placing as ``order`` and reading as ``order_query``.
+    """
 
-    kind = "order_query"
+    isLeaf = True
+    KINDS = {b"POST": "order", b"GET": "order_query", b"HEAD": "order_query"}
 
-    def __init__(self, frontend: FrontendService, number: str | None) -> None:
-        super().__init__(frontend)
-        self._number = number
+    def render(self, request: Request) -> bytes | int:
+        kind = self.KINDS.get(request.method, Public.kind)
+        postpath = request.postpath
+        if len(postpath) > 1 and any(postpath[1:]):
+            return self._count(request, JSONTree().render(request), kind)
+        try:
+            named = self._number_segment(request) is not None  # a path that is not UTF-8 is a 400 whatever the method
+        except BadRequest as e:
+            return self._count(request, write_error(request, e), kind)
+        if named and request.method not in (b"GET", b"HEAD"):
+            return self._count(request, self.not_allowed(request), kind)
+        return self.respond(request, self._counter(request, kind))
+
+    def allowed_methods(self, request: Request) -> list[str]:
+        named = self._number_segment(request) is not None
+        return ["GET", "HEAD"] if named else ["GET", "HEAD", "POST"]
 
     def json_GET(self, request: Request) -> Deferred[Any]:
-        text = self._number
+        text = self._number_segment(request)
         if text is None:
             arg = _one_arg(request, b"order_number")
             if arg is None:
                 raise BadRequest("an order number is required: /orders/<number>")
             text = _segment(arg, ())
         return self.frontend.order(_check_number(text))
-
-
-class PlaceOrder(Public):
-    """``POST /orders``."""
-
-    kind = "order"
 
     def json_POST(self, request: Request) -> Deferred[Any]:
         name, quantity = parse_order(loads(request.content.read()), self.frontend.config.max_quantity)
@@ -168,53 +176,13 @@ class PlaceOrder(Public):
                 raise BadRequest("Idempotency-Key must have 1 to 200 printable characters")
         return Deferred.fromCoroutine(self.frontend.place_order(name, quantity, key))
 
-
-class OrdersHere(Public):
-    """
-    ``/orders`` itself: ``POST`` places an order, ``GET`` reads the one
-    named by ``?order_number=``; a 405 allows both.
-    """
-
-    def render(self, request: Request) -> bytes | int:
-        kinds = {b"POST": PlaceOrder.kind, b"GET": Order.kind, b"HEAD": Order.kind}
-        self.kind = kinds.get(request.method, Public.kind)
-        return super().render(request)
-
-    def json_GET(self, request: Request) -> Deferred[Any]:
-        return Order(self.frontend, None).json_GET(request)
-
-    def json_POST(self, request: Request) -> Deferred[Any]:
-        return PlaceOrder(self.frontend).json_POST(request)
-
-
-class Orders(JSONTree):
-    """``/orders``: placing and the query-string form here, one child per number."""
-
-    def __init__(self, frontend: FrontendService) -> None:
-        super().__init__()
-        self.frontend = frontend
-
-    def getChild(self, path: bytes, request: Request) -> IResource:
-        if not path:
-            return OrdersHere(self.frontend)
-        try:
-            return Order(self.frontend, _segment(path, ("order_num=", "order_number=")))
-        except BadRequest as e:
-            return _Refuse(self.frontend, e)
-
-    def render(self, request: Request) -> bytes | int:
-        return OrdersHere(self.frontend).render(request)
-
-
-class _Refuse(Public):
-    """Any method: the error found while reading the path."""
-
-    def __init__(self, frontend: FrontendService, error: BadRequest) -> None:
-        super().__init__(frontend)
-        self._error = error
-
-    def render(self, request: Request) -> bytes | int:
-        return write_error(request, self._error)
+    @staticmethod
+    def _number_segment(request: Request) -> str | None:
+        """The order number's text in the path, or None for ``/orders`` itself."""
+        postpath = request.postpath
+        if not postpath or not postpath[0]:
+            return None
+        return _segment(postpath[0], ("order_num=", "order_number="))
 
 
 class Leader(JSONResource):
