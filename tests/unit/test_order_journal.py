@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from toystore.order import journal
 from toystore.order.journal import CorruptJournal, Log, decode, encode, open_journal, scan
+from toystore.order.records import order_line
 
 
 def sample_log() -> Log:
@@ -39,6 +40,31 @@ class EncodingTests(SynchronousTestCase):
         for bad in (flipped, b"zzzzzzzz {}\n", b"{}\n", encode({"index": "0", "epoch": 1})):
             with self.subTest(bad=bad):
                 self.assertRaises(ValueError, decode, bad)
+
+    def test_order_lines_written_out(self) -> None:
+        """
+        A leader's order lines, written out directly, are the bytes the
+        generic encoder gives: for any text (quotes, backslashes, control
+        and non-ASCII characters), with and without a seq.
+        """
+        texts = ["Tux", 'say "hi"', "back\\slash", "tab\there\n", "ключ", "🦊 fox", "\u2028", "\x7f\x00"]
+        for name in texts:
+            for key in (texts[0], name):
+                for seq in (None, 0, 41, 2**62):
+                    order = {"number": 5, "name": name, "quantity": 100, "key": key}
+                    if seq is not None:
+                        order["seq"] = seq
+                    expected = encode({"index": 7, "epoch": 3, "order": order})
+                    with self.subTest(name=name, key=key, seq=seq):
+                        self.assertEqual(order_line(3, 7, 5, name, 100, key, seq), expected)
+                        self.assertEqual(decode(expected)["order"], order)
+
+    def test_order_lines_refuse_other_types(self) -> None:
+        """A number that is not an int (a bool, a float, a string) or a text that is not a str is refused."""
+        good = {"epoch": 1, "index": 0, "number": 0, "name": "Tux", "quantity": 1, "key": "k", "seq": 1}
+        for field, bad in [("quantity", True), ("quantity", 1.5), ("seq", "1"), ("epoch", 1.0), ("name", b"Tux")]:
+            with self.subTest(field=field, bad=bad):
+                self.assertRaises(ValueError, order_line, **{**good, field: bad})
 
 
 class ScanTests(SynchronousTestCase):
@@ -151,6 +177,21 @@ class LogTests(SynchronousTestCase):
         self.assertEqual(
             (again.records, again.orders, again.keys, again.offsets), (log.records, log.orders, log.keys, log.offsets)
         )
+
+    def test_appended_orders_as_peers_see_them(self) -> None:
+        """A log that appends orders itself and one that receives their lines hold the same records and indexes."""
+        log = sample_log()
+        log.append_order(2, "Tux", 3, "k3", seq=7)
+        log.append_order(2, "Fox", 1, "k4", seq=8)
+        copy = Log()
+        for line in log.lines:
+            copy.append_line(line)
+        self.assertEqual(
+            (copy.lines, copy.orders, copy.keys, copy.runs(), copy.reconciled()),
+            (log.lines, log.orders, log.keys, log.runs(), log.reconciled()),
+        )
+        self.assertRaises(ValueError, log.append_order, 2, "Tux", 1.0, "k5")
+        self.assertEqual((len(log), log.order_count), (len(copy), copy.order_count))
 
     def test_append_line_checks_continuity(self) -> None:
         """A peer's line must be the next record of this log."""

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from .keyindex import Digest, KeyIndex, key_digest
 from .reconcile import Reconciled
-from .records import check_record, decode, encode, record_of
+from .records import check_record, decode, encode, order_line, record_of
 from .window import Window
 
 #: Bytes of record lines a log keeps in memory once they are on disk (about 26,000 orders).
@@ -108,10 +108,12 @@ class Log:
         else:
             self._others.append(index)
             self._orders_before_other.append(number)
-        epoch = record["epoch"]
+        self._reconciled.add(index, record)
+        self._extend(index, record["epoch"], line)
+
+    def _extend(self, index: int, epoch: int, line: bytes) -> None:
         if not self._runs or self._runs[-1][1] != epoch:
             self._runs.append([index, epoch])
-        self._reconciled.add(index, record)
         self.offsets.append(self.offsets[-1] + len(line))
         self._window.append(line)
 
@@ -121,11 +123,17 @@ class Log:
         self._window.mark_durable(len(self))
 
     def append_order(self, epoch: int, name: str, quantity: int, key: str, seq: int | None = None) -> bytes:
-        """Add an order record (``seq``: the catalog's number of its buy); return its line."""
-        order: dict[str, Any] = {"number": self.order_count, "name": name, "quantity": quantity, "key": key}
-        if seq is not None:
-            order["seq"] = seq
-        return self._append({"index": len(self), "epoch": epoch, "order": order})
+        """
+        Add an order record (``seq``: the catalog's number of its buy); return its line.
+
+        :raises ValueError: when a value has the wrong type (nothing is added then).
+        """
+        index, number = len(self), self.order_count
+        line = order_line(epoch, index, number, name, quantity, key, seq)
+        self._keys.add(key, number)
+        self._reconciled.add_order(index, seq)
+        self._extend(index, epoch, line)
+        return line
 
     def append_leader(self, epoch: int, leader: int, reconciled: int = 0) -> bytes:
         """Add the record with which ``leader`` starts serving ``epoch``; return its line."""

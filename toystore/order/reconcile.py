@@ -76,7 +76,10 @@ class Reconciled:
             self._checkpoint(index + 1)
             return
         order = record.get("order")
-        seq = order.get("seq") if order is not None else None
+        self.add_order(index, order.get("seq") if order is not None else None)
+
+    def add_order(self, index: int, seq: int | None) -> None:
+        """Account for record ``index``, an order whose buy has ``seq`` (None: not known)."""
         if seq is not None and seq > self.through:
             if seq == self.through + 1:
                 self.through = seq

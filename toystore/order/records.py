@@ -41,6 +41,31 @@ def encode(record: dict[str, Any]) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
+def order_line(epoch: int, index: int, number: int, name: str, quantity: int, key: str, seq: int | None) -> bytes:
+    """
+    The line of an order record: the bytes :func:`encode` gives for
+    ``{"epoch", "index", "order": {"key", "name", "number", "quantity",
+    "seq"}}``, written out directly (a leader writes one per order).
+
+    :raises ValueError: when a number is not an int or a text not a str.
+    """
+    if seq is not None and type(seq) is not int:
+        raise ValueError("an order's seq must be an integer")
+    if not (type(epoch) is type(index) is type(number) is type(quantity) is int):
+        raise ValueError("an order's epoch, index, number and quantity must be integers")
+    if type(name) is not str or type(key) is not str:
+        raise ValueError("an order's name and key must be strings")
+    body = _ORDER % (epoch, index, _quote(key), _quote(name), number, quantity, "" if seq is None else f',"seq":{seq}')
+    data = body.encode("utf-8")
+    return b"%08x %s\n" % (zlib.crc32(data), data)
+
+
+#: An order record's JSON, keys sorted as :func:`~toystore.envelope.dumps` sorts them.
+_ORDER = '{"epoch":%d,"index":%d,"order":{"key":%s,"name":%s,"number":%d,"quantity":%d%s}}'
+#: How json quotes a string when it keeps non-ASCII characters (``ensure_ascii=False``, as dumps does).
+_quote = json.encoder.encode_basestring
+
+
 def decode(line: bytes) -> dict[str, Any]:
     """
     The record of one line (with or without its newline).
