@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -17,6 +17,9 @@ class CommitmentTests(SynchronousTestCase):
         self.clock = Clock()
         self.commitment = Commitment(self.clock, min_insync=2, timeout=3.0)
         self.commitment.start(4)  # records 0..3 from earlier epochs; 4 is the leader record
+
+    def wait(self, index: int) -> Deferred[None]:
+        return self.commitment.wait(index)
 
     def test_second_largest_copy(self) -> None:
         """The point is the min_insync-th largest copy: the leader alone commits nothing."""
@@ -35,33 +38,61 @@ class CommitmentTests(SynchronousTestCase):
         self.assertEqual(self.commitment.point, 5)
 
     def test_waiters_released_by_index(self) -> None:
-        """An order waits until the point passes its record; a committed one does not wait at all."""
-        waits = {index: self.wait(index) for index in (5, 6, 7)}
+        """An order waits until the point passes its record, whatever the order of arrival; a committed one does not."""
+        waits = [(index, self.wait(index)) for index in (6, 5, 7, 5)]  # two waits for record 5
         self.commitment.advance([7, 7])
-        self.assertEqual([index for index, d in waits.items() if d.called], [5, 6])
-        self.assertNoResult(waits[7])
+        self.assertEqual([index for index, d in waits if d.called], [6, 5, 5])
+        self.assertNoResult(waits[2][1])
         self.commitment.advance([8, 8])
-        self.successResultOf(waits[7])
+        self.successResultOf(waits[2][1])
         self.successResultOf(self.wait(3))
+        self.assertEqual(self.commitment.waiting(), 0)
 
-    def test_timeout(self) -> None:
-        """An order not committed within the timeout fails with a 503, and waits no more."""
-        d = self.wait(5)
-        self.clock.advance(2.9)
-        self.assertNoResult(d)
+    def test_one_timer_for_every_wait(self) -> None:
+        """Each wait fails at its own deadline, the oldest first, with one timer running at a time."""
+        first = self.wait(5)
+        self.clock.advance(1.0)
+        second, third = self.wait(6), self.wait(7)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(1.9)
+        self.assertNoResult(first)
         self.clock.advance(0.1)
-        error = self.failureResultOf(d, Unavailable).value
+        error = self.failureResultOf(first, Unavailable).value
         self.assertIn("no majority", error.message)
-        self.assertTrue(self.commitment.advance([6, 6]))
+        self.assertNoResult(second)
+        self.commitment.advance([7, 7])  # commits 6 (record 7 is not yet on two copies)
+        self.successResultOf(second)
+        self.clock.advance(1.0)
+        self.failureResultOf(third, Unavailable)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertTrue(self.commitment.advance([9, 9]), "failed waits do not hold the point back")
+
+    def test_cancelled_wait(self) -> None:
+        """A wait its caller cancels ends there; the others go on."""
+        cancelled, kept = self.wait(5), self.wait(5)
+        cancelled.cancel()
+        self.failureResultOf(cancelled, CancelledError)
+        self.commitment.advance([6, 6])
+        self.successResultOf(kept)
+
+    def test_fail_from(self) -> None:
+        """Records that cannot be written fail the orders waiting for them, and only those."""
+        early, late, later = self.wait(5), self.wait(6), self.wait(7)
+        self.commitment.fail_from(6, ApiError("the order log could not be written", 500))
+        for d in (late, later):
+            self.assertEqual(self.failureResultOf(d, ApiError).value.code, 500)
+        self.assertNoResult(early)
+        self.commitment.advance([6, 6])
+        self.successResultOf(early)
 
     def test_fail_all(self) -> None:
-        """A leader that steps down fails every waiting order with the error it gives."""
+        """A leader that steps down fails every waiting order with the error it gives, and stops its timer."""
         first, second = self.wait(5), self.wait(6)
         self.commitment.fail_all(ApiError("gone"))
         for d in (first, second):
             self.assertEqual(self.failureResultOf(d, ApiError).value.message, "gone")
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.commitment.waiting(), 0)
 
     def test_truncate_and_restart(self) -> None:
         """A truncation lowers the point; a new leadership starts from nothing committed."""
@@ -71,6 +102,3 @@ class CommitmentTests(SynchronousTestCase):
         self.commitment.start(10)
         self.assertEqual((self.commitment.point, self.commitment.epoch_start), (0, 10))
         self.assertNoResult(self.wait(3))
-
-    def wait(self, index: int) -> Deferred[None]:
-        return ensureDeferred(self.commitment.wait(index))

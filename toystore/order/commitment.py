@@ -9,31 +9,45 @@ leader's epoch counts: records of earlier epochs become committed by that
 record, never by counting their own copies, which is Raft's rule against a
 record on a majority being overwritten later.
 
-This module is reactor-free: time is the clock it is given, for the
-commitment timeout.
+Every order of a busy leader waits here, so a wait costs little: a
+Deferred, and a place in a heap by record index and in a queue by arrival.
+One timer serves every wait's deadline: the waits share one timeout, so the
+oldest is always the first to expire, and the timer runs at its deadline
+(then again at the next oldest's), not once per order.
+
+This module is reactor-free: time is the clock it is given.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from heapq import heapify, heappop, heappush
+from itertools import count
 from typing import Iterable
 
-from twisted.internet.defer import Deferred, TimeoutError
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from ..envelope import ApiError, Unavailable
 
 
 class Waiter:
-    """An order waiting for its record to be committed."""
+    """An order waiting for record ``index`` to be committed, until ``deadline``."""
 
-    def __init__(self, index: int) -> None:
+    __slots__ = ("index", "deadline", "deferred")
+
+    def __init__(self, index: int, deadline: float) -> None:
         self.index = index
-        self.deferred: Deferred[None] = Deferred()
+        self.deadline = deadline
+        self.deferred: Deferred[None] = Deferred()  # cancelling it (the default canceller) ends the wait
 
 
 class Commitment:
     """
     The commit point of one leadership, and the orders waiting for it.
+
+    A wait that has been answered (committed, failed, cancelled) may stay in
+    the heap or the queue a while; it is skipped, and dropped, when reached.
 
     :param clock: for the timeout of each wait.
     :param min_insync: the copies (leader included) that commit a record.
@@ -46,7 +60,14 @@ class Commitment:
         self.timeout = timeout
         self.point = 0  # records known to be on min_insync replicas (leader: exact; follower: 0)
         self.epoch_start = 0  # index of the record that opened this leader's epoch
-        self._waiters: list[Waiter] = []
+        self._by_index: list[tuple[int, int, Waiter]] = []  # a heap: the lowest index first
+        self._by_arrival: deque[Waiter] = deque()  # so by deadline too
+        self._ties = count()  # orders waits for the same index in the heap
+        self._timer: IDelayedCall | None = None
+
+    def waiting(self) -> int:
+        """How many orders wait now."""
+        return sum(1 for waiter in self._by_arrival if not waiter.deferred.called)
 
     def start(self, epoch_start: int) -> None:
         """A new leadership whose first record (the leader record) is ``epoch_start``: nothing is committed yet."""
@@ -61,7 +82,7 @@ class Commitment:
         """
         Recompute the commit point from the lengths on disk of every copy
         (the leader's and each follower's acknowledged one); release the
-        orders it commits.  Whether the point moved.
+        orders it commits, lowest index first.  Whether the point moved.
         """
         ranked = sorted(copies, reverse=True)
         if len(ranked) < self.min_insync:
@@ -70,37 +91,73 @@ class Commitment:
         if point <= self.epoch_start or point <= self.point:
             return False
         self.point = point
-        ready, self._waiters = (
-            [w for w in self._waiters if w.index < point],
-            [w for w in self._waiters if w.index >= point],
-        )
-        for waiter in ready:
-            waiter.deferred.callback(None)
+        heap = self._by_index
+        while heap and heap[0][0] < point:
+            d = heappop(heap)[2].deferred
+            if not d.called:
+                d.callback(None)
+        arrivals = self._by_arrival
+        while arrivals and arrivals[0].deferred.called:
+            arrivals.popleft()
         return True
 
-    async def wait(self, index: int) -> None:
+    def wait(self, index: int) -> Deferred[None]:
         """
-        Wait until record ``index`` is committed, at most ``timeout`` seconds.
-
-        :raises Unavailable: when it is not committed in time.
+        A Deferred that fires once record ``index`` is committed, or fails
+        with :class:`~toystore.envelope.Unavailable` after ``timeout``
+        seconds.
         """
         if index < self.point:
-            return
-        waiter = Waiter(index)
-        self._waiters.append(waiter)
-        try:
-            await waiter.deferred.addTimeout(self.timeout, self.clock)
-        except TimeoutError:
-            raise Unavailable(
-                f"no majority: the order is on fewer than {self.min_insync} replicas "
-                f"after {self.timeout} s, so it is not acknowledged"
-            ) from None
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            return succeed(None)
+        waiter = Waiter(index, self.clock.seconds() + self.timeout)
+        heappush(self._by_index, (index, next(self._ties), waiter))
+        self._by_arrival.append(waiter)
+        if self._timer is None:
+            self._timer = self.clock.callLater(self.timeout, self._expire)
+        return waiter.deferred
+
+    def _expire(self) -> None:
+        """Fail the waits whose time is up; set the timer again for the oldest left."""
+        self._timer = None
+        now = self.clock.seconds()
+        arrivals, late = self._by_arrival, []
+        while arrivals and (arrivals[0].deferred.called or arrivals[0].deadline <= now):
+            waiter = arrivals.popleft()
+            if not waiter.deferred.called:
+                late.append(waiter)
+        if arrivals:
+            self._timer = self.clock.callLater(arrivals[0].deadline - now, self._expire)
+        for waiter in self._drop(late):
+            waiter.deferred.errback(
+                Unavailable(
+                    f"no majority: the order is on fewer than {self.min_insync} replicas "
+                    f"after {self.timeout} s, so it is not acknowledged"
+                )
+            )
+
+    def fail_from(self, index: int, error: ApiError) -> None:
+        """Fail every order waiting for record ``index`` or a later one (their records cannot be written)."""
+        for waiter in self._drop([entry[2] for entry in self._by_index if entry[0] >= index]):
+            waiter.deferred.errback(error)
 
     def fail_all(self, error: ApiError) -> None:
         """Fail every order waiting (the leader steps down or stops)."""
-        waiters, self._waiters = self._waiters, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiters = [entry[2] for entry in self._by_index]
+        self._by_index, self._by_arrival = [], deque()
         for waiter in waiters:
-            waiter.deferred.errback(error)
+            if not waiter.deferred.called:
+                waiter.deferred.errback(error)
+
+    def _drop(self, waiters: list[Waiter]) -> list[Waiter]:
+        """
+        Take ``waiters`` out of the heap (the commit point may never pass
+        them) before they are failed; the ones still waiting, to fail.
+        """
+        if waiters:
+            gone = set(waiters)
+            self._by_index = [e for e in self._by_index if e[2] not in gone and not e[2].deferred.called]
+            heapify(self._by_index)
+        return [waiter for waiter in waiters if not waiter.deferred.called]
