@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -111,6 +112,50 @@ class DivergenceTests(ReplicaCase):
         self.assertEqual(self.file(3), self.file(2))
         self.assertNotIn("never-committed", self.replicas[3].log_.keys)
         self.assertEqual(self.replicas[3].log_.keys, {"k0": 0, "k1": 1})
+
+
+class OneTurnTests(ReplicaCase):
+    """A leader's orders of one reactor turn go to each follower in one push and to its disk in one write."""
+
+    def counts(self) -> tuple[int, int, float | None, float | None]:
+        leader, follower = self.replicas[3].metrics, self.replicas[1].metrics
+        batches = leader.registry.get_sample_value
+        return (
+            follower.calls.count("records", "ok"),
+            leader.calls.count("ack", "ok"),
+            batches("toystore_order_fsync_batch_size_count"),
+            batches("toystore_order_fsync_batch_size_sum"),
+        )
+
+    def test_one_push_and_one_write_per_turn(self) -> None:
+        """Three orders placed in one turn: one records push per follower, one ack each, one log write."""
+        self.make()
+        self.elect(1, 3)
+        pushes, acks, writes, written = self.counts()
+        placed = [Deferred.fromCoroutine(self.replicas[3].place("Tux", 1, f"k{n}")) for n in range(3)]
+        self.assertEqual(len(self.replicas[1].log_), 1, "nothing is pushed before the turn ends")
+        self.network.flush()
+        self.assertEqual([self.successResultOf(d) for d in placed], [{"order_number": n} for n in range(3)])
+        self.assertEqual(self.counts(), (pushes + 1, acks + 2, writes + 1, written + 1))
+        self.assertEqual(self.file(1), self.file(3))
+
+    def test_failed_write_fails_its_orders(self) -> None:
+        """When the leader cannot write its log, the orders of that write fail with a 500, not a timeout."""
+        self.make()
+        self.elect(1, 3)
+        leader = self.replicas[3]
+
+        class BrokenFile:
+            def write(self, operations: Any) -> None:
+                raise OSError("no space left on device")
+
+            def close(self) -> None:
+                pass
+
+        leader.writes.file = BrokenFile()
+        failure = self.failureResultOf(self.order(3, "k"), ApiError)
+        self.assertEqual((failure.value.code, failure.value.message), (500, "the order log could not be written"))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
 
 class DiscoveryTests(ReplicaCase):

@@ -9,9 +9,12 @@ highest epoch it has accepted is on disk, and everything from an older epoch
 (notices, streams, records) is refused, so a deposed leader cannot commit.
 
 An order is acknowledged only once its record is durable on ``min_insync``
-replicas, the leader included (:mod:`toystore.order.commitment`).  The leader's own log writes, like the
-followers', go through a :class:`BatchQueue` to one thread: one fsync per
-batch, and the reactor thread never waits on the disk.
+replicas, the leader included (:mod:`toystore.order.commitment`).  Log
+writes, the leader's like the followers', go to one thread in batches
+(:mod:`toystore.order.writes`): one fsync per batch, and the reactor thread
+never waits on the disk.  The records a leader adds in one reactor turn go
+to each follower in one push and to its own file in one write, at the end
+of the turn.
 
 The log in memory holds only the most recent lines (:mod:`toystore.order.log`);
 an older record (an order query, a key to confirm, a follower's catch-up)
@@ -28,11 +31,11 @@ from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredLock, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .. import failpoints
-from ..batch import BatchQueue, timed_in_thread
 from ..catalog.store import MAX_KEY, MAX_QUANTITY, parse_name
 from ..config import ClusterConfig, ReplicaConfig
 from ..envelope import (
@@ -50,12 +53,13 @@ from ..envelope import (
 from ..runtime import StartupError
 from ..wire import WireProtocol, require
 from .commitment import Commitment
-from .journal import CorruptJournal, JournalFile, Log, open_journal, record_of, write_durably
+from .journal import CorruptJournal, Log, open_journal, record_of, write_durably
 from .keyindex import Digest, key_digest
 from .metrics import ReplicaMetrics
 from .reads import LogReads
 from .reconcile import unlogged_buys
 from .replication import Link, Streams
+from .writes import LogWrites
 
 JOURNAL = "orders.log"
 EPOCH = "epoch.json"
@@ -113,14 +117,15 @@ class Replica(Service):
         self.leader: int | None = None
         self._log_options = {"window_bytes": self.config.window_bytes, "digest": digest}
         self.log_: Log = Log(**self._log_options)
-        self.durable = 0  # records on disk here
         self.commitment = Commitment(clock, self.config.min_insync, self.config.commit_timeout)
         self.streams = Streams(self, clock, self.config.ack_timeout)
         self.link = Link(self, clock, cluster.wire, connect, find_leader, self.config.discovery_interval)
         self._run = run_in_thread
-        self._file: JournalFile | None = None
+        self.writes = LogWrites(run_in_thread, self.config.max_batch, self.metrics, lambda _: self.advance_commit())
         self.reads = LogReads(self.log_, read_in_thread or run_in_thread)
-        self._writes: BatchQueue[tuple[str, Any], int] = BatchQueue(self._write_batch, self.config.max_batch)
+        self._unwritten: list[bytes] = []  # the leader's new records, written once per reactor turn
+        self._unwritten_end = 0  # the length of the log with them
+        self._write_call: IDelayedCall | None = None
         self._placing: dict[str, tuple[tuple[str, int], list[Deferred[int]]]] = {}
         self._roles = DeferredLock()
 
@@ -131,7 +136,7 @@ class Replica(Service):
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             opened = open_journal(self.data_dir / JOURNAL, **self._log_options)
-            self._file = opened.file
+            self.writes.open(opened.log, opened.file)
             self.reads.open(opened.log, self.data_dir / JOURNAL)
             epoch_file = self.data_dir / EPOCH
             self.epoch = loads(epoch_file.read_bytes())["epoch"] if epoch_file.exists() else 0
@@ -142,7 +147,6 @@ class Replica(Service):
         if opened.torn_bytes:
             self.log.warn("cut a torn record ({n} bytes) off the end of the log", n=opened.torn_bytes)
         self.log_ = opened.log
-        self.durable = len(self.log_)
         super().startService()
         self.link.start()
 
@@ -151,10 +155,8 @@ class Replica(Service):
         self.link.shutdown()
         self.streams.close_all()
         self.commitment.fail_all(Unavailable(f"replica {self.id} is stopping"))
-        await self._writes.when_idle()
-        if self._file is not None:
-            await self._run(self._file.close)
-            self._file = None
+        self._write_new()
+        await self.writes.close()
         await self.reads.close()
 
     def stopService(self) -> Deferred[None]:
@@ -164,38 +166,48 @@ class Replica(Service):
 
     # -- the disk ----------------------------------------------------------------
 
-    def _write_batch(self, operations: list[tuple[str, Any]]) -> Deferred[list[int]]:
-        journal = self._file
-        if journal is None:
-            raise Unavailable("the order log is closed")
+    @property
+    def durable(self) -> int:
+        """Records on disk here."""
+        return self.writes.durable
 
-        return timed_in_thread(
-            self._run,
-            lambda: journal.write(operations),
-            self.metrics.fsync_seconds,
-            self.metrics.batch_size,
-            len(operations),
-        )
+    def write_lines(self, lines: list[bytes]) -> Deferred[Any]:
+        """Append ``lines`` (the last records of the in-memory log) to the file: a Deferred of their fsync."""
+        self._write_new()  # earlier records first, in the log's order
+        return self.writes.append(lines, len(self.log_))
 
-    async def write_lines(self, lines: list[bytes]) -> None:
-        """Append ``lines`` (already in the in-memory log) to the file; wait for the fsync."""
-        # A truncation meanwhile raises the generation: then these records may be gone, or others.
-        length, generation = len(self.log_), self.log_.generation
-        await self._writes.submit(("append", b"".join(lines)))
-        if generation == self.log_.generation:
-            self.durable = max(self.durable, length)
-            self.log_.mark_durable(self.durable)
-            self.advance_commit()
+    def _write_soon(self, line: bytes) -> None:
+        """Push and write a leader's new record with the others of this reactor turn: one message, one write."""
+        self._unwritten.append(line)
+        self._unwritten_end = len(self.log_)
+        if self._write_call is None:
+            self._write_call = self.clock.callLater(0, self._write_new)
+
+    def _write_new(self) -> None:
+        """Push the records added since the last push to the followers, and write them (the leader's)."""
+        if self._write_call is not None:
+            if self._write_call.active():
+                self._write_call.cancel()
+            self._write_call = None
+        lines, self._unwritten = self._unwritten, []
+        if lines:
+            self.streams.send_new()
+            end = self._unwritten_end
+            self.writes.append(lines, end).addErrback(self._not_written, end - len(lines), len(lines))
+
+    def _not_written(self, failure: Failure, first: int, count: int) -> None:
+        self.log.failure("while writing records {first} to {last}", failure, first=first, last=first + count - 1)
+        self.commitment.fail_from(first, ApiError("the order log could not be written", 500))
 
     async def truncate(self, length: int) -> None:
         """Keep only the first ``length`` records, in memory and (durably) on disk."""
         if length >= len(self.log_):
             return
         self.log.warn("truncating the log from {old} to {new} records", old=len(self.log_), new=length)
+        self._write_new()  # in the file's order
         size = self.log_.truncate(length)
-        self.durable = min(self.durable, length)
         self.commitment.truncate(length)
-        await self._writes.submit(("truncate", size))
+        await self.writes.truncate(length, size)
 
     def accept_epoch(self, epoch: int) -> Deferred[None]:
         """
@@ -330,7 +342,9 @@ class Replica(Service):
         """Place an order (once per key) and return its number once committed."""
         if self.role != "leader":
             raise self.not_leader()
-        found = await self.reads.find_order(key)  # it may read from disk, letting time pass
+        # A key the index has never seen is new (the common case); a candidate must be confirmed
+        # against its record, which may be read from disk, letting time pass.
+        found = await self.reads.find_order(key) if self.log_.key_candidates(key) else None
         if self.role != "leader":
             raise self.not_leader()
         if found is not None:
@@ -378,11 +392,8 @@ class Replica(Service):
         if self.role != "leader" or self.epoch != epoch:
             raise self.not_leader()
         number = self.log_.order_count
-        line = self.log_.append_order(epoch, name, quantity, key, bought.get("seq"))
-        index = len(self.log_) - 1
-        self.streams.send_new()
-        await self.write_lines([line])
-        await self.commitment.wait(index)
+        self._write_soon(self.log_.append_order(epoch, name, quantity, key, bought.get("seq")))
+        await self.commitment.wait(len(self.log_) - 1)
         self.metrics.order_seconds.observe(self.clock.seconds() - started)
         return number
 

@@ -255,6 +255,7 @@ class Link:
         self._find_leader = find_leader
         self._client: WireClient | None = None
         self._stream: WireProtocol | None = None
+        self._acked = 0  # the length last acknowledged on the stream
         self.following: int | None = None
         self._discovery = LoopingCall(self._discover)
         self._discovery.clock = clock
@@ -312,7 +313,8 @@ class Link:
         truncated = Deferred.fromCoroutine(replica.truncate(common))
         await accepted
         await truncated
-        connection.push("ack", length=replica.durable)
+        self._acked = replica.durable
+        connection.push("ack", length=self._acked)
 
     def records(self, message: dict[str, Any], connection: WireProtocol) -> Deferred[None] | None:
         """Records from the leader: append, fsync, acknowledge."""
@@ -348,8 +350,10 @@ class Link:
         async def write_and_ack() -> None:
             await replica.write_lines(added)
             # Fenced meanwhile by a promoting peer: the old leader must not count this copy.
-            if replica.epoch == epoch and connection is self._stream:
-                connection.push("ack", length=replica.durable)
+            # Writes that shared a batch end together: one ack tells of them all.
+            if replica.epoch == epoch and connection is self._stream and replica.durable > self._acked:
+                self._acked = replica.durable
+                connection.push("ack", length=self._acked)
 
         return Deferred.fromCoroutine(write_and_ack())
 

@@ -1,0 +1,103 @@
+"""
+Writing a replica's log to its journal file: group commit in the disk thread.
+
+Records are added to the in-memory log (:mod:`toystore.order.log`) first,
+then written here.  Writes go through a :class:`~toystore.batch.BatchQueue`
+to one thread: every write that arrives while a batch is being written and
+fsynced goes in the next batch, so a batch of any size costs one fsync, and
+the reactor thread never waits on the disk.
+
+What a batch makes durable is settled once per batch, not once per write:
+the new durable length, and the one call to ``durable(length)`` that the
+replica turns into a commit point and acknowledgements.  A truncation of
+the log raises its generation; a write queued before it no longer counts
+when its batch ends (its records may be gone, or others in their place).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+
+from ..batch import BatchQueue, timed_in_thread
+from ..envelope import Unavailable
+from .journal import JournalFile, Log
+
+RunInThread = Callable[..., Deferred[Any]]
+
+#: One write: ``("append", data, (length, generation))`` or ``("truncate", size, None)``.
+Operation = tuple[str, Any, Any]
+
+
+class LogWrites:
+    """
+    The writes of one log to its journal file.
+
+    :param run_in_thread: runs the writes (one thread: they must not overlap).
+    :param max_batch: the most writes that share one fsync.
+    :param metrics: the replica's metrics (``fsync_seconds``, ``batch_size``).
+    :param durable: called after a batch with the log's length now on disk,
+        when that length grew.
+    """
+
+    def __init__(
+        self, run_in_thread: RunInThread, max_batch: int, metrics: Any, durable: Callable[[int], None]
+    ) -> None:
+        self.log = Log()
+        self.durable = 0  # records on disk
+        self.file: JournalFile | None = None
+        self._run = run_in_thread
+        self._metrics = metrics
+        self._on_durable = durable
+        self._queue: BatchQueue[Operation, int] = BatchQueue(self._write_batch, max_batch)
+
+    def open(self, log: Log, file: JournalFile) -> None:
+        """Write to ``file`` the records of ``log``, all of which are on disk now."""
+        self.log = log
+        self.file = file
+        self.durable = len(log)
+
+    def append(self, lines: list[bytes], end: int) -> Deferred[int]:
+        """
+        Append ``lines``, records ``end - len(lines)`` .. ``end - 1`` of the
+        log in memory, to the file (after every record before them).
+
+        :return: a Deferred that fires once they are fsynced (with the file's size).
+        """
+        return self._queue.submit(("append", b"".join(lines), (end, self.log.generation)))
+
+    def truncate(self, length: int, size: int) -> Deferred[int]:
+        """The log in memory was cut to ``length`` records (``size`` bytes): cut the file too, durably."""
+        self.durable = min(self.durable, length)
+        return self._queue.submit(("truncate", size, None))
+
+    async def close(self) -> None:
+        """Let the queued writes finish, then close the file (in the disk thread)."""
+        await self._queue.when_idle()
+        file, self.file = self.file, None
+        if file is not None:
+            await self._run(file.close)
+
+    def _write_batch(self, operations: list[Operation]) -> Deferred[list[int]]:
+        file = self.file
+        if file is None:
+            raise Unavailable("the order log is closed")
+        writes = [(kind, value) for kind, value, _ in operations]
+        metrics = self._metrics
+        done = timed_in_thread(
+            self._run, lambda: file.write(writes), metrics.fsync_seconds, metrics.batch_size, len(writes)
+        )
+        return done.addCallback(self._written, operations)
+
+    def _written(self, sizes: list[int], operations: list[Operation]) -> list[int]:
+        """A batch is on disk: settle what it made durable, once, before its writers hear of it."""
+        generation, durable = self.log.generation, self.durable
+        for _, _, mark in operations:
+            if mark is not None and mark[1] == generation and mark[0] > durable:
+                durable = mark[0]
+        if durable > self.durable:
+            self.durable = durable
+            self.log.mark_durable(durable)
+            self._on_durable(durable)
+        return sizes
