@@ -121,7 +121,8 @@ class Commitment:
         self._timer = None
         now = self.clock.seconds()
         arrivals, late = self._by_arrival, []
-        while arrivals and (arrivals[0].deferred.called or arrivals[0].deadline <= now):
+        # (a microsecond for rounding: the timer was set to run at this deadline)
+        while arrivals and (arrivals[0].deferred.called or arrivals[0].deadline <= now + 1e-6):
             waiter = arrivals.popleft()
             if not waiter.deferred.called:
                 late.append(waiter)
