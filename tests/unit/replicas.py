@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock
@@ -192,7 +192,7 @@ class ReplicaCase(SynchronousTestCase):
         self.network.flush()
 
     def drive(self, coroutine: Any) -> Deferred[Any]:
-        d = Deferred.fromCoroutine(coroutine)
+        d = ensureDeferred(coroutine)
         self.network.flush()
         return d
 

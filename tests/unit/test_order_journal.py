@@ -209,6 +209,19 @@ class LogTests(SynchronousTestCase):
         log.append_order(3, "Whale", 1, "k9")
         self.assertEqual(log.order(1)["key"], "k9")
 
+    def test_summaries(self) -> None:
+        """Every order's toy and quantity stay answerable from memory, through appends, reloads and truncation."""
+        log = sample_log()
+        expected = [(o["name"], o["quantity"]) for o in (log.order(n) for n in range(log.order_count))]
+        self.assertEqual([log.summary(n) for n in range(log.order_count)], expected)
+        self.assertEqual(Log(log.lines).summary(1), expected[1])  # decoded from lines, as at a restart
+        self.assertIsNone(log.summary(log.order_count))
+        self.assertIsNone(log.summary(-1))
+        log.truncate(2)
+        self.assertEqual((log.summary(0), log.summary(1)), (expected[0], None))
+        log.append_order(3, "Robot", 7, "k9")
+        self.assertEqual(log.summary(1), ("Robot", 7))
+
     def test_runs(self) -> None:
         """runs() lists where each epoch starts."""
         self.assertEqual(sample_log().runs(), [[0, 1], [3, 2]])

@@ -6,6 +6,8 @@ the catalog's buys that no log holds.
 
 from __future__ import annotations
 
+from twisted.internet.defer import maybeDeferred
+
 from toystore.envelope import Conflict, StaleEpoch, Unavailable
 from toystore.order.journal import Log
 from toystore.order.replica import NotLeader
@@ -46,7 +48,7 @@ class PromotionTests(ReplicaCase):
         self.clock.advance(1.0)
         self.network.flush()
         self.successResultOf(promoting)
-        read = self.drive(self.replicas[2].order(0))
+        read = self.drive(maybeDeferred(self.replicas[2].order, 0))
         self.assertNoResult(read)
         self.successResultOf(self.drive(self.replicas[1].lead(2, 2)))
         self.network.flush()

@@ -5,12 +5,14 @@ lines of the most recent records.
 The journal file (:mod:`toystore.order.journal`) is the store of the lines.
 Per record, the log keeps its file offset (8 bytes, in an ``array``), and
 per order a digest of its key and its number (:mod:`toystore.order.keyindex`,
-16 bytes).  Everything else it keeps is bounded or nearly so: the lines of
+16 bytes) and what an order query answers, its toy (as the number of the
+name in a table of the names seen) and its quantity (8 bytes), so that no
+query of an order, however old, needs the disk.  Everything else it keeps is bounded or nearly so: the lines of
 the most recent records within a byte budget, and those not yet on disk
 (:mod:`toystore.order.window`); one entry per epoch; one per leader record
 (from which an order's record index is computed, so orders need no table of
 their own); a snapshot of :meth:`Log.reconciled` every thousand records.
-So its memory grows by about 24 bytes an order, where it grew by a line, a
+So its memory grows by about 32 bytes an order, where it grew by a line, a
 decoded record and a key string (a kilobyte) before.
 
 This module is reactor-free and does no I/O.
@@ -62,6 +64,10 @@ class Log:
         self._others = array("q")  # indexes of the records that are not orders (leader records)
         self._orders_before_other = array("q")  # ..., and how many orders come before each
         self._keys = KeyIndex(digest)
+        self._names: dict[str, int] = {}  # toy name -> its number in _name_list
+        self._name_list: list[str] = []
+        self._order_names = array("I")  # order number -> the number of its toy's name
+        self._order_quantities = array("l")  # order number -> its quantity
         self._runs: list[list[int]] = []  # [first index, epoch] of each epoch
         self._reconciled = Reconciled()
         self._window = Window(window_bytes)
@@ -105,6 +111,7 @@ class Log:
         order = record.get("order")
         if order is not None:
             self._keys.add(order["key"], number)
+            self._summarise(order["name"], order["quantity"])
         else:
             self._others.append(index)
             self._orders_before_other.append(number)
@@ -131,9 +138,18 @@ class Log:
         index, number = len(self), self.order_count
         line = order_line(epoch, index, number, name, quantity, key, seq)
         self._keys.add(key, number)
+        self._summarise(name, quantity)
         self._reconciled.add_order(index, seq)
         self._extend(index, epoch, line)
         return line
+
+    def _summarise(self, name: str, quantity: int) -> None:
+        named = self._names.get(name)
+        if named is None:
+            named = self._names[name] = len(self._name_list)
+            self._name_list.append(name)
+        self._order_names.append(named)
+        self._order_quantities.append(quantity)
 
     def append_leader(self, epoch: int, leader: int, reconciled: int = 0) -> bytes:
         """Add the record with which ``leader`` starts serving ``epoch``; return its line."""
@@ -168,6 +184,8 @@ class Log:
         dropped = self._window.truncate(length)
         removed = None if dropped is None else [o["key"] for o in map(_order_of, dropped) if o is not None]
         self._keys.truncate(orders, removed)
+        del self._order_names[orders:]
+        del self._order_quantities[orders:]
         del self.offsets[length + 1 :]
         cut = bisect_left(self._others, length)
         del self._others[cut:]
@@ -191,6 +209,12 @@ class Log:
             return None
         # Order n is preceded by n orders and by every other record that has at most n orders before it.
         return number + bisect_right(self._orders_before_other, number)
+
+    def summary(self, number: int) -> tuple[str, int] | None:
+        """The toy and quantity of order ``number``, from memory whatever its age; None if there is none."""
+        if not 0 <= number < self.order_count:
+            return None
+        return self._name_list[self._order_names[number]], self._order_quantities[number]
 
     def key_candidates(self, key: str) -> list[int]:
         """

@@ -101,22 +101,6 @@ class LogReads:
             self.log.remember(index, line)
         return record_of(line)
 
-    async def order(self, number: int) -> dict[str, Any] | None:
-        """Order ``number``, or None if the log has no such order (any more)."""
-        while True:
-            index = self.log.order_index(number)
-            if index is None:
-                return None
-            line = self.log.line(index)
-            try:
-                record = record_of(line) if line is not None else await self.record(index)
-            except LogChanged:
-                continue
-            order = record.get("order")
-            if record["index"] != index or order is None or order["number"] != number:
-                raise Unavailable(f"record {index} of the log is not order {number}")  # a bug, not a truncation
-            return order
-
     async def find_order(self, key: str) -> tuple[int, dict[str, Any]] | None:
         """
         The number and order of the order placed with ``key``, or None.

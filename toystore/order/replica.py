@@ -53,7 +53,7 @@ from ..envelope import (
 from ..runtime import StartupError
 from ..wire import WireProtocol, require
 from .commitment import Commitment
-from .journal import CorruptJournal, Log, open_journal, record_of, write_durably
+from .journal import CorruptJournal, Log, open_journal, write_durably
 from .keyindex import Digest, key_digest
 from .metrics import ReplicaMetrics
 from .reads import LogReads
@@ -397,25 +397,28 @@ class Replica(Service):
         self.metrics.order_seconds.observe(self.clock.seconds() - started)
         return number
 
-    async def order(self, number: int) -> dict[str, Any]:
+    def order(self, number: int) -> dict[str, Any] | Deferred[dict[str, Any]]:
         """
-        An order from this replica's log.  A leader answers for committed
-        orders only, waiting (up to ``order.commit_timeout``) for one that is
-        in its log but not yet committed, as after a promotion; a follower
-        answers from what it has on disk.
+        An order from this replica's log, answered from memory (the log
+        keeps every order's toy and quantity).  A leader answers for
+        committed orders only, waiting (up to ``order.commit_timeout``) for
+        one that is in its log but not yet committed, as after a promotion:
+        then the answer is a Deferred.  A follower answers from what it has
+        on disk.
         """
         index = self.log_.order_index(number)
-        if index is None:
+        if index is None or (self.role != "leader" and index >= self.durable):
             raise NotFound(f"order {number} not found")
-        if self.role == "leader":
-            await self.commitment.wait(index)
-        elif index >= self.durable:
+        if self.role == "leader" and index >= self.commitment.point:
+            return self.commitment.wait(index).addCallback(lambda _: self._order_reply(number))
+        return self._order_reply(number)
+
+    def _order_reply(self, number: int) -> dict[str, Any]:
+        summary = self.log_.summary(number)
+        if summary is None:  # truncated while it waited
             raise NotFound(f"order {number} not found")
-        line = self.log_.line(index)  # the common case: a recent order, in memory
-        order = record_of(line)["order"] if line is not None else await self.reads.order(number)
-        if order is None:
-            raise NotFound(f"order {number} not found")
-        return {"number": order["number"], "name": order["name"], "quantity": order["quantity"]}
+        name, quantity = summary
+        return {"number": number, "name": name, "quantity": quantity}
 
     def status(self) -> dict[str, Any]:
         """What ``status`` and ``GET /health`` report."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
@@ -30,7 +29,7 @@ class Order(JSONResource):
         text = self._segment.decode("utf-8", "replace")
         if not text.isdigit() or len(text) > 18:
             raise BadRequest(f"order number must be a non-negative integer, not {text!r}")
-        return Deferred.fromCoroutine(self._replica.order(int(text)))
+        return self._replica.order(int(text))
 
 
 class Orders(JSONTree):
