@@ -6,13 +6,13 @@ The journal file (:mod:`toystore.order.journal`) is the store of the lines.
 Per record, the log keeps its file offset (8 bytes, in an ``array``), and
 per order a digest of its key and its number (:mod:`toystore.order.keyindex`,
 16 bytes) and what an order query answers, its toy (as the number of the
-name in a table of the names seen) and its quantity (8 bytes), so that no
+name in a table of the names seen) and its quantity (12 bytes), so that no
 query of an order, however old, needs the disk.  Everything else it keeps is bounded or nearly so: the lines of
 the most recent records within a byte budget, and those not yet on disk
 (:mod:`toystore.order.window`); one entry per epoch; one per leader record
 (from which an order's record index is computed, so orders need no table of
 their own); a snapshot of :meth:`Log.reconciled` every thousand records.
-So its memory grows by about 32 bytes an order, where it grew by a line, a
+So its memory grows by about 36 bytes an order, where it grew by a line, a
 decoded record and a key string (a kilobyte) before.
 
 This module is reactor-free and does no I/O.
@@ -67,7 +67,7 @@ class Log:
         self._names: dict[str, int] = {}  # toy name -> its number in _name_list
         self._name_list: list[str] = []
         self._order_names = array("I")  # order number -> the number of its toy's name
-        self._order_quantities = array("l")  # order number -> its quantity
+        self._order_quantities = array("q")  # order number -> its quantity
         self._runs: list[list[int]] = []  # [first index, epoch] of each epoch
         self._reconciled = Reconciled()
         self._window = Window(window_bytes)
