@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NoReturn, TypeVar
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -30,6 +31,22 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 T = TypeVar("T")
+
+
+#: The exit status of a process that stopped itself because its disk failed (``EX_IOERR``).
+EXIT_DISK_FAILED = 74
+
+
+def exit_now(status: int, why: str) -> NoReturn:
+    """
+    Fail-stop: end the process at once, as a crash would, after saying why
+    on standard error.  For a state no code can trust any more, such as a
+    file whose write failed; the process's recovery at its next start is
+    what makes that safe.
+    """
+    sys.stderr.write(f"{why}: exiting with status {status}\n")
+    sys.stderr.flush()
+    os._exit(status)
 
 
 class StartupError(Exception):

@@ -8,6 +8,8 @@ and recovered logs are byte-identical.  The tests play the front-end's part
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,11 @@ from twisted.internet.task import deferLater
 
 from toystore.envelope import ApiError
 from toystore.order.journal import Log, scan
+from toystore.runtime import EXIT_DISK_FAILED
 from toystore.supervise import Supervisor
 
 from .cluster import REPLICAS, Cluster, gather
+from .conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +218,12 @@ async def test_corrupt_log_stops_the_start(cluster: Cluster, tmp_path: Path) -> 
     child = await cluster.start_replica(1)
     assert (await cluster.call(1, "status"))["length"] == 3
     assert (directory / "orders.log").read_bytes() == b"".join(log.lines)
+
+
+def test_fail_stop_exits_at_once_with_its_reason() -> None:
+    """A replica whose log write failed stops as a crash would: EX_IOERR and one line saying why."""
+    script = "from toystore.runtime import exit_now; exit_now(74, 'replica 3: a write failed'); print('after')"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == EXIT_DISK_FAILED == 74
+    assert result.stderr == "replica 3: a write failed: exiting with status 74\n"
+    assert result.stdout == ""

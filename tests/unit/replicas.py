@@ -141,6 +141,9 @@ class ReplicaCase(SynchronousTestCase):
         )
         cluster = dataclasses.replace(cluster, order=order, wire=WIRE)
         self.replicas: dict[int, Replica] = {}
+        self.fail_stops: list[
+            tuple[int, str]
+        ] = []  # (replica, why) of each fail-stop, which a real one would not survive
         for i, (lines, epoch) in (preload or {}).items():
             directory = self.base / f"order-{i}"
             directory.mkdir(parents=True)
@@ -162,6 +165,7 @@ class ReplicaCase(SynchronousTestCase):
                 self.endpoint,
                 lambda: fail(OSError("no front-end")),
                 digest=self.digest,
+                fail_stop=lambda why, i=me.id: self.fail_stops.append((i, why)),
             )
             self.replicas[me.id] = replica
         for replica in self.replicas.values():

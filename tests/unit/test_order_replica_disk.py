@@ -51,6 +51,29 @@ class DiskCase(ReplicaCase):
         return self.successResultOf(self.drive(self.replicas[replica].reads.find_order(key)))
 
 
+class DiskFailureTests(DiskCase):
+    """A write to the log that fails stops the replica (fail-stop) rather than let its file and memory part."""
+
+    def test_failed_write_stops_the_leader(self) -> None:
+        self.make()
+        self.elect(1, 3)
+        self.assertEqual(self.successResultOf(self.order(3, "k0")), {"order_number": 0})
+        leader = self.replicas[3]
+
+        def full(operations: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        leader.writes.file.write = full  # type: ignore[method-assign,assignment]
+        self.assertEqual(self.fail_stops, [])
+        failed = self.order(3, "k1")
+        self.network.flush()
+        self.assertGreaterEqual(self.failureResultOf(failed, ApiError).value.code, 500)
+        [(replica, why)] = self.fail_stops
+        self.assertEqual(replica, 3)
+        self.assertIn("No space left on device", why)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)  # and logged, with its traceback
+
+
 class OldOrdersTests(DiskCase):
     """Orders and keys older than the window are read back from the file."""
 

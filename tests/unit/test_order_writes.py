@@ -95,6 +95,25 @@ class LogWritesTests(SynchronousTestCase):
         self.assertEqual((self.settled, self.writes.durable), ([1], 1))
         self.assertEqual(scan(self.path).lines, list(self.log.lines))
 
+    def test_a_failed_batch_is_final(self) -> None:
+        """A batch that fails fails its writers, is reported once, and no write after it touches the file."""
+        self.append("a")
+        self.thread.release()
+        file_size = self.path.stat().st_size
+        reported: list[Any] = []
+        self.writes._on_failed = reported.append
+        self.writes.file.write = lambda operations: (_ for _ in ()).throw(OSError(28, "No space left on device"))  # type: ignore[method-assign]
+        failing = self.append("b")
+        queued = self.append("c")  # waits behind the failing batch
+        self.thread.release()
+        self.assertIn("No space left", self.failureResultOf(failing, OSError).getErrorMessage())
+        self.assertIn("No space left", self.failureResultOf(queued, Unavailable).value.message)
+        later = self.append("d")
+        self.assertIn("No space left", self.failureResultOf(later, Unavailable).value.message)
+        self.assertEqual(self.thread.calls, [])  # nothing more for the disk thread
+        self.assertEqual(len(reported), 1)
+        self.assertEqual((self.settled, self.writes.durable, self.path.stat().st_size), ([1], 1, file_size))
+
     def test_closed(self) -> None:
         """Once closed, a write fails as unavailable."""
         closed = Deferred.fromCoroutine(self.writes.close())

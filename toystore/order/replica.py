@@ -50,7 +50,7 @@ from ..envelope import (
     loads,
     text_field,
 )
-from ..runtime import StartupError
+from ..runtime import EXIT_DISK_FAILED, StartupError, exit_now
 from ..wire import WireProtocol, require
 from .commitment import Commitment
 from .journal import CorruptJournal, Log, open_journal, write_durably
@@ -104,6 +104,7 @@ class Replica(Service):
         find_leader: Callable[[], Deferred[dict[str, Any]]],
         digest: Digest = key_digest,
         read_in_thread: RunInThread | None = None,
+        fail_stop: Callable[[str], None] = lambda why: exit_now(EXIT_DISK_FAILED, why),
     ) -> None:
         self.id = me.id
         self.config = cluster.order
@@ -121,7 +122,10 @@ class Replica(Service):
         self.streams = Streams(self, clock, self.config.ack_timeout)
         self.link = Link(self, clock, cluster.wire, connect, find_leader, self.config.discovery_interval)
         self._run = run_in_thread
-        self.writes = LogWrites(run_in_thread, self.config.max_batch, self.metrics, lambda _: self.advance_commit())
+        self._fail_stop = fail_stop
+        self.writes = LogWrites(
+            run_in_thread, self.config.max_batch, self.metrics, lambda _: self.advance_commit(), self._write_failed
+        )
         self.reads = LogReads(self.log_, read_in_thread or run_in_thread)
         self._unwritten: list[bytes] = []  # the leader's new records, written once per reactor turn
         self._unwritten_end = 0  # the length of the log with them
@@ -234,6 +238,12 @@ class Replica(Service):
     def commit(self) -> int:
         """Records known to be on ``min_insync`` replicas (leader: exact; follower: 0)."""
         return self.commitment.point
+
+    def _write_failed(self, failure: Failure) -> None:
+        """The log's file failed a write: it may no longer hold what memory says it does. Stop."""
+        why = f"replica {self.id}: a write to the order log failed ({failure.getErrorMessage()})"
+        self.log.critical("{why}; stopping: its next start recovers from the file and its peers", why=why)
+        self._fail_stop(why)
 
     def advance_commit(self) -> None:
         """Recompute the commit point from the copies on disk: the leader's own and each follower's."""

@@ -12,13 +12,23 @@ the new durable length, and the one call to ``durable(length)`` that the
 replica turns into a commit point and acknowledgements.  A truncation of
 the log raises its generation; a write queued before it no longer counts
 when its batch ends (its records may be gone, or others in their place).
+
+A batch that fails (the disk is full, an fsync reports an error) leaves the
+file in a state nobody knows: some of the batch may be there, and after a
+failed fsync the kernel may have dropped pages it was asked to keep.  Later
+records appended after it would leave a gap or a torn record in the middle
+of the file, which a restart refuses as corrupt.  So the first failure is
+final: every later write fails at once without touching the file, and
+``failed`` is told, once, so that the replica stops (fail-stop) and comes
+back from what its file really holds and from its peers.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
+from twisted.python.failure import Failure
 
 from ..batch import BatchQueue, timed_in_thread
 from ..envelope import Unavailable
@@ -39,10 +49,16 @@ class LogWrites:
     :param metrics: the replica's metrics (``fsync_seconds``, ``batch_size``).
     :param durable: called after a batch with the log's length now on disk,
         when that length grew.
+    :param failed: called once, with the failure, when a batch fails.
     """
 
     def __init__(
-        self, run_in_thread: RunInThread, max_batch: int, metrics: Any, durable: Callable[[int], None]
+        self,
+        run_in_thread: RunInThread,
+        max_batch: int,
+        metrics: Any,
+        durable: Callable[[int], None],
+        failed: Callable[[Failure], None] = lambda failure: None,
     ) -> None:
         self.log = Log()
         self.durable = 0  # records on disk
@@ -50,6 +66,8 @@ class LogWrites:
         self._run = run_in_thread
         self._metrics = metrics
         self._on_durable = durable
+        self._on_failed = failed
+        self.broken: Failure | None = None  # the failure of the batch that failed, if one did
         self._queue: BatchQueue[Operation, int] = BatchQueue(self._write_batch, max_batch)
 
     def open(self, log: Log, file: JournalFile) -> None:
@@ -65,12 +83,17 @@ class LogWrites:
 
         :return: a Deferred that fires once they are fsynced (with the file's size).
         """
-        return self._queue.submit(("append", b"".join(lines), (end, self.log.generation)))
+        return self._submit(("append", b"".join(lines), (end, self.log.generation)))
 
     def truncate(self, length: int, size: int) -> Deferred[int]:
         """The log in memory was cut to ``length`` records (``size`` bytes): cut the file too, durably."""
         self.durable = min(self.durable, length)
-        return self._queue.submit(("truncate", size, None))
+        return self._submit(("truncate", size, None))
+
+    def _submit(self, operation: Operation) -> Deferred[int]:
+        if self.broken is not None:
+            return fail(Unavailable(f"the order log's file failed a write ({self.broken.getErrorMessage()})"))
+        return self._queue.submit(operation)
 
     async def close(self) -> None:
         """Let the queued writes finish, then close the file (in the disk thread)."""
@@ -83,12 +106,21 @@ class LogWrites:
         file = self.file
         if file is None:
             raise Unavailable("the order log is closed")
+        if self.broken is not None:  # queued before the failure, run after it
+            raise Unavailable(f"the order log's file failed a write ({self.broken.getErrorMessage()})")
         writes = [(kind, value) for kind, value, _ in operations]
         metrics = self._metrics
         done = timed_in_thread(
             self._run, lambda: file.write(writes), metrics.fsync_seconds, metrics.batch_size, len(writes)
         )
-        return done.addCallback(self._written, operations)
+        return done.addCallbacks(self._written, self._failed, callbackArgs=(operations,))
+
+    def _failed(self, failure: Failure) -> Failure:
+        """A batch failed: the first failure is final (see the module's docstring)."""
+        if self.broken is None:
+            self.broken = failure
+            self._on_failed(failure)
+        return failure
 
     def _written(self, sizes: list[int], operations: list[Operation]) -> list[int]:
         """A batch is on disk: settle what it made durable, once, before its writers hear of it."""
