@@ -3,9 +3,12 @@ HTTP with JSON envelopes, and the operator endpoints every service serves.
 
 :class:`JSONResource` is the adapter between twisted.web and toystore
 handlers: a subclass defines ``json_GET(request)`` (``json_POST``, ...) that
-returns the reply's ``data`` (directly, as a Deferred or as a coroutine) or
-raises :class:`ApiError`; the adapter writes ``{"data": ...}`` or ``{"error":
-...}`` with the matching status.  An unsupported method is a JSON 405, an
+returns the reply's ``data`` (directly, as a Deferred or as a coroutine; or
+a whole success envelope already encoded, as
+:class:`~toystore.envelope.Encoded` bytes) or raises :class:`ApiError`; the
+adapter writes ``{"data": ...}`` or ``{"error": ...}`` with the matching
+status.  :meth:`JSONResource.respond` also tells a callback the status of
+each reply once it is written, for metrics.  An unsupported method is a JSON 405, an
 unknown path a JSON 404, an unexpected exception a logged JSON 500: no
 traceback or HTML page ever reaches a client.
 
