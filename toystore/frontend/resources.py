@@ -22,11 +22,10 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
+from ..catalog.store import MAX_KEY, MAX_NAME
 from ..envelope import BadRequest, loads
 from ..web import JSONResource, JSONTree, operator_root, write_encoded, write_error
 from .service import FrontendService, parse_order
-
-MAX_NAME = 100
 
 
 def _segment(raw: bytes, prefixes: tuple[str, ...]) -> str:
@@ -172,8 +171,8 @@ class Orders(Public):
                 key = raw_key.decode("utf-8")
             except UnicodeDecodeError:
                 raise BadRequest("Idempotency-Key must be UTF-8") from None
-            if not 0 < len(key) <= 200 or not key.isprintable():
-                raise BadRequest("Idempotency-Key must have 1 to 200 printable characters")
+            if not 0 < len(key) <= MAX_KEY or not key.isprintable():
+                raise BadRequest(f"Idempotency-Key must have 1 to {MAX_KEY} printable characters")
         return Deferred.fromCoroutine(self.frontend.place_order(name, quantity, key))
 
     @staticmethod
