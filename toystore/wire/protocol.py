@@ -263,7 +263,7 @@ class WireProtocol(LineOnlyReceiver):
         except BadRequest:
             message = None
         call_id = message.get("id") if isinstance(message, dict) else None
-        if isinstance(call_id, bool) or not isinstance(call_id, (int, str)):
+        if not _usable_id(call_id):
             call_id = None
         try:
             if call_id is None or message.get("type") != "auth":
@@ -275,7 +275,7 @@ class WireProtocol(LineOnlyReceiver):
         self.trusted = True
         self._admission.cancel()  # pending: nothing is read once _refuse has run
         self.send({"id": call_id, "data": reply})
-        self._hook("call_finished", "auth", "ok", 0.0)
+        self._finished("auth", "ok", 0.0)
 
     def _refuse(self, call_id: Any, reason: str) -> None:
         if self._admission.active():  # not when it is what calls
@@ -283,7 +283,7 @@ class WireProtocol(LineOnlyReceiver):
         self.log.warn("refusing {peer}: {reason}", peer=self.peer, reason=reason)
         self.send({"id": call_id, **Unauthorized(reason).to_json()})
         self.transport.loseConnection()
-        self._hook("call_finished", "auth", "401", 0.0)
+        self._finished("auth", "401", 0.0)
 
     # -- receiving ----------------------------------------------------------
 
@@ -312,7 +312,7 @@ class WireProtocol(LineOnlyReceiver):
     def _dispatch(self, message: dict[str, Any]) -> None:
         call_id = message.get("id")
         is_request = "id" in message
-        if is_request and (isinstance(call_id, bool) or not isinstance(call_id, (int, str))):
+        if is_request and not _usable_id(call_id):
             self.send({"id": None, **BadRequest(f"id must be an integer or string, not {call_id!r}").to_json()})
             return
         kind = message["type"]
@@ -360,9 +360,13 @@ class WireProtocol(LineOnlyReceiver):
                 with self.log.failuresHandled("after replying to {kind!r}", kind=kind):
                     after()
             outcome = "ok"
+        self._finished(kind, outcome, self.clock.seconds() - started)
+
+    def _finished(self, kind: str, outcome: str, seconds: float) -> None:
+        """Tell the handler's ``call_finished`` hook, if it has one, about a request or push served."""
         if self._call_finished is not None:
             try:
-                self._call_finished(kind, outcome, self.clock.seconds() - started)
+                self._call_finished(kind, outcome, seconds)
             except Exception:
                 self.log.failure("in call_finished of {handler!r}", handler=self.handler)
 
@@ -387,6 +391,11 @@ class WireProtocol(LineOnlyReceiver):
             d.callback(message["data"])
         else:
             d.errback(ApiError(f"reply from {self.peer} has neither data nor error", 502))
+
+
+def _usable_id(value: Any) -> bool:
+    """Whether a request's ``id`` is an integer or a string (not a boolean), as a reply can echo it."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def _pong(message: dict[str, Any], connection: WireProtocol) -> dict[str, bool]:
