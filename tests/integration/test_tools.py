@@ -58,11 +58,14 @@ async def test_children_stop_when_up_is_killed(reactor: Any, tmp_path: Path) -> 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "toystore", "up", "--config", str(config), "--data-dir", str(tmp_path / "var")]
     process = reactor.spawnProcess(child, sys.executable, argv, env=env)
-    await child.seen.addTimeout(60, reactor)
-    pids = [int(pid) for pid in re.findall(rb"pid (\d+)", child.output)]
-    assert len(pids) == 5
-    process.signalProcess("KILL")
-    await child.ended
+    try:
+        await child.seen.addTimeout(60, reactor)
+        pids = [int(pid) for pid in re.findall(rb"pid (\d+)", child.output)]
+        assert len(pids) == 5
+    finally:
+        if not child.ended.called:
+            process.signalProcess("KILL")  # the kill under test, or the cleanup if up never came up
+        await child.ended
     for _ in range(100):
         alive = [pid for pid in pids if _alive(pid)]
         if not alive:
