@@ -11,6 +11,8 @@ the test ends.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,23 @@ from toystore.supervise import Supervisor
 
 #: The checkout, put on the children's PYTHONPATH so twistd finds this tree's plugins.
 ROOT = Path(__file__).resolve().parents[2]
+#: The children's PYTHONPATH: the checkout first, then whatever this process was given.
+PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
+def run_script(name: str, *flags: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """
+    ``scripts/<name>`` with ``flags``, in a child Python that imports this
+    checkout; its output captured as text.  Blocking: for the scripts' smoke
+    tests, which run no reactor code of their own.
+    """
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *flags],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -55,8 +74,7 @@ def reactor() -> Any:
 @pytest.fixture
 def supervisor(reactor: Any) -> Any:
     """A Supervisor for this test's children; every child is killed when the test ends."""
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    started = Supervisor(reactor, env={"PYTHONPATH": pythonpath})
+    started = Supervisor(reactor, env={"PYTHONPATH": PYTHONPATH})
     yield started
     pending = started.kill_all()
     if pending:

@@ -18,33 +18,17 @@ everywhere.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import run_script
 
 pytestmark = pytest.mark.integration
 
-SCRIPT = ROOT / "scripts" / "bench.py"
 CASES = ["ceiling", "product (cached)", "product (uncached)", "order query", "order"]
 PROCESSES = {"catalog", "order-1", "order-2", "order-3", "frontend"}
-
-
-def run(*flags: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """``scripts/bench.py`` with ``flags``, in a child Python that imports this checkout."""
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *flags],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": pythonpath},
-    )
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (a Debian package: apt-get install wrk)")
@@ -56,7 +40,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     memory at the start and the end of the sustained load.
     """
     out = tmp_path / "bench.json"
-    result = run("--smoke", "--out", str(out))
+    result = run_script("bench.py", "--smoke", "--out", str(out), timeout=240)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].split()[:3] == ["case", "conns", "req/s"]
     report = json.loads(out.read_text())
@@ -76,7 +60,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
 
 def test_bench_without_wrk(tmp_path: Path) -> None:
     """Without wrk the benchmark says how to install it and exits 2, before starting anything."""
-    result = run("--smoke", "--wrk", str(tmp_path / "no-wrk"), "--out", str(tmp_path / "bench.json"), timeout=60)
+    no_wrk = ("--wrk", str(tmp_path / "no-wrk"))
+    result = run_script("bench.py", "--smoke", *no_wrk, "--out", str(tmp_path / "bench.json"), timeout=60)
     assert result.returncode == 2, result.stderr
     assert "apt-get install wrk" in result.stderr
     assert not (tmp_path / "bench.json").exists()

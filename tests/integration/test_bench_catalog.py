@@ -7,14 +7,11 @@ with buys, and stops it again.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import run_script
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +19,7 @@ pytestmark = pytest.mark.integration
 def test_bench_catalog_smoke(tmp_path: Path) -> None:
     """The catalog benchmark runs in smoke mode and reports buys for each concurrency level."""
     out = tmp_path / "catalog.json"
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_catalog.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": pythonpath},
-    )
+    result = run_script("bench_catalog.py", "--smoke", "--json", str(out), timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[0] == "concurrency"

@@ -8,14 +8,11 @@ connections, checks the replicas' logs, and stops everything again.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import run_script
 
 pytestmark = pytest.mark.integration
 
@@ -23,14 +20,7 @@ pytestmark = pytest.mark.integration
 def test_bench_orders_smoke(tmp_path: Path) -> None:
     """The order benchmark runs in smoke mode: orders for each client count, no errors, identical logs."""
     out = tmp_path / "orders.json"
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_orders.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, "PYTHONPATH": pythonpath},
-    )
+    result = run_script("bench_orders.py", "--smoke", "--json", str(out), timeout=180)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:2] == ["max_batch", "clients"]

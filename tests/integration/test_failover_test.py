@@ -10,14 +10,11 @@ that every invariant held and that the leader's failover was measured.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import run_script
 
 pytestmark = pytest.mark.integration
 
@@ -25,15 +22,7 @@ pytestmark = pytest.mark.integration
 def test_failover_smoke(tmp_path: Path) -> None:
     """The failover script passes in smoke mode: no lost or doubled order, identical logs, one failover timed."""
     out = tmp_path / "f.json"
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "failover_test.py"), "--smoke", "--out", str(tmp_path)]
-        + ["--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": pythonpath},
-    )
+    result = run_script("failover_test.py", "--smoke", "--out", str(tmp_path), "--json", str(out), timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "failover_timeline.png").read_bytes().startswith(b"\x89PNG")
     report = json.loads(out.read_text())

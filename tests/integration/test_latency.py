@@ -10,14 +10,11 @@ the failover was seen.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import run_script
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +22,7 @@ pytestmark = pytest.mark.integration
 def test_latency_smoke(tmp_path: Path) -> None:
     """The latency script runs in smoke mode: every request type answered without errors, one failover seen."""
     out = tmp_path / "latency.json"
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "latency.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "PYTHONPATH": pythonpath},
-    )
+    result = run_script("latency.py", "--smoke", "--json", str(out), timeout=240)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].split()[:3] == ["request", "count", "errors"]
     report = json.loads(out.read_text())

@@ -9,28 +9,18 @@ every run finished without errors and that the outputs are there.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import run_script
 
 pytestmark = pytest.mark.integration
 
 
 def test_load_test_smoke(tmp_path: Path) -> None:
     """The load test runs in smoke mode: both modes at both p without errors, the JSON, CSV and PNGs written."""
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "load_test.py"), "--smoke", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": pythonpath},
-    )
+    result = run_script("load_test.py", "--smoke", "--out", str(tmp_path), timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].split()[:3] == ["mode", "p", "type"]
     for name in ("latency_vs_p.png", "lru_replacement.png"):

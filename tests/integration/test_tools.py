@@ -22,7 +22,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from .cluster import write_cluster
-from .conftest import ROOT
+from .conftest import ROOT, run_script
 
 pytestmark = pytest.mark.integration
 
@@ -138,12 +138,7 @@ def test_up_reports_a_bad_config(tmp_path: Path) -> None:
 def test_bench_wire_smoke(tmp_path: Path) -> None:
     """The wire benchmark runs in smoke mode and reports both set-ups."""
     out = tmp_path / "wire.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_wire.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_script("bench_wire.py", "--smoke", "--json", str(out), timeout=120)
     assert result.returncode == 0, result.stderr
     assert "same process" in result.stdout and "two processes" in result.stdout
     rows = json.loads(out.read_text())["results"]
