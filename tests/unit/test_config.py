@@ -15,6 +15,18 @@ def dump_toml(raw: dict, path: Path) -> None:
     path.write_text(dump(raw))
 
 
+class WritesConfig:
+    """For test cases that load the packaged cluster file with one change."""
+
+    def write(self, mutate) -> str:
+        """The packaged cluster file, changed by ``mutate(raw)``, written to a new path; the path."""
+        raw = read_raw(None)
+        mutate(raw)
+        path = Path(self.mktemp())
+        dump_toml(raw, path)
+        return str(path)
+
+
 class DefaultConfigTests(SynchronousTestCase):
     """The packaged cluster file describes the one-machine store."""
 
@@ -43,15 +55,8 @@ class DefaultConfigTests(SynchronousTestCase):
         self.assertEqual((frontend.request_timeout, frontend.idle_timeout), (10.0, 60.0))
 
 
-class LoadErrorTests(SynchronousTestCase):
+class LoadErrorTests(WritesConfig, SynchronousTestCase):
     """A bad value is reported in one line that names it."""
-
-    def write(self, mutate) -> str:
-        raw = read_raw(None)
-        mutate(raw)
-        path = Path(self.mktemp())
-        dump_toml(raw, path)
-        return str(path)
 
     def assertProblem(self, mutate, words: str) -> None:
         error = self.assertRaises(ConfigError, load, self.write(mutate))
@@ -203,15 +208,8 @@ class OptionsTests(SynchronousTestCase):
 SECRET = "a-cluster-secret-for-tests"
 
 
-class InternalPortTests(SynchronousTestCase):
+class InternalPortTests(WritesConfig, SynchronousTestCase):
     """The lines ports may listen beyond loopback only when a cluster secret makes their connections authenticate."""
-
-    def write(self, mutate) -> str:
-        raw = read_raw(None)
-        mutate(raw)
-        path = Path(self.mktemp())
-        dump_toml(raw, path)
-        return str(path)
 
     def test_loopback(self) -> None:
         """127.0.0.0/8, ::1, localhost and UNIX sockets are loopback; no interface means every interface."""
