@@ -163,7 +163,7 @@ class ReplicaCase(SynchronousTestCase):
                 peers,
                 self.catalog,
                 self.endpoint,
-                lambda: fail(OSError("no front-end")),
+                self.find_leader,
                 digest=self.digest,
                 fail_stop=lambda why, i=me.id: self.fail_stops.append((i, why)),
             )

@@ -162,14 +162,16 @@ class DiscoveryTests(ReplicaCase):
     """A follower that nobody told finds the leader by itself."""
 
     def test_from_the_front_end(self) -> None:
-        """GET /leader names the leader: the follower accepts its epoch and streams from it."""
+        """GET /leader names the leader: the follower accepts its epoch and streams from it, asking no peer."""
         self.make()
         self.elect(4, 3, others=(2,))
         self.front_end = {"leader": 3, "epoch": 4}
+        asked = [self.replicas[i].metrics.calls.count("status", "ok") for i in (2, 3)]
         self.clock.advance(self.replicas[1].config.discovery_interval)
         self.network.flush()
         self.assertEqual((self.replicas[1].leader, self.replicas[1].epoch), (3, 4))
         self.assertEqual(self.file(1), self.file(3))
+        self.assertEqual([self.replicas[i].metrics.calls.count("status", "ok") for i in (2, 3)], asked)
 
     def test_from_the_peers(self) -> None:
         """With the front-end down, the peers' status names the leader."""
