@@ -193,13 +193,10 @@ async def run(
     report = report if report is not None else Report()
     master = random.Random(seed)
     sessions = [Session(reactor, url, Shopper(random.Random(master.random()), p), report) for _ in range(clients)]
-    stopped = [False]
-    if stop is not None:
-        stop.addBoth(lambda _: stopped.__setitem__(0, True))
 
     async def drive(session: Session) -> None:
         n = 0
-        while (iterations is None or n < iterations) and not stopped[0]:
+        while (iterations is None or n < iterations) and not (stop is not None and stop.called):
             await session.iteration()
             progress()
             n += 1
