@@ -201,6 +201,29 @@ class LogTests(SynchronousTestCase):
         copy.append_line(log.lines[3])
         self.assertEqual(len(copy), 4)
 
+    def test_append_line_checks_what_memory_keeps(self) -> None:
+        """
+        A well-formed line whose toy or quantity the log could not keep is
+        refused whole: nothing of it is added, not even its key; at start it
+        is a corrupt journal.
+        """
+        for field, bad in [
+            ("quantity", 1.5),
+            ("quantity", True),
+            ("quantity", 1 << 63),
+            ("name", None),
+            ("name", ["a"]),
+        ]:
+            order = {"number": 0, "name": "Tux", "quantity": 1, "key": "k", field: bad}
+            line = encode({"index": 0, "epoch": 1, "order": order})
+            with self.subTest(field=field, bad=bad):
+                log = Log()
+                self.assertRaises(ValueError, log.append_line, line)
+                self.assertEqual((len(log), log.order_count, log.key_candidates("k")), (0, 0, []))
+                path = Path(self.mktemp())
+                path.write_bytes(line)
+                self.assertRaises(CorruptJournal, open_journal, path)
+
     def test_truncate(self) -> None:
         """Truncation drops records, their orders and keys, and gives the new file size."""
         log = sample_log()

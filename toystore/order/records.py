@@ -116,5 +116,11 @@ def check_record(record: dict[str, Any], index: int, number: int) -> None:
             raise ValueError(f"order number {order.get('number')!r} where {number} was expected")
         if "seq" in order and type(order["seq"]) is not int:
             raise ValueError("an order's seq must be an integer")
+        # What the log keeps in memory of every order: checked here, so that adding it cannot fail halfway.
+        if type(order.get("name")) is not str:
+            raise ValueError("an order's name must be a string")
+        quantity = order.get("quantity")
+        if type(quantity) is not int or not -(1 << 63) <= quantity < 1 << 63:
+            raise ValueError("an order's quantity must be a 64-bit integer")
     elif "leader" in record and type(record.get("reconciled", 0)) is not int:
         raise ValueError("a leader record's reconciled must be an integer")

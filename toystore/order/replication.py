@@ -340,7 +340,6 @@ class Link:
                 added.append(replica.log_.append_line(line.encode("utf-8")))
         except (ValueError, AttributeError) as e:
             self.log.warn("a bad record from the leader ({error}): syncing again", error=e)
-            replica.log_.truncate(start + len(added))
             connection.transport.loseConnection()
             if not added:
                 return None
