@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from toystore.envelope import ApiError, Unavailable
-from toystore.order.commitment import Commitment
+from toystore.order.commitment import COMPACT_SLACK, Commitment
 
 
 class CommitmentTests(SynchronousTestCase):
@@ -66,6 +66,21 @@ class CommitmentTests(SynchronousTestCase):
         self.failureResultOf(third, Unavailable)
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertTrue(self.commitment.advance([9, 9]), "failed waits do not hold the point back")
+
+    def test_expired_waits_leave_the_heap(self) -> None:
+        """A leader without a majority for long does not keep its expired waits: the heap is rebuilt without them."""
+        waits = []
+        for n in range(1000):
+            waits.append(self.wait(5 + n))
+            self.clock.advance(0.01)
+        self.clock.advance(3.0)
+        for d in waits:
+            self.failureResultOf(d, Unavailable)
+        self.assertLessEqual(len(self.commitment._by_index), COMPACT_SLACK)
+        self.assertEqual((self.commitment.waiting(), self.clock.getDelayedCalls()), (0, []))
+        later = self.wait(1005)
+        self.assertTrue(self.commitment.advance([1006, 1006]))
+        self.successResultOf(later)
 
     def test_cancelled_wait(self) -> None:
         """A wait its caller cancels ends there; the others go on."""

@@ -13,7 +13,11 @@ Every order of a busy leader waits here, so a wait costs little: a
 Deferred, and a place in a heap by record index and in a queue by arrival.
 One timer serves every wait's deadline: the waits share one timeout, so the
 oldest is always the first to expire, and the timer runs at its deadline
-(then again at the next oldest's), not once per order.
+(then again at the next oldest's), not once per order.  A wait that ends
+otherwise than by commitment (it expired, failed or was cancelled) stays in
+the heap until the point passes it, or until such waits are half the heap,
+which is then rebuilt without them: so a leader without a majority, whose
+waits all expire, spends no more per order than one that commits them.
 
 This module is reactor-free: time is the clock it is given.
 """
@@ -29,6 +33,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from ..envelope import ApiError, Unavailable
+
+#: Ended waits the heap may hold beyond its rule of half, so that a small heap is not rebuilt again and again.
+COMPACT_SLACK = 64
 
 
 class Waiter:
@@ -128,18 +135,22 @@ class Commitment:
                 late.append(waiter)
         if arrivals:
             self._timer = self.clock.callLater(arrivals[0].deadline - now, self._expire)
-        for waiter in self._drop(late):
-            waiter.deferred.errback(
-                Unavailable(
-                    f"no majority: the order is on fewer than {self.min_insync} replicas "
-                    f"after {self.timeout} s, so it is not acknowledged"
+        for waiter in late:
+            if not waiter.deferred.called:
+                waiter.deferred.errback(
+                    Unavailable(
+                        f"no majority: the order is on fewer than {self.min_insync} replicas "
+                        f"after {self.timeout} s, so it is not acknowledged"
+                    )
                 )
-            )
+        self._compact()
 
     def fail_from(self, index: int, error: ApiError) -> None:
         """Fail every order waiting for record ``index`` or a later one (their records cannot be written)."""
-        for waiter in self._drop([entry[2] for entry in self._by_index if entry[0] >= index]):
-            waiter.deferred.errback(error)
+        for waiter in [entry[2] for entry in self._by_index if entry[0] >= index]:
+            if not waiter.deferred.called:
+                waiter.deferred.errback(error)
+        self._compact()
 
     def fail_all(self, error: ApiError) -> None:
         """Fail every order waiting (the leader steps down or stops)."""
@@ -152,13 +163,13 @@ class Commitment:
             if not waiter.deferred.called:
                 waiter.deferred.errback(error)
 
-    def _drop(self, waiters: list[Waiter]) -> list[Waiter]:
+    def _compact(self) -> None:
         """
-        Take ``waiters`` out of the heap (the commit point may never pass
-        them) before they are failed; the ones still waiting, to fail.
+        Rebuild the heap without the waits that have ended, once they are
+        more than half of it (the commit point may never pass them).  Every
+        wait still waiting is in the arrival queue, so the heap holds more
+        than half ended ones when it is over twice as long.
         """
-        if waiters:
-            gone = set(waiters)
-            self._by_index = [e for e in self._by_index if e[2] not in gone and not e[2].deferred.called]
+        if len(self._by_index) > 2 * len(self._by_arrival) + COMPACT_SLACK:
+            self._by_index = [entry for entry in self._by_index if not entry[2].deferred.called]
             heapify(self._by_index)
-        return [waiter for waiter in waiters if not waiter.deferred.called]
