@@ -58,7 +58,7 @@ from twisted.internet.defer import Deferred  # noqa: E402
 
 from toystore import localcluster  # noqa: E402
 from toystore.client import KINDS, Report, run  # noqa: E402
-from toystore.localcluster import REPLICAS, connect  # noqa: E402
+from toystore.localcluster import REPLICAS  # noqa: E402
 from toystore.measure import percentile, table  # noqa: E402
 from toystore.order.journal import CorruptJournal, decode, scan  # noqa: E402
 from toystore.supervise import ChildFailed, Supervisor  # noqa: E402
@@ -85,16 +85,7 @@ async def start_store(reactor: Any, supervisor: Supervisor, directory: Path, sto
 
 async def status(reactor: Any, store: dict[str, Any], i: int) -> dict[str, Any] | None:
     """Replica ``i``'s ``status`` over its lines port, or None if it does not answer within a second."""
-    try:
-        connection = await connect(reactor, store["ports"][f"lines{i}"])
-    except Exception:
-        return None
-    try:
-        return await connection.call("status", timeout=1.0)
-    except Exception:
-        return None
-    finally:
-        connection.transport.loseConnection()
+    return await localcluster.replica_status(reactor, store["ports"][f"lines{i}"])
 
 
 async def current_leader(reactor: Any, store: dict[str, Any], timeout: float = 30.0) -> int:

@@ -102,6 +102,24 @@ async def connect(reactor: Any, port: int, wire: WireConfig | None = None) -> Wi
     return connection
 
 
+async def replica_status(reactor: Any, port: int, timeout: float = 1.0) -> dict[str, Any] | None:
+    """
+    The ``status`` of the replica on lines ``port``, over a connection of
+    its own, or None if it cannot be reached or does not answer within
+    ``timeout`` seconds (down, paused, or cut off: to a poller, all alike).
+    """
+    try:
+        connection = await connect(reactor, port)
+    except Exception:
+        return None
+    try:
+        return await connection.call("status", timeout=timeout)
+    except Exception:
+        return None
+    finally:
+        connection.transport.loseConnection()
+
+
 async def start_store(
     reactor: Any, supervisor: Any, directory: Path, frontend_flags: tuple[str, ...] = (), **overrides: dict[str, Any]
 ) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from twisted.internet.task import deferLater
 
 from toystore.catalog.store import read_ledger
 from toystore.config import dump, read_raw
-from toystore.localcluster import REPLICAS, cluster_file, connect
+from toystore.localcluster import REPLICAS, cluster_file, replica_status
 from toystore.supervise import Child, Supervisor
 
 from .proxy import Proxy
@@ -120,16 +120,7 @@ class FaultStore:
         """Replica ``i``'s status, straight from its lines port, or None."""
         if not self.children[f"order-{i}"].running or f"order-{i}" in self.paused:
             return None
-        try:
-            connection = await connect(self.reactor, self.ports[f"lines{i}"])
-        except Exception:
-            return None
-        try:
-            return await connection.call("status", timeout=timeout)
-        except Exception:
-            return None
-        finally:
-            connection.transport.loseConnection()
+        return await replica_status(self.reactor, self.ports[f"lines{i}"], timeout)
 
     async def statuses(self) -> dict[int, dict[str, Any]]:
         found = {i: await self.status(i) for i in REPLICAS}
