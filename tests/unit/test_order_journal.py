@@ -277,11 +277,3 @@ class LogTests(SynchronousTestCase):
         self.assertEqual(log.reconciled(), 8)
         log.append_leader(3, 2, reconciled=12)
         self.assertEqual(log.reconciled(), 12)
-
-    def test_newer_than(self) -> None:
-        """A later last epoch wins; at the same epoch, the longer log."""
-        log = sample_log()
-        self.assertTrue(log.newer_than(1, 10))
-        self.assertTrue(log.newer_than(2, 4))
-        self.assertFalse(log.newer_than(2, 5))
-        self.assertFalse(log.newer_than(3, 1))

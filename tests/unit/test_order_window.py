@@ -12,10 +12,12 @@ import random
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from toystore.order import reconcile, window
 from toystore.order.journal import CorruptJournal, JournalReader, Log, NotInMemory, open_journal, record_of
+from toystore.order.reads import LogReads
 from toystore.order.window import LINE_OVERHEAD, Window
 
 #: A window this size holds about a dozen of the lines below.
@@ -191,11 +193,17 @@ class DiskLogTests(SynchronousTestCase):
     def test_digest_collisions(self) -> None:
         """With every key colliding, each key still finds its own order once its record is checked."""
         log = Log(self.full.lines, digest=first_letter)
+        reads = LogReads(log, maybeDeferred)  # every line is in memory: nothing is read from the file
+
+        def find(key: str) -> int | None:
+            found = self.successResultOf(Deferred.fromCoroutine(reads.find_order(key)))
+            return None if found is None else found[0]
+
         self.assertEqual(len(log.key_candidates("k0")), 400)
-        self.assertEqual([log.find(f"k{n}") for n in (0, 17, 399)], [0, 17, 399])
-        self.assertIsNone(log.find("k400"))
+        self.assertEqual([find(f"k{n}") for n in (0, 17, 399)], [0, 17, 399])
+        self.assertIsNone(find("k400"))
         log.truncate(100)
-        self.assertEqual((log.key_candidates("kx"), log.find("k98"), log.find("k99")), (list(range(99)), 98, None))
+        self.assertEqual((log.key_candidates("kx"), find("k98"), find("k99")), (list(range(99)), 98, None))
 
 
 class ReconciledTests(SynchronousTestCase):

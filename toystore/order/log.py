@@ -258,18 +258,6 @@ class Log:
         index = self.order_index(number)
         return None if index is None else self.record(index)["order"]
 
-    def find(self, key: str) -> int | None:
-        """
-        The number of the order with ``key``, or None, from the lines in memory.
-
-        :raises NotInMemory: when an order to check is only on disk.
-        """
-        for number in self._keys.candidates(key):
-            order = self.order(number)
-            if order is not None and order["key"] == key:
-                return number
-        return None
-
     def reconciled(self) -> int:
         """
         The catalog seq up to which every buy is an order of this log: the
@@ -330,10 +318,6 @@ class Log:
                 break
             common = end
         return common
-
-    def newer_than(self, last_epoch: int, length: int) -> bool:
-        """Whether this log is more up to date than one ending at ``(last_epoch, length)``."""
-        return (self.last_epoch, len(self)) > (last_epoch, length)
 
 
 def _order_of(line: bytes) -> dict[str, Any] | None:
