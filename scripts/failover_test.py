@@ -116,7 +116,7 @@ async def nemesis(reactor: Any, supervisor: Supervisor, store: dict[str, Any], a
         await supervisor.wait(child)
         await sleep(reactor, killed + args.down - reactor.seconds())
         restarted = reactor.seconds()
-        store["replicas"][victim] = await localcluster.start_replica(supervisor, store, victim)
+        await localcluster.start_replica(supervisor, store, victim)  # also recorded in store["replicas"]
         kill = {"replica": victim, "leader": victim == leader, "killed_at": killed, "restarted_at": restarted}
         kills.append({**kill, "ready_at": reactor.seconds()})
         due = max(killed + args.period, reactor.seconds())  # never two replicas down at once

@@ -202,7 +202,7 @@ async def failover(reactor: Any, supervisor: Supervisor, store: dict[str, Any], 
             killed = reactor.seconds()
             child.signal("KILL")
             await child.when_ended()
-            store["replicas"][victim] = await localcluster.start_replica(supervisor, store, victim)
+            await localcluster.start_replica(supervisor, store, victim)  # also recorded in store["replicas"]
             kills.append({"replica": victim, "in_sync": followers, "killed_at": killed})
             kills[-1]["restarted_after_s"] = reactor.seconds() - killed
         deadline = reactor.seconds() + 30  # the last kill's first ack
