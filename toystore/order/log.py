@@ -23,7 +23,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .keyindex import Digest, KeyIndex, key_digest
 from .reconcile import Reconciled
@@ -272,17 +272,17 @@ class Log:
     @property
     def lines(self) -> Sequence[bytes]:
         """Every record's line (:class:`NotInMemory` for one only on disk)."""
-        return _View(self, self._line)
+        return _View(self.__len__, self._line)
 
     @property
     def records(self) -> Sequence[dict[str, Any]]:
         """Every record, decoded (:class:`NotInMemory` for one only on disk)."""
-        return _View(self, self.record)
+        return _View(self.__len__, self.record)
 
     @property
     def orders(self) -> Sequence[int]:
-        """The index of the record of each order, by number."""
-        return _Orders(self)
+        """The index of the record of each order, by number (computed from the few records that are not orders)."""
+        return _View(lambda: self.order_count, self._order_index)
 
     @property
     def keys(self) -> dict[str, int]:
@@ -294,6 +294,11 @@ class Log:
         if line is None:
             raise NotInMemory(f"record {index} is only in the journal file")
         return line
+
+    def _order_index(self, number: int) -> int:
+        index = self.order_index(number)
+        assert index is not None
+        return index
 
     # -- where two logs part ------------------------------------------------------
 
@@ -325,45 +330,22 @@ def _order_of(line: bytes) -> dict[str, Any] | None:
 
 
 class _View(Sequence[Any]):
-    """Records ``0 .. len(log) - 1`` of a log, each through ``get``; equal to any sequence of the same items."""
+    """Items ``0 .. length() - 1`` of a log, each through ``get``; equal to any sequence of the same items."""
 
-    def __init__(self, log: Log, get: Any) -> None:
-        self._log = log
+    def __init__(self, length: Callable[[], int], get: Callable[[int], Any]) -> None:
+        self._length = length
         self._get = get
 
     def __len__(self) -> int:
-        return len(self._log)
+        return self._length()
 
     def __getitem__(self, index: Any) -> Any:
+        length = self._length()
         if isinstance(index, slice):
-            return [self._get(i) for i in range(*index.indices(len(self._log)))]
-        if not -len(self._log) <= index < len(self._log):
+            return [self._get(i) for i in range(*index.indices(length))]
+        if not -length <= index < length:
             raise IndexError(index)
-        return self._get(index % len(self._log))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and list(self) == list(other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-class _Orders(Sequence[int]):
-    """Order number -> record index, computed from the few records that are not orders."""
-
-    def __init__(self, log: Log) -> None:
-        self._log = log
-
-    def __len__(self) -> int:
-        return self._log.order_count
-
-    def __getitem__(self, number: Any) -> Any:
-        if isinstance(number, slice):
-            return [self[n] for n in range(*number.indices(len(self)))]
-        if not -len(self) <= number < len(self):
-            raise IndexError(number)
-        index = self._log.order_index(number % len(self))
-        assert index is not None
-        return index
+        return self._get(index % length)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)
