@@ -55,6 +55,7 @@ class DiskFailureTests(DiskCase):
     """A write to the log that fails stops the replica (fail-stop) rather than let its file and memory part."""
 
     def test_failed_write_stops_the_leader(self) -> None:
+        """A leader whose log write fails answers that order with an error, logs why, and stops once."""
         self.make()
         self.elect(1, 3)
         self.assertEqual(self.successResultOf(self.order(3, "k0")), {"order_number": 0})
