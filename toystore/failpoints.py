@@ -17,7 +17,8 @@ Points in use:
 from __future__ import annotations
 
 import os
-import sys
+
+from .runtime import exit_now
 
 ENVIRONMENT = "TOYSTORE_FAILPOINTS"
 #: The exit status of a process stopped by a failpoint.
@@ -29,6 +30,4 @@ _armed = frozenset(filter(None, (p.strip() for p in os.environ.get(ENVIRONMENT, 
 def reach(name: str) -> None:
     """Die here if ``name`` is armed."""
     if name in _armed:
-        sys.stderr.write(f"failpoint {name} reached: exiting\n")
-        sys.stderr.flush()
-        os._exit(EXIT_STATUS)
+        exit_now(EXIT_STATUS, f"failpoint {name} reached")
