@@ -7,7 +7,8 @@ microseconds that showed in the profile of every request the front-end and
 the catalog serve.  :class:`RequestStats` counts the same things in a dict
 of ints and a list per kind, on the reactor thread, and turns them into a
 counter family and a histogram family only when ``/metrics`` is scraped, so
-the exposition is what the two metrics would have shown.
+the exposition is what the two metrics would have shown.  :class:`Observations`
+does the same for a histogram without labels.
 """
 
 from __future__ import annotations
@@ -21,6 +22,57 @@ from prometheus_client.utils import floatToGoString
 
 #: The histogram's default bucket bounds, in seconds.
 SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Buckets:
+    """Observations counted per histogram bucket, and their sum: what one histogram series holds."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # per bucket, then beyond the last bound
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """One observation of ``value``."""
+        self.counts[bisect_left(self.bounds, value)] += 1  # the first bucket whose bound is >= value
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """The buckets as Prometheus exports them: ``(le, observations up to it)``, ending with ``+Inf``."""
+        buckets, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            buckets.append((floatToGoString(bound), running))
+        return buckets
+
+
+class Observations:
+    """
+    A histogram without labels, kept in plain numbers on the reactor thread
+    and exported as a Prometheus histogram family at scrape time (the
+    samples prometheus_client's ``Histogram`` gives for the same values,
+    without ``_created``).
+    """
+
+    def __init__(self, registry: CollectorRegistry, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._buckets = Buckets(tuple(buckets))
+        self.observe = self._buckets.observe
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        """The histogram family, for the registry."""
+        buckets = self._buckets
+        yield HistogramMetricFamily(
+            self._name, self._documentation, buckets=buckets.cumulative(), sum_value=buckets.sum
+        )
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front: the registry then calls :meth:`collect` at scrape time only."""
+        return []
 
 
 class RequestStats:
@@ -48,7 +100,7 @@ class RequestStats:
         self._labels = labels
         self._bounds = tuple(buckets)
         self._counts: dict[tuple[str, str], int] = {}
-        self._observed: dict[str, list[float]] = {}  # kind -> [count in each bucket ..., in none, sum]
+        self._observed: dict[str, Buckets] = {}  # kind -> its times
         registry.register(self)
 
     def record(self, kind: str, outcome: str, seconds: float) -> None:
@@ -57,9 +109,8 @@ class RequestStats:
         self._counts[key] = self._counts.get(key, 0) + 1
         observed = self._observed.get(kind)
         if observed is None:
-            observed = self._observed[kind] = [0] * (len(self._bounds) + 2)
-        observed[bisect_left(self._bounds, seconds)] += 1  # the first bucket whose bound is >= seconds
-        observed[-1] += seconds
+            observed = self._observed[kind] = Buckets(self._bounds)
+        observed.observe(seconds)
 
     def count(self, kind: str, outcome: str) -> int:
         """Requests of ``kind`` that ended in ``outcome`` so far."""
@@ -74,11 +125,7 @@ class RequestStats:
         yield counter
         histogram = HistogramMetricFamily(*self._histogram, labels=[kind_label])
         for kind, observed in sorted(self._observed.items()):
-            buckets, running = [], 0
-            for bound, count in zip((*self._bounds, float("inf")), observed[:-1], strict=True):
-                running += int(count)
-                buckets.append((floatToGoString(bound), running))
-            histogram.add_metric([kind], buckets, observed[-1])
+            histogram.add_metric([kind], observed.cumulative(), observed.sum)
         yield histogram
 
     def describe(self) -> list[Metric]:

@@ -2,39 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import generate_latest
 from twisted.trial.unittest import SynchronousTestCase
 
-from toystore.order.metrics import Observations, ReplicaMetrics
-
-BUCKETS = (0.001, 0.01, 0.1)
-
-
-def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in registry.collect()
-        for sample in family.samples
-        if not sample.name.endswith("_created")
-    }
-
-
-class ObservationsTests(SynchronousTestCase):
-    """A histogram kept in plain numbers gives the samples of prometheus_client's Histogram."""
-
-    def test_same_samples_as_a_histogram(self) -> None:
-        """Buckets (a value on a bound counts in it), +Inf, sum and count all match."""
-        mine, theirs = CollectorRegistry(), CollectorRegistry()
-        observations = Observations(mine, "t_seconds", "Time", BUCKETS)
-        histogram = Histogram("t_seconds", "Time", buckets=BUCKETS, registry=theirs)
-        for value in (0.0005, 0.001, 0.002, 0.05, 0.1, 7.0):
-            observations.observe(value)
-            histogram.observe(value)
-        self.assertEqual(samples(mine).keys(), samples(theirs).keys())
-        for key, value in samples(theirs).items():
-            self.assertAlmostEqual(samples(mine)[key], value, places=9, msg=key)
-        self.assertIn(b't_seconds_bucket{le="0.001"} 2.0', generate_latest(mine))
+from toystore.order.metrics import ReplicaMetrics
 
 
 class ReplicaMetricsTests(SynchronousTestCase):

@@ -1,4 +1,4 @@
-"""Tests for RequestStats: plain counters that scrape like prometheus_client's Counter and Histogram."""
+"""Tests for RequestStats and Observations: plain numbers that scrape like prometheus_client's metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 from twisted.trial.unittest import SynchronousTestCase
 
-from toystore.stats import SECONDS, RequestStats
+from toystore.stats import SECONDS, Observations, RequestStats
 
 OBSERVED = [
     ("product", "200", 0.0001),
@@ -15,6 +15,16 @@ OBSERVED = [
     ("order", "200", 0.02),
     ("order", "503", 7.0),  # beyond the last bound: +Inf only
 ]
+
+
+def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of ``registry`` but ``_created``, by name and labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
 
 
 class RequestStatsTests(SynchronousTestCase):
@@ -30,17 +40,9 @@ class RequestStatsTests(SynchronousTestCase):
             counter.labels(kind, code).inc()
             histogram.labels(kind).observe(seconds)
 
-    def samples(self, registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        return {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in registry.collect()
-            for sample in family.samples
-            if not sample.name.endswith("_created")
-        }
-
     def test_same_samples_as_prometheus_metrics(self) -> None:
         """Every count, bucket, sum and count sample equals what Counter and Histogram give."""
-        mine, theirs = self.samples(self.registry), self.samples(self.reference)
+        mine, theirs = samples(self.registry), samples(self.reference)
         self.assertEqual(mine.keys(), theirs.keys())
         for key, value in theirs.items():
             self.assertAlmostEqual(mine[key], value, places=9, msg=key)
@@ -61,3 +63,21 @@ class RequestStatsTests(SynchronousTestCase):
         calls.record("buy", "ok", 0.001)
         self.assertEqual(registry.get_sample_value("c_total", {"type": "buy", "outcome": "ok"}), 1.0)
         self.assertEqual(registry.get_sample_value("c_seconds_count", {"type": "buy"}), 1.0)
+
+
+class ObservationsTests(SynchronousTestCase):
+    """A histogram without labels kept in plain numbers gives the samples of prometheus_client's Histogram."""
+
+    def test_same_samples_as_a_histogram(self) -> None:
+        """Buckets (a value on a bound counts in it), +Inf, sum and count all match."""
+        buckets = (0.001, 0.01, 0.1)
+        mine, theirs = CollectorRegistry(), CollectorRegistry()
+        observations = Observations(mine, "t_seconds", "Time", buckets)
+        histogram = Histogram("t_seconds", "Time", buckets=buckets, registry=theirs)
+        for value in (0.0005, 0.001, 0.002, 0.05, 0.1, 7.0):
+            observations.observe(value)
+            histogram.observe(value)
+        self.assertEqual(samples(mine).keys(), samples(theirs).keys())
+        for key, value in samples(theirs).items():
+            self.assertAlmostEqual(samples(mine)[key], value, places=9, msg=key)
+        self.assertIn(b't_seconds_bucket{le="0.001"} 2.0', generate_latest(mine))

@@ -3,7 +3,7 @@ The order replica's Prometheus metrics, in a registry of its own.
 
 Little here costs anything per order, and nothing per log write: the wire
 calls are counted in plain ints (:class:`~toystore.stats.RequestStats`),
-and so are the histograms (:class:`Observations`: a list index and an
+and so are the histograms (:class:`~toystore.stats.Observations`: a list index and an
 addition per observation, where prometheus_client's ``Histogram`` takes a
 lock and loops over its buckets); the gauges of the replica's state (role,
 epoch, log lengths, followers in sync) are read from its ``status()`` when
@@ -12,50 +12,14 @@ epoch, log lengths, followers in sync) are read from its ``status()`` when
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.utils import floatToGoString
+from prometheus_client.core import GaugeMetricFamily, Metric
 
-from ..stats import RequestStats
+from ..stats import Observations, RequestStats
 
 ROLES = ("follower", "promoting", "leader", "stopping")
-
-
-class Observations:
-    """
-    A histogram without labels, kept in plain numbers on the reactor thread
-    and exported as a Prometheus histogram family at scrape time (the
-    samples prometheus_client's ``Histogram`` gives for the same values,
-    without ``_created``).
-    """
-
-    def __init__(self, registry: CollectorRegistry, name: str, documentation: str, buckets: Sequence[float]) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._bounds = tuple(buckets)
-        self._counts = [0] * (len(self._bounds) + 1)  # per bucket, then beyond the last bound
-        self._sum = 0.0
-        registry.register(self)
-
-    def observe(self, value: float) -> None:
-        """One observation of ``value``."""
-        self._counts[bisect_left(self._bounds, value)] += 1  # the first bucket whose bound is >= value
-        self._sum += value
-
-    def collect(self) -> Iterator[Metric]:
-        """The histogram family, for the registry."""
-        buckets, running = [], 0
-        for bound, count in zip((*self._bounds, float("inf")), self._counts, strict=True):
-            running += count
-            buckets.append((floatToGoString(bound), running))
-        yield HistogramMetricFamily(self._name, self._documentation, buckets=buckets, sum_value=self._sum)
-
-    def describe(self) -> list[Metric]:
-        """Nothing up front: the registry then calls :meth:`collect` at scrape time only."""
-        return []
 
 
 class StateCollector:
