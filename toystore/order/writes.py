@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from ..batch import BatchQueue, timed_in_thread
@@ -83,17 +83,12 @@ class LogWrites:
 
         :return: a Deferred that fires once they are fsynced (with the file's size).
         """
-        return self._submit(("append", b"".join(lines), (end, self.log.generation)))
+        return self._queue.submit(("append", b"".join(lines), (end, self.log.generation)))
 
     def truncate(self, length: int, size: int) -> Deferred[int]:
         """The log in memory was cut to ``length`` records (``size`` bytes): cut the file too, durably."""
         self.durable = min(self.durable, length)
-        return self._submit(("truncate", size, None))
-
-    def _submit(self, operation: Operation) -> Deferred[int]:
-        if self.broken is not None:
-            return fail(Unavailable(f"the order log's file failed a write ({self.broken.getErrorMessage()})"))
-        return self._queue.submit(operation)
+        return self._queue.submit(("truncate", size, None))
 
     async def close(self) -> None:
         """Let the queued writes finish, then close the file (in the disk thread)."""
@@ -106,7 +101,7 @@ class LogWrites:
         file = self.file
         if file is None:
             raise Unavailable("the order log is closed")
-        if self.broken is not None:  # queued before the failure, run after it
+        if self.broken is not None:  # a batch failed: no write touches the file any more
             raise Unavailable(f"the order log's file failed a write ({self.broken.getErrorMessage()})")
         writes = [(kind, value) for kind, value, _ in operations]
         metrics = self._metrics
