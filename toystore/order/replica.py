@@ -213,6 +213,11 @@ class Replica(Service):
         self.commitment.truncate(length)
         await self.writes.truncate(length, size)
 
+    def refuse_older(self, epoch: int) -> None:
+        """Raise :class:`StaleEpoch` if ``epoch`` is older than the one this replica accepted."""
+        if epoch < self.epoch:
+            raise StaleEpoch(f"epoch {epoch} is older than epoch {self.epoch}, which replica {self.id} accepted")
+
     def accept_epoch(self, epoch: int) -> Deferred[None]:
         """
         Make ``epoch`` the highest accepted: at once in memory, so that older
@@ -221,8 +226,7 @@ class Replica(Service):
         write queued after this call, so no record of ``epoch`` is
         acknowledged before the epoch is on disk.
         """
-        if epoch < self.epoch:
-            raise StaleEpoch(f"epoch {epoch} is older than epoch {self.epoch}, which replica {self.id} accepted")
+        self.refuse_older(epoch)
         if epoch == self.epoch:
             return succeed(None)
         # In the same turn as the epoch changes: a replica never reports, or
@@ -273,8 +277,7 @@ class Replica(Service):
         again, a conflicting or older one refused.
         """
         async with self._roles:
-            if epoch < self.epoch:
-                raise StaleEpoch(f"epoch {epoch} is older than epoch {self.epoch}, which replica {self.id} accepted")
+            self.refuse_older(epoch)
             if epoch == self.epoch:
                 if leader == self.leader and (leader != self.id or self.role == "leader"):
                     return self._notice_reply()

@@ -215,8 +215,7 @@ class Streams:
         replica = self.replica
         runs, length = _their_log(message)
         epoch = require(message, "epoch", int)
-        if epoch < replica.epoch:
-            raise StaleEpoch(f"epoch {epoch} is older than epoch {replica.epoch}, which replica {replica.id} accepted")
+        replica.refuse_older(epoch)
         while True:
             durable = replica.durable
             common = min(replica.log_.common_length(runs, length), durable)
