@@ -22,7 +22,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from .cluster import write_cluster
-from .conftest import ROOT, run_script
+from .conftest import PYTHONPATH, ROOT, run_script
 
 pytestmark = pytest.mark.integration
 
@@ -50,14 +50,19 @@ class Watched(ProcessProtocol):
         self.ended.callback(-reason.value.signal if code is None else code)
 
 
+def start_up(reactor: Any, tmp_path: Path) -> tuple[dict[str, int], Watched, Any]:
+    """``toystore up`` on a cluster of free ports in ``tmp_path``: its ports, its watched output, its process."""
+    config, ports = write_cluster(tmp_path)
+    child = Watched(b"toystore is up at")
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+    argv = [sys.executable, "-m", "toystore", "up", "--config", str(config), "--data-dir", str(tmp_path / "var")]
+    return ports, child, reactor.spawnProcess(child, sys.executable, argv, env=env)
+
+
 @pytest_twisted.ensureDeferred
 async def test_children_stop_when_up_is_killed(reactor: Any, tmp_path: Path) -> None:
     """SIGKILL of toystore up (no chance to clean up) still stops every child: their stdin closes."""
-    config, ports = write_cluster(tmp_path)
-    child = Watched(b"toystore is up at")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-m", "toystore", "up", "--config", str(config), "--data-dir", str(tmp_path / "var")]
-    process = reactor.spawnProcess(child, sys.executable, argv, env=env)
+    _, child, process = start_up(reactor, tmp_path)
     try:
         await child.seen.addTimeout(60, reactor)
         pids = [int(pid) for pid in re.findall(rb"pid (\d+)", child.output)]
@@ -90,11 +95,7 @@ async def test_up_starts_and_stops_the_store(reactor: Any, tmp_path: Path) -> No
     which elects a leader and answers at the URL printed; SIGTERM stops them
     all and toystore up exits with status 0.
     """
-    config, ports = write_cluster(tmp_path)
-    child = Watched(b"toystore is up at")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-m", "toystore", "up", "--config", str(config), "--data-dir", str(tmp_path / "var")]
-    process = reactor.spawnProcess(child, sys.executable, argv, env=env)
+    ports, child, process = start_up(reactor, tmp_path)
     try:
         await child.seen.addTimeout(60, reactor)
         output = child.output.decode()
