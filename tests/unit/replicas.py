@@ -21,7 +21,6 @@ from zope.interface import implementer
 from toystore.config import load
 from toystore.envelope import ApiError, StaleEpoch
 from toystore.order.journal import WINDOW_BYTES
-from toystore.order.keyindex import key_digest
 from toystore.order.replica import Replica
 from toystore.wire import WireClient, WireProtocol
 
@@ -117,7 +116,7 @@ class ReplicaCase(SynchronousTestCase):
     min_insync = 2
     front_end: dict[str, int] | None = None  # what GET /leader answers; None: the front-end is down
     window_bytes = WINDOW_BYTES  # of each replica's log
-    digest = staticmethod(key_digest)  # of the idempotency keys in each replica's log
+    key_hash = staticmethod(hash)  # of the idempotency keys in each replica's Bloom filter
 
     def find_leader(self) -> Deferred[dict[str, int]]:
         return succeed(self.front_end) if self.front_end else fail(OSError("no front-end"))
@@ -164,7 +163,7 @@ class ReplicaCase(SynchronousTestCase):
                 self.catalog,
                 self.endpoint,
                 self.find_leader,
-                digest=self.digest,
+                key_hash=self.key_hash,
                 fail_stop=lambda why, i=me.id: self.fail_stops.append((i, why)),
             )
             self.replicas[me.id] = replica

@@ -24,9 +24,9 @@ from .replicas import ReplicaCase
 TINY = 1500
 
 
-def first_letter(key: str) -> int:
-    """A digest under which every key with the same first letter collides."""
-    return ord(key[0]) << 56
+def one_hash(key: str) -> int:
+    """A hash under which every key looks the same to the Bloom filter: every lookup goes on to the key store."""
+    return 0
 
 
 def orders_log(count: int, prefix: str = "k") -> Log:
@@ -108,7 +108,7 @@ class OldOrdersTests(DiskCase):
         self.place_many(3, 40)
         self.restart()
         self.elect(2, 1)
-        self.assertEqual(self.find(1, "k3"), (3, {"key": "k3", "name": "Tux", "number": 3, "quantity": 1, "seq": 4}))
+        self.assertEqual(self.find(1, "k3"), 3)
         self.assertEqual(self.successResultOf(self.order(1, "k3")), {"order_number": 3})
         self.assertEqual(self.successResultOf(self.order(1, "new")), {"order_number": 40})
         self.assertEqual(len(self.catalog.bought), 41)
@@ -116,16 +116,17 @@ class OldOrdersTests(DiskCase):
 
 
 class CollisionTests(DiskCase):
-    """Every key's digest collides: the records tell the keys apart."""
+    """Every key is a maybe to the Bloom filter: the key store tells the keys apart."""
 
-    digest = staticmethod(first_letter)
+    key_hash = staticmethod(one_hash)
 
     def test_colliding_keys_are_different_orders(self) -> None:
-        """Keys sharing a digest get orders of their own; retries find their own, also across a leader change."""
+        """Keys the filter cannot tell apart get orders of their own; retries find theirs, across leader changes."""
         self.make()
         self.elect(1, 3)
         self.place_many(3, 30)
-        self.assertEqual(len(self.replicas[3].log_.key_candidates("k")), 30)
+        self.assertTrue(self.replicas[3].log_.may_hold("k"))
+        self.assertIsNone(self.find(3, "k"))
         self.assertEqual(self.successResultOf(self.order(3, "k7")), {"order_number": 7})
         self.assertEqual(self.failureResultOf(self.order(3, "k8", name="Fox"), ApiError).value.code, 422)
         self.elect(2, 2)
@@ -191,14 +192,14 @@ class CatchUpTests(DiskCase):
         self.elect(3, 2)
         self.assertEqual(self.file(3), self.file(2))
         self.assertIsNone(self.find(3, "never-committed-0"))
-        self.assertEqual(self.find(3, "k0")[0], 0)
-        self.assertEqual(self.find(3, "k5")[0], 5)
+        self.assertEqual(self.find(3, "k0"), 0)
+        self.assertEqual(self.find(3, "k5"), 5)
 
 
 class ReadRaceTests(SynchronousTestCase):
     """
     Reads from disk that the log's changes overtake: a truncation is
-    LogChanged, and key lookups start again.  Every key's digest collides.
+    LogChanged.
     """
 
     def setUp(self) -> None:
@@ -206,7 +207,7 @@ class ReadRaceTests(SynchronousTestCase):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         path.write_bytes(b"".join(orders_log(40).lines))
-        self.opened = open_journal(path, window_bytes=TINY, digest=first_letter)
+        self.opened = open_journal(path, window_bytes=TINY)
         self.addCleanup(self.opened.file.close)
         self.log = self.opened.log
         self.queued: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
@@ -250,21 +251,3 @@ class ReadRaceTests(SynchronousTestCase):
         self.opened.file.write([("truncate", self.log.offsets[12])])
         self.run_queued()
         self.failureResultOf(reading, CorruptJournal)
-
-    def test_find_order_looks_again(self) -> None:
-        """A key lookup overtaken by a truncation looks again, and finds what the log holds now."""
-        finding = Deferred.fromCoroutine(self.reads.find_order("k3"))
-        self.log.truncate(2)  # the leader record and order 0 stay
-        self.run_queued()
-        self.assertEqual(self.successResultOf(finding), None)
-        finding = Deferred.fromCoroutine(self.reads.find_order("k0"))
-        self.run_queued()
-        self.assertEqual(self.successResultOf(finding)[0], 0)
-
-    def test_key_placed_during_the_read(self) -> None:
-        """An order placed with the key while colliding candidates are read from disk is found all the same."""
-        finding = Deferred.fromCoroutine(self.reads.find_order("kz"))  # every key collides: k0 .. k39 to read
-        self.assertTrue(self.queued)
-        self.log.append_order(2, "Tux", 1, "kz")
-        self.run_queued()
-        self.assertEqual(self.successResultOf(finding)[0], 40)

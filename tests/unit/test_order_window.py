@@ -12,21 +12,15 @@ import random
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from toystore.order import reconcile, window
+from toystore.order import reconcile
 from toystore.order.journal import CorruptJournal, JournalReader, Log, NotInMemory, open_journal, record_of
-from toystore.order.reads import LogReads
+from toystore.order.log import OFFSET_STEP
 from toystore.order.window import LINE_OVERHEAD, Window
 
 #: A window this size holds about a dozen of the lines below.
 SMALL = 2000
-
-
-def first_letter(key: str) -> int:
-    """A digest under which every key with the same first letter collides."""
-    return ord(key[0]) << 56
 
 
 def big_log() -> Log:
@@ -84,28 +78,15 @@ class WindowTests(SynchronousTestCase):
             (w.lines(16, 18), w.lines(17, 19), w.lines(18, 21)), (None, [b"000000017\n", b"000000018\n"], None)
         )
 
-    def test_remembered_lines(self) -> None:
-        """A few lines read back from the file are kept, the oldest leaving first, and only older than the window."""
-        self.patch(window, "REMEMBERED", 2)
-        w = self.fill(budget=0, count=10)
-        w.mark_durable(10)
-        self.assertEqual(w.first, 10)
-        for i in (3, 4, 5):
-            w.remember(i, b"line %d\n" % i)
-        w.remember(12, b"not older than the window\n")
-        self.assertEqual([w.get(i) for i in (3, 4, 5, 12)], [None, b"line 4\n", b"line 5\n", None])
-
     def test_truncate(self) -> None:
-        """Inside the window the dropped lines come back (their keys are needed); below it, None."""
+        """Inside the window the lines after the cut go; below it, all of them, and the window starts at the cut."""
         w = self.fill(budget=3 * (10 + LINE_OVERHEAD), count=10)
         w.mark_durable(10)
-        w.remember(2, b"000000002\n")
-        self.assertEqual(w.truncate(9), [b"000000009\n"])
+        w.truncate(9)
         self.assertEqual((w.first, w.end, w.durable, w.nbytes), (7, 9, 9, 2 * (10 + LINE_OVERHEAD)))
-        self.assertIsNone(w.truncate(3))
-        self.assertEqual((w.first, w.end, w.durable, w.nbytes, w.get(2)), (3, 3, 3, 0, b"000000002\n"))
-        self.assertIsNone(w.truncate(1))
-        self.assertIsNone(w.get(2))
+        self.assertEqual((w.get(8), w.get(9)), (b"000000008\n", None))
+        w.truncate(3)
+        self.assertEqual((w.first, w.end, w.durable, w.nbytes, w.get(2)), (3, 3, 3, 0, None))
 
 
 class DiskLogTests(SynchronousTestCase):
@@ -131,7 +112,7 @@ class DiskLogTests(SynchronousTestCase):
         self.assertEqual(len(log), 402)
         self.assertEqual((log.offsets, log.runs(), log.last_epoch), (full.offsets, full.runs(), 2))
         self.assertEqual([log.order_index(n) for n in range(400)], list(full.orders))
-        self.assertEqual([log.key_candidates(f"k{n}") for n in range(400)], [[n] for n in range(400)])
+        self.assertEqual([log.unindexed_order(f"k{n}") for n in range(400)], list(range(400)))  # no key store: kept
         self.assertEqual((log.reconciled(), full.reconciled()), (400, 400))
         self.assertGreater(log.first_in_memory, 380)
         self.assertLessEqual(log.window.nbytes, SMALL + SMALL // 16)
@@ -171,13 +152,13 @@ class DiskLogTests(SynchronousTestCase):
         reference = Log(self.full.lines[:200])
         self.assertEqual((len(log), log.size, log.offsets), (200, reference.size, reference.offsets))
         self.assertEqual((log.runs(), log.order_count, log.first_in_memory), (reference.runs(), 199, 200))
-        self.assertEqual(log.key_candidates("k198"), [198])
-        self.assertEqual([log.key_candidates(f"k{n}") for n in (199, 300, 399)], [[], [], []])
+        self.assertEqual(log.unindexed_order("k198"), 198)
+        self.assertEqual([log.unindexed_order(f"k{n}") for n in (199, 300, 399)], [None, None, None])
         self.assertLessEqual(log.reconciled(), reference.reconciled())  # lower is safe: see Reconciled
         self.assertEqual(
             log.append_order(3, "Whale", 1, "k199", seq=999), reference.append_order(3, "Whale", 1, "k199", seq=999)
         )
-        self.assertEqual(log.key_candidates("k199"), [199])
+        self.assertEqual(log.unindexed_order("k199"), 199)
 
     def test_truncate_in_the_window_is_exact(self) -> None:
         """Cut where the records since the last snapshot are all in the window, reconciled() is exact."""
@@ -188,22 +169,22 @@ class DiskLogTests(SynchronousTestCase):
         reference = Log(self.full.lines[:398])
         self.assertEqual((opened.log.reconciled(), opened.log.order_count), (reference.reconciled(), 396))
         self.assertEqual(reference.reconciled(), 396)
-        self.assertEqual([opened.log.key_candidates(f"k{n}") for n in (395, 396, 397)], [[395], [], []])
+        self.assertEqual([opened.log.unindexed_order(f"k{n}") for n in (395, 396, 397)], [395, None, None])
 
-    def test_digest_collisions(self) -> None:
-        """With every key colliding, each key still finds its own order once its record is checked."""
-        log = Log(self.full.lines, digest=first_letter)
-        reads = LogReads(log, maybeDeferred)  # every line is in memory: nothing is read from the file
-
-        def find(key: str) -> int | None:
-            found = self.successResultOf(Deferred.fromCoroutine(reads.find_order(key)))
-            return None if found is None else found[0]
-
-        self.assertEqual(len(log.key_candidates("k0")), 400)
-        self.assertEqual([find(f"k{n}") for n in (0, 17, 399)], [0, 17, 399])
-        self.assertIsNone(find("k400"))
-        log.truncate(100)
-        self.assertEqual((log.key_candidates("kx"), find("k98"), find("k99")), (list(range(99)), 98, None))
+    def test_offsets_from_line_lengths(self) -> None:
+        """Offsets computed from line lengths and a mark every OFFSET_STEP records, across truncations and appends."""
+        log = Log(self.full.lines)
+        expected = [0]
+        for line in self.full.lines:
+            expected.append(expected[-1] + len(line))
+        self.assertEqual(list(log.offsets), expected)
+        for cut in (OFFSET_STEP * 3, OFFSET_STEP * 3 + 1, OFFSET_STEP * 2 - 1, 0):
+            with self.subTest(cut=cut):
+                self.assertEqual(log.truncate(cut), expected[cut])
+                self.assertEqual(list(log.offsets), expected[: cut + 1])
+                for line in self.full.lines[cut : cut + OFFSET_STEP + 5]:
+                    log.append_line(line)
+                self.assertEqual(list(log.offsets), expected[: cut + OFFSET_STEP + 6])
 
 
 class ReconciledTests(SynchronousTestCase):

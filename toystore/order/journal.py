@@ -18,9 +18,9 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from .keyindex import Digest, key_digest
+from .keystore import KeyStore
 from .log import WINDOW_BYTES, Log, NotInMemory
 from .records import CorruptJournal, decode, encode, record_of
 
@@ -213,29 +213,51 @@ class JournalReader:
 
 @dataclass
 class Opened:
-    """What :func:`open_journal` gives: the log in memory, the file for writes, and what was cut off."""
+    """
+    What :func:`open_journal` gives: the log in memory, the file for writes,
+    what was cut off, and the first order whose key the key store had to be
+    given again (None when it agreed with the journal).
+    """
 
     log: Log
     file: JournalFile
     torn_bytes: int
+    keys_rewritten_from: int | None = None
 
 
-def open_journal(path: Path, window_bytes: int = WINDOW_BYTES, digest: Digest = key_digest) -> Opened:
+def open_journal(
+    path: Path, window_bytes: int = WINDOW_BYTES, keys: KeyStore | None = None, key_hash: Callable[[str], int] = hash
+) -> Opened:
     """
     Read the journal into a :class:`Log` (a chunk at a time, keeping only
     what the log keeps), cut a torn tail off (durably), and open it for
     appends.
 
+    :param keys: the key store, brought in line with the journal's orders
+        as they are read (:meth:`~toystore.order.keystore.KeyStore.check`);
+        without one, the log keeps every key in memory.
+    :param key_hash: the hash of keys for the log's Bloom filter.
     :raises CorruptJournal: see :meth:`_Scan.records`, or a record that
         does not continue the log (an order number out of sequence).
     """
-    log = Log(window_bytes=window_bytes, digest=digest)
+    log = Log(window_bytes=window_bytes, key_hash=key_hash)
     reading = _Scan(path)
-    for line, record in reading.records():
-        try:
-            log.load(line, record)
-        except ValueError as e:
-            raise CorruptJournal(f"{path}: record {len(log) + 1} (byte {log.size}) is bad ({e})") from None
+    check = None if keys is None else keys.check()
+    try:
+        for line, record in reading.records():
+            try:
+                log.load(line, record, indexed=check is not None)
+            except ValueError as e:
+                raise CorruptJournal(f"{path}: record {len(log) + 1} (byte {log.size}) is bad ({e})") from None
+            order = record.get("order")
+            if check is not None and order is not None:
+                check.see(order["key"], order["number"], record["epoch"])
+    except BaseException:
+        if check is not None:
+            check.abandon()
+        raise
+    if check is not None:
+        check.done()
     torn_bytes = reading.size - reading.good_bytes
     path.parent.mkdir(parents=True, exist_ok=True)
     if torn_bytes:
@@ -246,7 +268,8 @@ def open_journal(path: Path, window_bytes: int = WINDOW_BYTES, digest: Digest = 
     elif not path.exists():
         path.touch()
         _fsync_directory(path.parent)
-    return Opened(log, JournalFile(path, reading.good_bytes), torn_bytes)
+    rewritten = None if check is None else check.rewritten_from
+    return Opened(log, JournalFile(path, reading.good_bytes), torn_bytes, rewritten)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -2,18 +2,23 @@
 The order log in memory: what the service needs to find a record, and the
 lines of the most recent records.
 
-The journal file (:mod:`toystore.order.journal`) is the store of the lines.
-Per record, the log keeps its file offset (8 bytes, in an ``array``), and
-per order a digest of its key and its number (:mod:`toystore.order.keyindex`,
-16 bytes) and what an order query answers, its toy (as the number of the
-name in a table of the names seen) and its quantity (12 bytes), so that no
-query of an order, however old, needs the disk.  Everything else it keeps is bounded or nearly so: the lines of
-the most recent records within a byte budget, and those not yet on disk
-(:mod:`toystore.order.window`); one entry per epoch; one per leader record
-(from which an order's record index is computed, so orders need no table of
-their own); a snapshot of :meth:`Log.reconciled` every thousand records.
-So its memory grows by about 36 bytes an order, where it grew by a line, a
-decoded record and a key string (a kilobyte) before.
+The journal file (:mod:`toystore.order.journal`) is the store of the lines,
+and an SQLite table beside it the store of the idempotency keys
+(:mod:`toystore.order.keystore`).  Per record, the log keeps the length of
+its line (from which a record's file offset is computed, with the offset of
+every 64th record); per order, its toy (as the number of the name in a
+table of the names seen) and its quantity, so that no order query, however
+old the order, needs the disk; and a Bloom filter of the keys
+(:mod:`toystore.order.bloom`), so that a new key needs the disk no more
+than a query does.  Each column of integers takes the fewest bytes its
+values need (:mod:`toystore.order.columns`): about five bytes an order in
+all, with the filter, where a key string alone took a hundred.
+Everything else it keeps is bounded: the lines of the most recent records
+within a byte budget, and those not yet on disk
+(:mod:`toystore.order.window`); the keys of the orders not yet in the key
+store; one entry per epoch; one per leader record (from which an order's
+record index is computed, so orders need no table of their own); a
+snapshot of :meth:`Log.reconciled` every thousand records.
 
 This module is reactor-free and does no I/O.
 """
@@ -25,13 +30,16 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from typing import Any, Callable, Iterable
 
-from .keyindex import Digest, KeyIndex, key_digest
+from .bloom import Bloom
+from .columns import Column
 from .reconcile import Reconciled
 from .records import check_record, decode, encode, order_line, record_of
 from .window import Window
 
 #: Bytes of record lines a log keeps in memory once they are on disk (about 26,000 orders).
 WINDOW_BYTES = 4 << 20
+#: The file offset of every this many-th record is kept; the others are computed from line lengths.
+OFFSET_STEP = 64
 
 
 class NotInMemory(LookupError):
@@ -49,25 +57,32 @@ class Log:
     :meth:`mark_durable`.  A line that is on disk and older than the window
     (``window_bytes`` of lines) leaves memory: :meth:`line` then answers
     None, and the service reads it back (:mod:`toystore.order.reads`)
-    between the byte offsets in :attr:`offsets`.
-    A log made from lines (``Log(lines)``, as tools and tests do) never
-    marks them durable, so it keeps them all.
+    between the byte offsets :meth:`offset` gives.
 
-    :param digest: the key digest of the idempotency-key index.
+    An order's key stays in memory (:meth:`unindexed`) until the service
+    has written it to the key store with its record (:meth:`mark_indexed`);
+    keys read from the journal at start are in the store already.  A log
+    made from lines (``Log(lines)``, as tools and tests do) never marks them
+    durable or indexed, so it keeps them all.
+
+    :param key_hash: the hash of keys for the Bloom filter.
     """
 
     def __init__(
-        self, lines: Iterable[bytes] = (), window_bytes: int = WINDOW_BYTES, digest: Digest = key_digest
+        self, lines: Iterable[bytes] = (), window_bytes: int = WINDOW_BYTES, key_hash: Callable[[str], int] = hash
     ) -> None:
-        self.offsets = array("q", [0])  # offsets[i] = file size before record i
         self.generation = 0  # raised by each truncation that removes records
+        self._lengths = Column()  # record index -> the length of its line
+        self._marks = array("q", [0])  # _marks[j] = the file offset of record j * OFFSET_STEP
+        self._size = 0  # of the whole log's file
         self._others = array("q")  # indexes of the records that are not orders (leader records)
         self._orders_before_other = array("q")  # ..., and how many orders come before each
-        self._keys = KeyIndex(digest)
+        self._bloom = Bloom(key_hash)
+        self._unindexed: dict[str, tuple[int, int]] = {}  # key -> (number, epoch), in number order
         self._names: dict[str, int] = {}  # toy name -> its number in _name_list
         self._name_list: list[str] = []
-        self._order_names = array("I")  # order number -> the number of its toy's name
-        self._order_quantities = array("q")  # order number -> its quantity
+        self._order_names = Column()  # order number -> the number of its toy's name
+        self._order_quantities = Column(signed=True)  # order number -> its quantity
         self._runs: list[list[int]] = []  # [first index, epoch] of each epoch
         self._reconciled = Reconciled()
         self._window = Window(window_bytes)
@@ -75,7 +90,7 @@ class Log:
             self.append_line(line)
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return len(self._lengths)
 
     @property
     def last_epoch(self) -> int:
@@ -85,7 +100,12 @@ class Log:
     @property
     def size(self) -> int:
         """The file size of the whole log."""
-        return self.offsets[-1]
+        return self._size
+
+    def offset(self, index: int) -> int:
+        """The file offset of record ``index`` (``len(self)``: the file size)."""
+        mark = index // OFFSET_STEP
+        return self._marks[mark] + sum(self._lengths[mark * OFFSET_STEP : index])
 
     @property
     def order_count(self) -> int:
@@ -104,13 +124,13 @@ class Log:
 
     # -- adding and removing records -------------------------------------------
 
-    def _add(self, line: bytes, record: dict[str, Any]) -> None:
+    def _add(self, line: bytes, record: dict[str, Any], indexed: bool = False) -> None:
         index = len(self)
         number = self.order_count
         check_record(record, index, number)
         order = record.get("order")
         if order is not None:
-            self._keys.add(order["key"], number)
+            self._keep_key(order["key"], number, record["epoch"], indexed)
             self._summarise(order["name"], order["quantity"])
         else:
             self._others.append(index)
@@ -121,12 +141,24 @@ class Log:
     def _extend(self, index: int, epoch: int, line: bytes) -> None:
         if not self._runs or self._runs[-1][1] != epoch:
             self._runs.append([index, epoch])
-        self.offsets.append(self.offsets[-1] + len(line))
+        self._lengths.append(len(line))
+        self._size += len(line)
+        if len(self._lengths) % OFFSET_STEP == 0:
+            self._marks.append(self._size)
         self._window.append(line)
 
-    def load(self, line: bytes, record: dict[str, Any]) -> None:
-        """Add a record read from the journal file (so durable), checked."""
-        self._add(line, record)
+    def _keep_key(self, key: str, number: int, epoch: int, indexed: bool) -> None:
+        self._bloom.add(key)
+        if not indexed:
+            self._unindexed[key] = (number, epoch)
+
+    def load(self, line: bytes, record: dict[str, Any], indexed: bool = True) -> None:
+        """
+        Add a record read from the journal file (so durable), checked.
+
+        :param indexed: whether its key is in the key store (else the log keeps it).
+        """
+        self._add(line, record, indexed)
         self._window.mark_durable(len(self))
 
     def append_order(self, epoch: int, name: str, quantity: int, key: str, seq: int | None = None) -> bytes:
@@ -137,7 +169,7 @@ class Log:
         """
         index, number = len(self), self.order_count
         line = order_line(epoch, index, number, name, quantity, key, seq)
-        self._keys.add(key, number)
+        self._keep_key(key, number, epoch, False)
         self._summarise(name, quantity)
         self._reconciled.add_order(index, seq)
         self._extend(index, epoch, line)
@@ -176,17 +208,39 @@ class Log:
         """The first ``length`` records are on disk: their lines may leave memory."""
         self._window.mark_durable(length)
 
+    def mark_indexed(self, count: int) -> None:
+        """The keys of the first ``count`` orders are in the key store: they may leave memory."""
+        unindexed = self._unindexed
+        while unindexed:
+            key = next(iter(unindexed))
+            if unindexed[key][0] >= count:
+                break
+            del unindexed[key]
+
+    def unindexed(self, start: int, end: int) -> list[tuple[str, int, int]]:
+        """``(key, number, epoch)`` of orders ``start`` .. ``end - 1`` whose keys are not in the key store."""
+        rows = []
+        for key, (number, epoch) in reversed(self._unindexed.items()):
+            if number < start:
+                break
+            if number < end:
+                rows.append((key, number, epoch))
+        rows.reverse()
+        return rows
+
     def truncate(self, length: int) -> int:
         """Keep the first ``length`` records; return the new file size."""
         if length >= len(self):
             return self.size
-        orders = self._orders_before(length)
-        dropped = self._window.truncate(length)
-        removed = None if dropped is None else [o["key"] for o in map(_order_of, dropped) if o is not None]
-        self._keys.truncate(orders, removed)
+        orders = self.orders_before(length)
+        self._window.truncate(length)
+        while self._unindexed and next(reversed(self._unindexed.values()))[0] >= orders:
+            self._unindexed.popitem()
         del self._order_names[orders:]
         del self._order_quantities[orders:]
-        del self.offsets[length + 1 :]
+        self._size = self.offset(length)
+        del self._lengths[length:]
+        del self._marks[length // OFFSET_STEP + 1 :]
         cut = bisect_left(self._others, length)
         del self._others[cut:]
         del self._orders_before_other[cut:]
@@ -200,7 +254,8 @@ class Log:
 
     # -- finding records -------------------------------------------------------
 
-    def _orders_before(self, length: int) -> int:
+    def orders_before(self, length: int) -> int:
+        """How many orders the first ``length`` records hold."""
         return length - bisect_left(self._others, length)
 
     def order_index(self, number: int) -> int | None:
@@ -216,12 +271,21 @@ class Log:
             return None
         return self._name_list[self._order_names[number]], self._order_quantities[number]
 
-    def key_candidates(self, key: str) -> list[int]:
-        """
-        The numbers of the orders whose key may be ``key`` (same digest):
-        each must be confirmed against its record.
-        """
-        return self._keys.candidates(key)
+    def order_epoch(self, number: int) -> int | None:
+        """The epoch of order ``number``, or None if there is no such order."""
+        index = self.order_index(number)
+        if index is None:
+            return None
+        return self._runs[bisect_right(self._runs, index, key=lambda run: run[0]) - 1][1]
+
+    def unindexed_order(self, key: str) -> int | None:
+        """The number of the order with ``key`` if its key is still in memory (not yet in the key store)."""
+        found = self._unindexed.get(key)
+        return None if found is None else found[0]
+
+    def may_hold(self, key: str) -> bool:
+        """False if no order of this log ever had ``key``; True if one may have (the key store says)."""
+        return key in self._bloom
 
     def line(self, index: int) -> bytes | None:
         """The line of record ``index`` if it is in memory, else None."""
@@ -230,10 +294,6 @@ class Log:
     def lines_in_memory(self, start: int, end: int) -> list[bytes] | None:
         """The lines of records ``start`` .. ``end - 1`` if all are in the window, else None."""
         return self._window.lines(start, end)
-
-    def remember(self, index: int, line: bytes) -> None:
-        """Keep ``line``, read back from the file, among the few such lines in memory."""
-        self._window.remember(index, line)
 
     def record(self, index: int) -> dict[str, Any]:
         """
@@ -273,6 +333,11 @@ class Log:
     def lines(self) -> Sequence[bytes]:
         """Every record's line (:class:`NotInMemory` for one only on disk)."""
         return _View(self.__len__, self._line)
+
+    @property
+    def offsets(self) -> Sequence[int]:
+        """Every record's file offset, and the file size last (as :meth:`offset` gives them)."""
+        return _View(lambda: len(self) + 1, self.offset)
 
     @property
     def records(self) -> Sequence[dict[str, Any]]:

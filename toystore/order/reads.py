@@ -23,7 +23,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 
 from ..envelope import Unavailable
-from .journal import CorruptJournal, JournalReader, Log, record_of
+from .journal import CorruptJournal, JournalReader, Log
 
 RunInThread = Callable[..., Deferred[Any]]
 
@@ -40,11 +40,19 @@ class LogReads:
     :param run_in_thread: runs the disk reads: the replica's disk thread, or
         a thread of their own (reads use their own descriptor and ``pread``,
         so they may run beside the writes).
+    :param find_key: the key store's number and epoch of a key
+        (:meth:`~toystore.order.writes.LogWrites.find_key`).
     """
 
-    def __init__(self, log: Log, run_in_thread: RunInThread) -> None:
+    def __init__(
+        self,
+        log: Log,
+        run_in_thread: RunInThread,
+        find_key: Callable[[str], Deferred[tuple[int, int] | None]] | None = None,
+    ) -> None:
         self.log = log
         self.run_in_thread = run_in_thread
+        self._find_key = find_key
         self._reader: JournalReader | None = None
 
     def open(self, log: Log, path: Path) -> None:
@@ -76,7 +84,7 @@ class LogReads:
                 raise Unavailable("the order log is closed")
             try:
                 got = await self.run_in_thread(
-                    self._reader.read_lines, log.offsets[start], log.offsets[stop], stop - start
+                    self._reader.read_lines, log.offset(start), log.offset(stop), stop - start
                 )
             except CorruptJournal:
                 if log.generation == generation:
@@ -88,40 +96,27 @@ class LogReads:
             start = stop
         return lines
 
-    async def record(self, index: int) -> dict[str, Any]:
+    async def find_order(self, key: str) -> int | None:
         """
-        Record ``index``; one read from the disk is remembered a while, for
-        a record asked for again and again.
+        The number of the order placed with ``key``, or None.
 
-        :raises LogChanged: when the log is truncated during the read.
-        """
-        line = self.log.line(index)
-        if line is None:
-            [line] = await self.lines(index, index + 1)
-            self.log.remember(index, line)
-        return record_of(line)
-
-    async def find_order(self, key: str) -> tuple[int, dict[str, Any]] | None:
-        """
-        The number and order of the order placed with ``key``, or None.
-
-        The log's key index holds 64-bit digests of keys: each order it
-        names is checked against its record (read back if need be), so a
-        different key with the same digest is told apart, not mistaken for
-        this one.  Only those reads let time pass: if the log changed
-        meanwhile (a truncation, or records that may hold this key), the
-        search starts again, so None means "not in the log now".
+        A key is in the log's memory until its batch of writes has ended,
+        and in the key store after (:mod:`toystore.order.keystore`); the
+        log's Bloom filter says at once that most new keys are in neither.
+        Only the store's answer lets time pass, meanwhile the log may grow
+        or be cut: an order placed meanwhile is still in memory when the
+        answer comes (the store's writes and lookups share one thread, in
+        order), and an answer whose order was cut since (its number and
+        epoch no longer the log's) is no answer.
         """
         log = self.log
-        while True:
-            length, generation = len(log), log.generation
-            try:
-                for number in log.key_candidates(key):
-                    index = log.order_index(number)
-                    order = None if index is None else (await self.record(index)).get("order")
-                    if order is not None and order["key"] == key and order["number"] == number:
-                        return number, order
-            except LogChanged:
-                continue
-            if (len(log), log.generation) == (length, generation):
-                return None
+        number = log.unindexed_order(key)
+        if number is not None or not log.may_hold(key):
+            return number
+        if self._find_key is None:
+            raise Unavailable("the order log has no key store")
+        stored = await self._find_key(key)
+        number = log.unindexed_order(key)
+        if number is None and stored is not None and log.order_epoch(stored[0]) == stored[1]:
+            number = stored[0]
+        return number

@@ -16,16 +16,16 @@ never waits on the disk.  The records a leader adds in one reactor turn go
 to each follower in one push and to its own file in one write, at the end
 of the turn.
 
-The log in memory holds only the most recent lines (:mod:`toystore.order.log`);
-an older record (an order query, a key to confirm, a follower's catch-up)
-is read back from the journal file in a thread too
-(:mod:`toystore.order.reads`), so those reads never block the reactor either;
-the process gives them a thread of their own, so that they do not wait
-behind the fsyncs.
+The log in memory holds only the most recent lines and a few bytes per order
+(:mod:`toystore.order.log`); the idempotency keys are in a key store beside
+the journal (:mod:`toystore.order.keystore`).  An older line (a follower's
+catch-up) is read back from the journal in a thread of its own
+(:mod:`toystore.order.reads`), and a key from the store in the disk thread.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,7 +54,7 @@ from ..runtime import EXIT_DISK_FAILED, StartupError, exit_now
 from ..wire import WireProtocol, require
 from .commitment import Commitment
 from .journal import CorruptJournal, Log, open_journal, write_durably
-from .keyindex import Digest, key_digest
+from .keystore import KEYS_FILE, open_keystore
 from .metrics import ReplicaMetrics
 from .reads import LogReads
 from .reconcile import unlogged_buys
@@ -85,7 +85,7 @@ class Replica(Service):
     :param catalog: the wire client of the catalog, for buys.
     :param connect: the client endpoint of a replica id, for the log stream.
     :param find_leader: asks the front-end who leads (``GET /leader``).
-    :param digest: the digest of idempotency keys in the log's index (tests make it collide).
+    :param key_hash: the hash of idempotency keys in the log's Bloom filter (tests make it collide).
     :param read_in_thread: runs reads of records no longer in memory (default:
         ``run_in_thread``; a thread of their own spares them the wait behind fsyncs).
     """
@@ -102,7 +102,7 @@ class Replica(Service):
         catalog: Any,
         connect: Callable[[int], Any],
         find_leader: Callable[[], Deferred[dict[str, Any]]],
-        digest: Digest = key_digest,
+        key_hash: Callable[[str], int] = hash,
         read_in_thread: RunInThread | None = None,
         fail_stop: Callable[[str], None] = lambda why: exit_now(EXIT_DISK_FAILED, why),
     ) -> None:
@@ -116,7 +116,7 @@ class Replica(Service):
         self.role = "follower"
         self.epoch = 0
         self.leader: int | None = None
-        self._log_options = {"window_bytes": self.config.window_bytes, "digest": digest}
+        self._log_options = {"window_bytes": self.config.window_bytes, "key_hash": key_hash}
         self.log_: Log = Log(**self._log_options)
         self.commitment = Commitment(clock, self.config.min_insync, self.config.commit_timeout)
         self.streams = Streams(self, clock, self.config.ack_timeout)
@@ -126,7 +126,7 @@ class Replica(Service):
         self.writes = LogWrites(
             run_in_thread, self.config.max_batch, self.metrics, lambda _: self.advance_commit(), self._write_failed
         )
-        self.reads = LogReads(self.log_, read_in_thread or run_in_thread)
+        self.reads = LogReads(self.log_, read_in_thread or run_in_thread, self.writes.find_key)
         self._unwritten: list[bytes] = []  # the leader's new records, written once per reactor turn
         self._unwritten_end = 0  # the length of the log with them
         self._write_call: IDelayedCall | None = None
@@ -137,19 +137,27 @@ class Replica(Service):
 
     def startService(self) -> None:
         """Read the log (cutting a torn tail) and the accepted epoch."""
+        keys = None
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            opened = open_journal(self.data_dir / JOURNAL, **self._log_options)
-            self.writes.open(opened.log, opened.file)
+            keys, remade = open_keystore(self.data_dir / KEYS_FILE)
+            if remade:
+                self.log.warn("the key store {path} was unreadable: made it anew", path=keys.path)
+            opened = open_journal(self.data_dir / JOURNAL, keys=keys, **self._log_options)
+            self.writes.open(opened.log, opened.file, keys)
             self.reads.open(opened.log, self.data_dir / JOURNAL)
             epoch_file = self.data_dir / EPOCH
             self.epoch = loads(epoch_file.read_bytes())["epoch"] if epoch_file.exists() else 0
-        except CorruptJournal as e:
-            raise StartupError(f"the order log is corrupt, refusing to start: {e}") from None
-        except (OSError, ValueError, KeyError, ApiError) as e:
+        except (CorruptJournal, OSError, ValueError, KeyError, ApiError, sqlite3.Error) as e:
+            if keys is not None:
+                keys.close()
+            if isinstance(e, CorruptJournal):
+                raise StartupError(f"the order log is corrupt, refusing to start: {e}") from None
             raise StartupError(f"cannot open the order log in {self.data_dir}: {e}") from None
         if opened.torn_bytes:
             self.log.warn("cut a torn record ({n} bytes) off the end of the log", n=opened.torn_bytes)
+        if opened.keys_rewritten_from is not None:
+            self.log.info("keys written to the key store again from order {n}", n=opened.keys_rewritten_from)
         self.log_ = opened.log
         super().startService()
         self.link.start()
@@ -355,16 +363,16 @@ class Replica(Service):
         """Place an order (once per key) and return its number once committed."""
         if self.role != "leader":
             raise self.not_leader()
-        # A key the index has never seen is new (the common case); a candidate must be confirmed
-        # against its record, which may be read from disk, letting time pass.
-        found = await self.reads.find_order(key) if self.log_.key_candidates(key) else None
+        # A key the log's Bloom filter has never seen is new (the common case, answered at once);
+        # another may be in the key store on disk, which lets time pass.
+        log = self.log_
+        number = await self.reads.find_order(key) if log.may_hold(key) else None
         if self.role != "leader":
             raise self.not_leader()
-        if found is not None:
-            number, order = found
-            self._same_body(key, order, name, quantity)
-            index = self.log_.order_index(number)
-            assert index is not None
+        if number is not None:
+            index, summary = log.order_index(number), log.summary(number)
+            assert index is not None and summary is not None
+            self._same_body(key, {"name": summary[0], "quantity": summary[1]}, name, quantity)
             await self.commitment.wait(index)
             return {"order_number": number}
         if key in self._placing:

@@ -7,9 +7,7 @@ the reads that are common: the order queries, which ask mostly for recent
 orders, and the live log stream, which sends each record as it is written.
 A line leaves the window only once it is durable (the replica appends to
 the in-memory log first and writes to the file after), so a line that is not
-here can always be read back from the file.  A few lines read back that way
-are kept too (:meth:`Window.remember`), so a record asked for again and
-again does not go to the disk each time.
+here can always be read back from the file.
 
 This module is reactor-free and does no I/O.
 """
@@ -18,13 +16,11 @@ from __future__ import annotations
 
 #: Bytes a line costs beyond its length: the bytes object's header (33), its list slot (8), rounding.
 LINE_OVERHEAD = 48
-#: Lines read back from the file that are kept (the oldest goes first).
-REMEMBERED = 1024
 
 
 class Window:
     """
-    Lines ``first`` .. ``end - 1`` of a log, and a few older ones read back.
+    Lines ``first`` .. ``end - 1`` of a log.
 
     :param budget: bytes of lines (with :data:`LINE_OVERHEAD` each) kept
         once they are durable; lines beyond it go, oldest first, in steps of
@@ -38,7 +34,6 @@ class Window:
         self.nbytes = 0  # bytes counted against the budget
         self._lines: list[bytes] = []
         self._slack = budget // 16
-        self._remembered: dict[int, bytes] = {}
 
     @property
     def end(self) -> int:
@@ -55,12 +50,10 @@ class Window:
     def get(self, index: int) -> bytes | None:
         """The line of record ``index`` if it is in memory, else None."""
         i = index - self.first
-        if i >= 0:
-            return self._lines[i] if i < len(self._lines) else None
-        return self._remembered.get(index)
+        return self._lines[i] if 0 <= i < len(self._lines) else None
 
     def lines(self, start: int, end: int) -> list[bytes] | None:
-        """Lines ``start`` .. ``end - 1`` if all are in the window (not counting remembered ones), else None."""
+        """Lines ``start`` .. ``end - 1`` if all are in the window, else None."""
         if start < self.first or end > self.end:
             return None
         return self._lines[start - self.first : end - self.first]
@@ -72,31 +65,17 @@ class Window:
             if self.nbytes > self.budget + self._slack:
                 self._evict()
 
-    def remember(self, index: int, line: bytes) -> None:
-        """Keep ``line``, record ``index`` read back from the file, among the few remembered."""
-        if index < self.first and index not in self._remembered:
-            if len(self._remembered) >= REMEMBERED:
-                del self._remembered[next(iter(self._remembered))]
-            self._remembered[index] = line
-
-    def truncate(self, length: int) -> list[bytes] | None:
-        """
-        Forget lines ``length`` and after.
-
-        :return: the lines dropped, when all of them were in memory; None
-            when some were only on disk.
-        """
-        self._remembered = {i: line for i, line in self._remembered.items() if i < length}
+    def truncate(self, length: int) -> None:
+        """Forget lines ``length`` and after."""
         self.durable = min(self.durable, length)
         if length >= self.first:
             dropped = self._lines[length - self.first :]
             del self._lines[length - self.first :]
             self.nbytes -= sum(len(line) for line in dropped) + LINE_OVERHEAD * len(dropped)
-            return dropped
-        self._lines = []
-        self.nbytes = 0
-        self.first = length
-        return None
+        else:
+            self._lines = []
+            self.nbytes = 0
+            self.first = length
 
     def _evict(self) -> None:
         lines = self._lines

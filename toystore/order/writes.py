@@ -5,7 +5,10 @@ Records are added to the in-memory log (:mod:`toystore.order.log`) first,
 then written here.  Writes go through a :class:`~toystore.batch.BatchQueue`
 to one thread: every write that arrives while a batch is being written and
 fsynced goes in the next batch, so a batch of any size costs one fsync, and
-the reactor thread never waits on the disk.
+the reactor thread never waits on the disk.  The keys of the batch's orders
+go to the key store (:mod:`toystore.order.keystore`) in the same thread,
+after the fsync of their lines, so a key is in the store only once its
+record is on disk; until the batch ends the log keeps it in memory.
 
 What a batch makes durable is settled once per batch, not once per write:
 the new durable length, and the one call to ``durable(length)`` that the
@@ -33,11 +36,13 @@ from twisted.python.failure import Failure
 from ..batch import BatchQueue, timed_in_thread
 from ..envelope import Unavailable
 from .journal import JournalFile, Log
+from .keystore import KeyStore, KeyWrite
 
 RunInThread = Callable[..., Deferred[Any]]
 
-#: One write: ``("append", data, (length, generation))`` or ``("truncate", size, None)``.
-Operation = tuple[str, Any, Any]
+#: One write: ``("append", data, (length, orders, generation), key rows)``
+#: or ``("truncate", size, None, orders)``.
+Operation = tuple[str, Any, Any, Any]
 
 
 class LogWrites:
@@ -63,6 +68,8 @@ class LogWrites:
         self.log = Log()
         self.durable = 0  # records on disk
         self.file: JournalFile | None = None
+        self.keys: KeyStore | None = None
+        self._keyed = 0  # orders whose keys are in a write handed to the queue
         self._run = run_in_thread
         self._metrics = metrics
         self._on_durable = durable
@@ -70,32 +77,59 @@ class LogWrites:
         self.broken: Failure | None = None  # the failure of the batch that failed, if one did
         self._queue: BatchQueue[Operation, int] = BatchQueue(self._write_batch, max_batch)
 
-    def open(self, log: Log, file: JournalFile) -> None:
-        """Write to ``file`` the records of ``log``, all of which are on disk now."""
+    def open(self, log: Log, file: JournalFile, keys: KeyStore | None = None) -> None:
+        """
+        Write to ``file`` the records of ``log``, all of which are on disk
+        now, and to ``keys`` the keys of its orders, of which those not in
+        it already are in the log's memory.
+        """
         self.log = log
         self.file = file
+        self.keys = keys
         self.durable = len(log)
+        self._keyed = 0 if keys is None else log.order_count
 
     def append(self, lines: list[bytes], end: int) -> Deferred[int]:
         """
         Append ``lines``, records ``end - len(lines)`` .. ``end - 1`` of the
-        log in memory, to the file (after every record before them).
+        log in memory, to the file (after every record before them), and the
+        keys of every order not yet given to the key store to it.
 
         :return: a Deferred that fires once they are fsynced (with the file's size).
         """
-        return self._queue.submit(("append", b"".join(lines), (end, self.log.generation)))
+        log = self.log
+        orders = log.orders_before(end)
+        rows = log.unindexed(self._keyed, orders) if self.keys is not None else []
+        self._keyed = max(self._keyed, orders)
+        return self._queue.submit(("append", b"".join(lines), (end, orders, log.generation), rows))
+
+    def find_key(self, key: str) -> Deferred[tuple[int, int] | None]:
+        """
+        The number and epoch the key store holds for ``key``, or None: in the
+        disk thread, after the batches that ran before it (a key whose batch
+        has not ended is in the log's memory).
+        """
+        keys = self.keys
+        if keys is None or self.broken is not None:
+            raise Unavailable("the order log's key store is closed")
+        return self._run(keys.find, key)
 
     def truncate(self, length: int, size: int) -> Deferred[int]:
         """The log in memory was cut to ``length`` records (``size`` bytes): cut the file too, durably."""
         self.durable = min(self.durable, length)
-        return self._queue.submit(("truncate", size, None))
+        orders = self.log.order_count
+        self._keyed = min(self._keyed, orders)
+        return self._queue.submit(("truncate", size, None, orders))
 
     async def close(self) -> None:
         """Let the queued writes finish, then close the file (in the disk thread)."""
         await self._queue.when_idle()
         file, self.file = self.file, None
+        keys, self.keys = self.keys, None
         if file is not None:
             await self._run(file.close)
+        if keys is not None:
+            await self._run(keys.close)
 
     def _write_batch(self, operations: list[Operation]) -> Deferred[list[int]]:
         file = self.file
@@ -103,11 +137,18 @@ class LogWrites:
             raise Unavailable("the order log is closed")
         if self.broken is not None:  # a batch failed: no write touches the file any more
             raise Unavailable(f"the order log's file failed a write ({self.broken.getErrorMessage()})")
-        writes = [(kind, value) for kind, value, _ in operations]
+        writes = [(kind, value) for kind, value, _, _ in operations]
+        keys = self.keys
+        key_writes: list[KeyWrite] = [(kind, rows) for kind, _, _, rows in operations]
+
+        def write() -> list[int]:
+            sizes = file.write(writes)
+            if keys is not None:
+                keys.write(key_writes)
+            return sizes
+
         metrics = self._metrics
-        done = timed_in_thread(
-            self._run, lambda: file.write(writes), metrics.fsync_seconds, metrics.batch_size, len(writes)
-        )
+        done = timed_in_thread(self._run, write, metrics.fsync_seconds, metrics.batch_size, len(writes))
         return done.addCallbacks(self._written, self._failed, callbackArgs=(operations,))
 
     def _failed(self, failure: Failure) -> Failure:
@@ -119,10 +160,13 @@ class LogWrites:
 
     def _written(self, sizes: list[int], operations: list[Operation]) -> list[int]:
         """A batch is on disk: settle what it made durable, once, before its writers hear of it."""
-        generation, durable = self.log.generation, self.durable
-        for _, _, mark in operations:
-            if mark is not None and mark[1] == generation and mark[0] > durable:
-                durable = mark[0]
+        generation, durable, indexed = self.log.generation, self.durable, 0
+        for _, _, mark, _ in operations:
+            if mark is not None and mark[2] == generation:
+                durable = max(durable, mark[0])
+                indexed = max(indexed, mark[1])
+        if indexed and self.keys is not None:
+            self.log.mark_indexed(indexed)
         if durable > self.durable:
             self.durable = durable
             self.log.mark_durable(durable)
