@@ -37,6 +37,8 @@ from typing import Any
 #: The file beside the journal.
 KEYS_FILE = "keys.sqlite"
 
+#: SQLite's page cache, KiB (its default is about 2 MiB): the table's pages are in the kernel's cache anyway.
+CACHE_KIB = 1024
 #: Rows inserted at a time while the table is brought in line with the journal.
 CHECK_BATCH = 10_000
 
@@ -65,6 +67,7 @@ class KeyStore:
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._db.execute(_SCHEMA)
             self._db.execute("SELECT 1 FROM orders LIMIT 1").fetchone()  # a file that is not a database fails here
         except BaseException:
