@@ -126,6 +126,31 @@ async def test_leader_killed_under_load(cluster: Cluster) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_keys_come_back_from_the_log(cluster: Cluster) -> None:
+    """
+    The leader is SIGKILLed and its key store deleted (a crash can leave it
+    behind its log, never ahead of it for long); it restarts, writes the
+    store again from its log, catches up on what another leader placed
+    meanwhile and, leading again, answers every retried key with its first
+    number and places nothing twice.
+    """
+    await cluster.start()
+    placed = {f"k{n}": await cluster.order(3, f"k{n}") for n in range(20)}
+    cluster.replicas[3].signal("KILL")
+    assert await cluster.supervisor.wait(cluster.replicas[3]) == -9
+    for name in ("keys.sqlite", "keys.sqlite-wal", "keys.sqlite-shm"):
+        (cluster.directory / "order-3" / name).unlink(missing_ok=True)
+    await cluster.elect(2, 2, skip=(3,))
+    placed.update({f"m{n}": await cluster.order(2, f"m{n}") for n in range(10)})
+    await cluster.start_replica(3)
+    await cluster.caught_up()
+    await cluster.elect(3, 3)
+    assert {key: await cluster.order(3, key) for key in placed} == placed
+    assert await cluster.order(3, "new") == 30
+    assert set(orders_in(cluster, 3)) == {*placed, "new"}
+
+
+@pytest_twisted.ensureDeferred
 async def test_paused_leader_commits_nothing(cluster: Cluster) -> None:
     """
     The leader is SIGSTOPped, replica 2 is promoted and takes orders, the old
