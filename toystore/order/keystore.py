@@ -113,27 +113,41 @@ class KeyStore:
 class KeyCheck:
     """
     The journal's orders, given one at a time in number order as the
-    journal is read, compared with the table's rows; from the first that
-    differs, the table is written again.  :meth:`done` ends the check.
+    journal is read, compared with the table's rows a chunk at a time; from
+    the first that differs, the table is written again.  :meth:`done` ends
+    the check.
     """
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
-        self._rows: sqlite3.Cursor | None = db.execute("SELECT number, key, epoch FROM orders ORDER BY number")
-        self._count = 0
-        self._pending: list[tuple[str, int, int]] = []
+        self._rows: sqlite3.Cursor | None = db.execute("SELECT key, number, epoch FROM orders ORDER BY number")
+        self._chunk: list[tuple[str, int, int]] = []  # orders not yet compared, or not yet written
         self.rewritten_from: int | None = None  # the first number written again, if any
 
     def see(self, key: str, number: int, epoch: int) -> None:
         """The journal's order ``number`` (the next in sequence) has ``key`` and ``epoch``."""
-        self._count = number + 1
+        self._chunk.append((key, number, epoch))
+        if len(self._chunk) >= CHECK_BATCH:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Compare the orders seen with the next rows, or write them if the table differs already."""
+        chunk = self._chunk
+        if not chunk:
+            return
         if self._rows is not None:
-            if self._rows.fetchone() == (number, key, epoch):
+            rows = self._rows.fetchmany(len(chunk))
+            if rows == chunk:
+                self._chunk = []
                 return
-            self._diverge(number)
-        self._pending.append((key, number, epoch))
-        if len(self._pending) >= CHECK_BATCH:
-            self._flush()
+            # The first order that differs from its row, or that has no row (the table is behind).
+            first = next(
+                (i for i, (row, order) in enumerate(zip(rows, chunk, strict=False)) if row != order), len(rows)
+            )
+            self._diverge(chunk[first][1])
+            chunk = chunk[first:]
+        self._db.executemany("INSERT OR REPLACE INTO orders (key, number, epoch) VALUES (?, ?, ?)", chunk)
+        self._chunk = []
 
     def _diverge(self, number: int) -> None:
         """The table differs from the journal at ``number``: drop what it holds from there on."""
@@ -144,20 +158,16 @@ class KeyCheck:
         self._db.execute("BEGIN")
         self._db.execute("DELETE FROM orders WHERE number >= ?", (number,))
 
-    def _flush(self) -> None:
-        self._db.executemany("INSERT OR REPLACE INTO orders (key, number, epoch) VALUES (?, ?, ?)", self._pending)
-        self._pending = []
-
     def done(self) -> None:
         """The journal holds no more orders: drop any row beyond them, and commit."""
+        self._settle()
         if self._rows is not None:
             extra = self._rows.fetchone()
             if extra is None:
                 self._rows.close()
                 self._rows = None
                 return
-            self._diverge(self._count)
-        self._flush()
+            self._diverge(extra[1])
         self._db.execute("COMMIT")
 
     def abandon(self) -> None:
