@@ -79,7 +79,7 @@ class ReplicaMetrics:
         self.fsync_seconds = Observations(
             r,
             "toystore_order_fsync_seconds",
-            "Time of one log write batch, fsync included",
+            "Time of one log write batch, fsync and key store included",
             (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
         self.batch_size = Observations(
