@@ -15,12 +15,17 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from toystore.config import load
-from toystore.envelope import ApiError, NotFound, Unavailable
+from toystore.envelope import ApiError, Encoded, NotFound, Unavailable, dumps
 from toystore.frontend.election import LeaderTracker
 from toystore.frontend.resources import frontend_root
 from toystore.frontend.service import FrontendService
 from toystore.order.replica import NotLeader
 from toystore.wire import CallTimeout, NotConnected
+
+
+def _encode(data: Any) -> Encoded:
+    """What a peer's reply gives a call made with ``encoded=True``."""
+    return Encoded(dumps({"data": data}))
 
 
 class FakeReplica:
@@ -39,8 +44,13 @@ class FakeReplica:
         self.book: dict[str, int] = {}  # shared between replicas by the test, like a replicated log
         self.orders: list[dict[str, Any]] = []
 
-    def call(self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None) -> Deferred[Any]:
-        fields = fields or {}
+    def call(
+        self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None, encoded: bool = False
+    ) -> Deferred[Any]:
+        d = self._answer(type, fields or {}, timeout)
+        return d.addCallback(_encode) if encoded else d
+
+    def _answer(self, type: str, fields: dict[str, Any], timeout: float | None) -> Deferred[Any]:
         self.calls.append((type, fields))
         if self.down:
             return fail(NotConnected(f"cannot connect to replica {self.id}"))
@@ -165,10 +175,14 @@ class FakeCatalog:
         self.toys = {"Tux": {"name": "Tux", "price": 15.99, "quantity": 100}}
         self.queries = 0
 
-    def call(self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None) -> Deferred[Any]:
+    def call(
+        self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None, encoded: bool = False
+    ) -> Deferred[Any]:
         self.queries += 1
         toy = self.toys.get(fields["name"])
-        return succeed(toy) if toy else fail(NotFound(f"product {fields['name']!r} not found"))
+        if toy is None:
+            return fail(NotFound(f"product {fields['name']!r} not found"))
+        return succeed(_encode(toy) if encoded else toy)
 
 
 class APITests(SynchronousTestCase):
@@ -215,6 +229,19 @@ class APITests(SynchronousTestCase):
         self.assertEqual(self.catalog.queries, 1)
         self.frontend.cache.invalidate("Tux")
         self.assertEqual(json.loads(self.raw("/products/Tux"))["data"]["price"], 1.0)
+
+    def test_peer_bytes_passed_through(self) -> None:
+        """
+        A product query the catalog answers, and an order query the leader
+        answers, are written as the bytes of the peer's reply: nothing is
+        decoded and encoded again on the way.
+        """
+        self.assertEqual(self.request("POST", "/orders", {"name": "Tux", "quantity": 2})[0], 200)
+        self.assertEqual(self.raw("/orders/0"), b'{"data":{"name":"Tux","number":0,"quantity":2}}')
+        self.assertIn(("get", {"number": 0}), self.replicas[self.frontend.tracker.leader].calls)
+        sent = Encoded(b'{"data":{"name":"Tux","price":15.990,"quantity":100}}')  # not how dumps writes it
+        self.catalog.call = lambda type, fields=None, timeout=None, encoded=False: succeed(sent if encoded else None)
+        self.assertEqual(self.raw("/products/Tux"), sent)
 
     def test_refused_queries_are_not_cached(self) -> None:
         """A 404 from the catalog is not kept: the next query asks again."""

@@ -11,7 +11,7 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from toystore.envelope import ApiError, BadRequest, Conflict
+from toystore.envelope import ApiError, BadRequest, Conflict, Encoded, dumps
 from toystore.wire import CallTimeout, ConnectionDropped, NotConnected, WireClient, WireProtocol, require
 
 from .helpers import WIRE, Handler, ScriptedEndpoint, connect, feed, sent
@@ -176,6 +176,37 @@ class ClientSideTests(SynchronousTestCase):
         self.assertIn("'slow' call to", failure.value.message)
         self.assertEqual(failure.value.code, 503)
         feed(self.protocol, {"id": request["id"], "data": "late"})
+
+    def test_encoded_reply(self) -> None:
+        """
+        A call made with encoded=True gets the reply's success envelope as
+        the bytes the peer sent, cut out of its line (a nested "id" key
+        included); its other calls still get decoded data.
+        """
+        encoded = self.protocol.call("query", {"name": "Tux"}, encoded=True)
+        plain = self.protocol.call("query", {"name": "Tux"})
+        first, second = sent(self.transport)
+        toy = {"id": 9, "name": 'Tüx, "id":', "price": 15.99}
+        self.protocol.dataReceived(dumps({"id": first["id"], "data": toy}) + b"\n")
+        self.protocol.dataReceived(dumps({"id": second["id"], "data": toy}) + b"\n")
+        reply = self.successResultOf(encoded)
+        self.assertIsInstance(reply, Encoded)
+        self.assertEqual(reply, dumps({"data": toy}))
+        self.assertEqual(self.successResultOf(plain), toy)
+
+    def test_encoded_call_errors_and_other_forms(self) -> None:
+        """
+        An encoded call still fails with the peer's error, and a reply line
+        in another form (keys in another order, spaces) is decoded and
+        encoded again, to the same bytes.
+        """
+        refused = self.protocol.call("buy", encoded=True)
+        spaced = self.protocol.call("query", encoded=True)
+        one, two = sent(self.transport)
+        feed(self.protocol, {"id": one["id"], "error": {"code": 409, "message": "sold out"}})
+        self.failureResultOf(refused, Conflict)
+        self.protocol.dataReceived(b'{"id": %d, "data": {"quantity": 3, "name": "Tux"}}\n' % two["id"])
+        self.assertEqual(self.successResultOf(spaced), b'{"data":{"name":"Tux","quantity":3}}')
 
     def test_default_timeout(self) -> None:
         """Without a timeout argument, wire.call_timeout applies."""

@@ -35,9 +35,7 @@ from ..envelope import (
     Encoded,
     Unavailable,
     Unprocessable,
-    dumps,
     int_field,
-    ok,
     text_field,
 )
 from ..stats import RequestStats
@@ -156,12 +154,12 @@ class FrontendService(Service):
         """A toy's reply from the catalog, cached for the queries after it."""
         version = self.cache.version(name)
 
-        def keep(toy: Any) -> Encoded:
-            reply = Encoded(dumps(ok(toy)))
+        def keep(reply: Encoded) -> Encoded:
             self.cache.put(name, reply, version)
             return reply
 
-        return self.catalog.call("query", {"name": name}).addCallback(keep)
+        # The catalog's reply is passed on as the bytes it sent, not decoded and encoded again.
+        return self.catalog.call("query", {"name": name}, encoded=True).addCallback(keep)
 
     # -- orders ------------------------------------------------------------------
 
@@ -188,9 +186,9 @@ class FrontendService(Service):
         self.cache.invalidate(name)
         return reply
 
-    def order(self, number: int) -> Deferred[Any]:
-        """An order, as the leader knows it."""
-        return self._with_leader("get", {"number": number})
+    def order(self, number: int) -> Deferred[Encoded]:
+        """An order's reply, as the leader knows it (and encodes it)."""
+        return self._with_leader("get", {"number": number}, encoded=True)
 
     def leader(self) -> dict[str, Any]:
         """``GET /leader``: the replica that leads, for replicas starting up."""
@@ -198,28 +196,36 @@ class FrontendService(Service):
             raise Unavailable("no leader is known yet")
         return {"leader": self.tracker.leader, "epoch": self.tracker.epoch}
 
-    def _with_leader(self, kind: str, fields: dict[str, Any]) -> Deferred[Any]:
+    def _with_leader(self, kind: str, fields: dict[str, Any], encoded: bool = False) -> Deferred[Any]:
         """
         Make a call to the leader, failing over if it must, within
         ``failover_deadline``.  The common case, a known leader that
         answers, takes one wire call and no coroutine.
+
+        :param encoded: see :meth:`toystore.wire.WireProtocol.call`.
         """
         deadline = self.clock.seconds() + self.config.failover_deadline
         leader = self.tracker.leader
         if leader is None:
-            return Deferred.fromCoroutine(self._until_served(kind, fields, deadline))
-        d = self.replicas[leader].call(kind, fields, timeout=self.config.failover_deadline / 2)
-        return d.addErrback(self._first_try_failed, leader, kind, fields, deadline)
+            return Deferred.fromCoroutine(self._until_served(kind, fields, encoded, deadline))
+        d = self.replicas[leader].call(kind, fields, timeout=self.config.failover_deadline / 2, encoded=encoded)
+        return d.addErrback(self._first_try_failed, leader, kind, fields, encoded, deadline)
 
     def _first_try_failed(
-        self, failure: Failure, leader: int, kind: str, fields: dict[str, Any], deadline: float
+        self, failure: Failure, leader: int, kind: str, fields: dict[str, Any], encoded: bool, deadline: float
     ) -> Deferred[Any]:
         failure.trap(ApiError)
         pause = self._failed_try(failure.value, leader)  # raises the answer itself
-        return Deferred.fromCoroutine(self._until_served(kind, fields, deadline, failure.value, pause))
+        return Deferred.fromCoroutine(self._until_served(kind, fields, encoded, deadline, failure.value, pause))
 
     async def _until_served(
-        self, kind: str, fields: dict[str, Any], deadline: float, last: ApiError | None = None, pause: bool = False
+        self,
+        kind: str,
+        fields: dict[str, Any],
+        encoded: bool,
+        deadline: float,
+        last: ApiError | None = None,
+        pause: bool = False,
     ) -> Any:
         last = last or Unavailable("no order replica is available")
         while True:
@@ -237,7 +243,7 @@ class FrontendService(Service):
                 # Half the deadline at most for one try, so that a leader that hangs
                 # (paused, partitioned) leaves time to fail over to another.
                 attempt = min(left, self.config.failover_deadline / 2)
-                return await self.replicas[leader].call(kind, fields, timeout=attempt)
+                return await self.replicas[leader].call(kind, fields, timeout=attempt, encoded=encoded)
             except TimeoutError:
                 pause = False
                 continue  # the deadline check above ends it

@@ -42,7 +42,9 @@ seconds)`` about every request and push served (outcome ``"ok"`` or the error
 code), for metrics.  A client is a :class:`WireClient`: a
 reconnecting connection (``ClientService`` with backoff) whose ``call`` fails
 with :class:`Unavailable` subclasses when the peer cannot be reached, does
-not answer in time, or drops the connection with the call pending.
+not answer in time, or drops the connection with the call pending.  A call
+made with ``encoded=True`` gets the reply's success envelope as the bytes the
+peer sent, not decoded, for a caller that only passes them on.
 """
 
 from .client import WireClient

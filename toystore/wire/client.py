@@ -101,10 +101,13 @@ class WireClient(Service):
         except ConnectError as e:
             raise NotConnected(f"cannot connect to {self.name}: {e}") from None
 
-    def call(self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None) -> Deferred[Any]:
+    def call(
+        self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None, encoded: bool = False
+    ) -> Deferred[Any]:
         """
         Make a call over the connection (waiting for one, if need be).
 
+        :param encoded: see :meth:`WireProtocol.call`.
         :return: a Deferred of the reply's ``data``.  It fails with the
             peer's error, or an :class:`Unavailable` one when the peer
             cannot be reached, does not answer in time, or the connection
@@ -113,9 +116,11 @@ class WireClient(Service):
         current = self._current
         if current is not None and current.connected:
             # The common case: straight onto the connection, with no waiting for one.
-            return current.call(type, fields, timeout)
-        return Deferred.fromCoroutine(self._call_when_connected(type, fields, timeout))
+            return current.call(type, fields, timeout, encoded)
+        return Deferred.fromCoroutine(self._call_when_connected(type, fields, timeout, encoded))
 
-    async def _call_when_connected(self, type: str, fields: dict[str, Any] | None, timeout: float | None) -> Any:
+    async def _call_when_connected(
+        self, type: str, fields: dict[str, Any] | None, timeout: float | None, encoded: bool
+    ) -> Any:
         connection = await self.connection(timeout)
-        return await connection.call(type, fields, timeout)
+        return await connection.call(type, fields, timeout, encoded)

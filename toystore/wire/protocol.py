@@ -20,7 +20,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
 from ..config import WireConfig
-from ..envelope import ApiError, BadRequest, Unauthorized, Unavailable, dumps, loads
+from ..envelope import ApiError, BadRequest, Encoded, Unauthorized, Unavailable, dumps, loads
 
 _TYPE = re.compile(r"[a-z][a-z_]{0,63}\Z")
 
@@ -102,8 +102,8 @@ class WireProtocol(LineOnlyReceiver):
         self.trusted = client or not config.secret
         self._admission: IDelayedCall | None = None
         self._ids = itertools.count(1)
-        # id -> (its Deferred, deadline, type, timeout) of each call awaiting its reply
-        self._pending: dict[int, tuple[Deferred[Any], float, str, float]] = {}
+        # id -> (its Deferred, deadline, type, timeout, encoded) of each call awaiting its reply
+        self._pending: dict[int, tuple[Deferred[Any], float, str, float, bool]] = {}
         self._expiry: IDelayedCall | None = None  # one timer for every pending call's deadline
         self._call_finished = getattr(handler, "call_finished", None)
         self._stall_timeout: float | None = None
@@ -194,10 +194,19 @@ class WireProtocol(LineOnlyReceiver):
         """Send a push: a message with a type and no id."""
         self.send({"type": type, **fields})
 
-    def call(self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None) -> Deferred[Any]:
+    def call(
+        self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None, encoded: bool = False
+    ) -> Deferred[Any]:
         """
         Send a request and wait for its reply.
 
+        :param encoded: whether the reply's data is wanted as its success
+            envelope, ``{"data": ...}``, in :class:`Encoded` bytes, rather
+            than decoded: for a caller that only passes the data on, such as
+            the front-end writing it as an HTTP body.  The bytes are the
+            peer's own, cut out of its reply line, not decoded and checked:
+            ask for them only from a peer of this cluster, which encodes as
+            :func:`~toystore.envelope.dumps` does.
         :return: a Deferred that fires with the reply's ``data``, or fails
             with the reply's :class:`ApiError`, :class:`CallTimeout` after
             ``timeout`` seconds (default ``wire.call_timeout``), or
@@ -209,7 +218,7 @@ class WireProtocol(LineOnlyReceiver):
         d: Deferred[Any] = Deferred(lambda _: self._pending.pop(call_id, None))
         limit = self.call_timeout if timeout is None else timeout
         deadline = self.clock.seconds() + limit
-        self._pending[call_id] = (d, deadline, type, limit)
+        self._pending[call_id] = (d, deadline, type, limit, encoded)
         self.send({**(fields or {}), "id": call_id, "type": type})
         self._expire_at(deadline)
         return d
@@ -231,11 +240,11 @@ class WireProtocol(LineOnlyReceiver):
     def _expire(self) -> None:
         self._expiry = None
         now = self.clock.seconds() + 1e-6  # (a microsecond for rounding)
-        late = [call_id for call_id, (_, deadline, _, _) in self._pending.items() if deadline <= now]
+        late = [call_id for call_id, (_, deadline, *_) in self._pending.items() if deadline <= now]
         expired = [(call_id, self._pending.pop(call_id)) for call_id in late]
         if self._pending:
-            self._expire_at(min(deadline for _, deadline, _, _ in self._pending.values()))
-        for _, (d, _, type, limit) in expired:
+            self._expire_at(min(deadline for _, deadline, *_ in self._pending.values()))
+        for _, (d, _, type, limit, _) in expired:
             d.errback(CallTimeout(f"{type!r} call to {self.peer} got no reply in {limit} s"))
 
     # -- authentication -------------------------------------------------------
@@ -290,6 +299,8 @@ class WireProtocol(LineOnlyReceiver):
     def lineReceived(self, line: bytes) -> None:
         if not self.trusted:
             self._admit(line)
+            return
+        if line.startswith(b'{"data":') and self._encoded_reply(line):
             return
         try:
             message = loads(line)
@@ -376,6 +387,28 @@ class WireProtocol(LineOnlyReceiver):
         self.log.failure("while serving {kind!r} from {peer}", failure, kind=kind, peer=self.peer)
         return ApiError(f"internal error while serving {kind!r}", 500)
 
+    def _encoded_reply(self, line: bytes) -> bool:
+        """
+        Answer the call a success reply ``line`` is for, if that call wants
+        its reply ``encoded``: with the line's data, cut out as it is, with
+        no decoding.  Sorted keys put the reply's id last
+        (``{"data":...,"id":7}``), so the last ``,"id":`` of the line is
+        its own (the bytes cannot occur inside a JSON string, where a quote
+        is escaped).  False, with nothing done, for any other line: it is
+        decoded as usual.
+        """
+        cut = line.rfind(b',"id":')
+        tail = line[cut + 6 : -1]
+        if cut < 0 or not line.endswith(b"}") or not tail.isdigit():
+            return False
+        call_id = int(tail)
+        pending = self._pending.get(call_id)
+        if pending is None or not pending[4] or tail != b"%d" % call_id:
+            return False
+        del self._pending[call_id]
+        pending[0].callback(Encoded(line[:cut] + b"}"))
+        return True
+
     def _reply_received(self, message: dict[str, Any]) -> None:
         pending = self._pending.pop(message["id"], None) if isinstance(message["id"], int) else None
         if pending is None:
@@ -388,7 +421,7 @@ class WireProtocol(LineOnlyReceiver):
         if "error" in message:
             d.errback(ApiError.from_json(message["error"]))
         elif "data" in message:
-            d.callback(message["data"])
+            d.callback(Encoded(dumps({"data": message["data"]})) if pending[4] else message["data"])
         else:
             d.errback(ApiError(f"reply from {self.peer} has neither data nor error", 502))
 
