@@ -17,6 +17,10 @@ drives each case in turn, at 1, 5, 16 and 64 keep-alive connections,
 
 * ceiling: ``GET /`` of the bare server (measured before and after the
   cases; the table shows the mean);
+* bare forwarder: ``GET /products/Tux`` of a bare twisted.web server that
+  asks a back end process for it over one persistent JSON-lines connection
+  (``scripts/bench/forwarder.py``): the least a front-end that asks another
+  process can do, the reference for the uncached and order-query cases;
 * product (cached): ``GET /products/Tux``, every query a cache hit;
 * order: ``POST /orders`` (1 item, toys in rotation), a distinct
   ``Idempotency-Key`` per request;
@@ -89,6 +93,9 @@ from results import CASES, mean_ceiling, report, targets, with_ratios  # noqa: E
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "bench" / "wrk.lua"
 CEILING = HERE / "bench" / "ceiling.py"
+FORWARDER = HERE / "bench" / "forwarder.py"
+#: The processes that are not the store's: the ceiling and the bare forwarder's two.
+REFERENCES = {"ceiling", "forwarder", "forwarder-back"}
 STOCK = 100_000_000
 WRK_TIMEOUT = 10  # seconds before wrk counts a request as timed out
 ORDER_NAMES = list(TOYS)[:5]  # orders rotate over these
@@ -103,20 +110,49 @@ def sleep(reactor: Any, seconds: float) -> Deferred[None]:
     return task.deferLater(reactor, seconds, lambda: None)
 
 
-async def start_ceiling(reactor: Any, supervisor: Supervisor, directory: Path, body: bytes) -> tuple[Child, str]:
-    """Start the bare twisted.web server answering ``body``; its Child and URL."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ceiling-body.json").write_bytes(body)
-    (directory / "logs").mkdir(exist_ok=True)
-    child = Child("ceiling", "bench-ceiling", (directory / "logs" / "ceiling.log").open("ab"))
-    argv = [sys.executable, str(CEILING), "--body-file", str(directory / "ceiling-body.json")]
-    reactor.spawnProcess(child, sys.executable, argv, env=dict(os.environ))
+async def start_reference(
+    reactor: Any, supervisor: Supervisor, directory: Path, name: str, command: str, argv: list[str]
+) -> dict[str, int]:
+    """Start one of the processes measured beside the store (``argv``: a script and its flags); its ports."""
+    (directory / "logs").mkdir(parents=True, exist_ok=True)
+    child = Child(name, command, (directory / "logs" / f"{name}.log").open("ab"))
+    reactor.spawnProcess(child, sys.executable, [sys.executable, *argv], env=dict(os.environ))
     supervisor.children.append(child)  # stopped and killed with the store
     try:
-        ports = await child.ready.addTimeout(30, reactor)
+        return await child.ready.addTimeout(30, reactor)
     except ChildFailed as e:
         raise SystemExit(f"{e}:\n{e.output}") from None
-    return child, f"http://127.0.0.1:{ports['http']}/"
+
+
+async def start_references(reactor: Any, supervisor: Supervisor, directory: Path, body: bytes) -> tuple[str, str]:
+    """
+    Start the bare twisted.web server answering ``body`` and the bare
+    forwarder (a front and its back end, which answers ``body``'s data);
+    their URLs.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    body_file = directory / "ceiling-body.json"
+    body_file.write_bytes(body)
+    ceiling = await start_reference(
+        reactor, supervisor, directory, "ceiling", "bench-ceiling", [str(CEILING), "--body-file", str(body_file)]
+    )
+    back = await start_reference(
+        reactor,
+        supervisor,
+        directory,
+        "forwarder-back",
+        "bench-forwarder",
+        [str(FORWARDER), "--role", "back", "--body-file", str(body_file)],
+    )
+    front = await start_reference(
+        reactor,
+        supervisor,
+        directory,
+        "forwarder",
+        "bench-forwarder",
+        [str(FORWARDER), "--role", "front", "--back-port", str(back["lines"])],
+    )
+    return f"http://127.0.0.1:{ceiling['http']}/", f"http://127.0.0.1:{front['http']}"
 
 
 async def swap_frontend(reactor: Any, supervisor: Supervisor, store: dict[str, Any]) -> str:
@@ -204,8 +240,9 @@ async def profile(reactor: Any, args: argparse.Namespace, case: str, pids: dict[
     directory.mkdir(parents=True, exist_ok=True)
     seconds = str(max(1, args.seconds - 1))
     runs = {}
+    own = {"ceiling": {"ceiling"}, "bare forwarder": {"forwarder", "forwarder-back"}}.get(case)  # else the store's
     for name, pid in pids.items():
-        if (name == "ceiling") != (case == "ceiling"):
+        if not (name in own if own else name not in REFERENCES):
             continue
         path = directory / f"{slug}.{name}.txt"
         argv = ["record", "--pid", str(pid), "--duration", seconds, "--rate", "100", "--nonblocking"]
@@ -319,7 +356,7 @@ async def run(reactor: Any, args: argparse.Namespace, supervisor: Supervisor, di
             raise SystemExit(f"{e}:\n{e.output}") from None
         url = store["url"]
     body = await product_reply(url, args.product)
-    _, ceiling_url = await start_ceiling(reactor, supervisor, directory, body)
+    ceiling_url, forwarder_url = await start_references(reactor, supervisor, directory, body)
     pids = running(supervisor)
     if pids:
         print(f"processes: {', '.join(f'{name} {pid}' for name, pid in pids.items())}", file=sys.stderr)
@@ -334,6 +371,8 @@ async def run(reactor: Any, args: argparse.Namespace, supervisor: Supervisor, di
 
     if "ceiling" in cases:
         ceiling_runs += await each("ceiling", ceiling_url, "get")
+    if "forwarder" in cases:
+        rows += await each("bare forwarder", f"{forwarder_url}/products/{args.product}", "get")
     if "cached" in cases:
         rows += await each("product (cached)", product_url, "get")
     if "order" in cases:
@@ -346,7 +385,7 @@ async def run(reactor: Any, args: argparse.Namespace, supervisor: Supervisor, di
             count = await orders_placed(url)
     if "order-query" in cases:
         rows += await each("order query", url, "order-query", str(count))
-    store_pids = {name: pid for name, pid in running(supervisor).items() if name != "ceiling"}
+    store_pids = {name: pid for name, pid in running(supervisor).items() if name not in REFERENCES}
     rss = await rss_run(reactor, args, url, store_pids, count) if args.rss else None
     if "uncached" in cases:
         uncached_url = (args.uncached_url or "").rstrip("/") or None

@@ -13,11 +13,14 @@ from toystore.measure import table
 #: The cases, in the order of the table, by their ``--cases`` names.
 CASES = {
     "ceiling": "ceiling",
+    "forwarder": "bare forwarder",
     "cached": "product (cached)",
     "uncached": "product (uncached)",
     "order-query": "order query",
     "order": "order",
 }
+#: The process that serves HTTP in the cases that are not the store.
+SERVERS = {"ceiling": "ceiling", "bare forwarder": "forwarder"}
 #: Ratio to the ceiling each case should reach (the issue's targets).
 RATIO_TARGETS = {"product (cached)": 0.80, "product (uncached)": 0.50, "order query": 0.50}
 ORDER_TARGET = {"connections": 16, "per_s": 1000.0, "p99_ms": 50.0}
@@ -78,7 +81,7 @@ def report(rows: list[dict[str, Any]], goals: list[dict[str, Any]], rss: dict[st
     """Print the table, the targets and the memory figures."""
 
     def server_cpu(row: dict[str, Any]) -> str:
-        name = "ceiling" if row["case"] == "ceiling" else next((n for n in row["cpu"] if n.startswith("frontend")), "")
+        name = SERVERS.get(row["case"]) or next((n for n in row["cpu"] if n.startswith("frontend")), "")
         return f"{100 * row['cpu'][name]:.0f}%" if name in row["cpu"] else "-"
 
     cells = [

@@ -27,7 +27,7 @@ from .conftest import run_script
 
 pytestmark = pytest.mark.integration
 
-CASES = ["ceiling", "product (cached)", "product (uncached)", "order query", "order"]
+CASES = ["ceiling", "bare forwarder", "product (cached)", "product (uncached)", "order query", "order"]
 PROCESSES = {"catalog", "order-1", "order-2", "order-3", "frontend"}
 
 
