@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .keystore import KeyStore
+from .keystore import KEYS_FILE, KeyStore, open_keystore
 from .log import WINDOW_BYTES, Log, NotInMemory
 from .records import CorruptJournal, decode, encode, record_of
 
@@ -35,11 +35,14 @@ __all__ = [
     "decode",
     "encode",
     "open_journal",
+    "open_log",
     "record_of",
     "scan",
     "write_durably",
 ]
 
+#: The journal's file in a replica's data directory.
+JOURNAL_FILE = "orders.log"
 #: Bytes read at a time when a journal is opened.
 READ_CHUNK = 1 << 20
 
@@ -223,6 +226,8 @@ class Opened:
     file: JournalFile
     torn_bytes: int
     keys_rewritten_from: int | None = None
+    keys: KeyStore | None = None  # the key store, when :func:`open_log` opened one
+    keys_remade: bool = False  # ..., made anew because its file could not be read
 
 
 def open_journal(
@@ -270,6 +275,23 @@ def open_journal(
         _fsync_directory(path.parent)
     rewritten = None if check is None else check.rewritten_from
     return Opened(log, JournalFile(path, reading.good_bytes), torn_bytes, rewritten)
+
+
+def open_log(directory: Path, window_bytes: int = WINDOW_BYTES, key_hash: Callable[[str], int] = hash) -> Opened:
+    """
+    A replica's log in ``directory``: its key store (made anew if its file
+    cannot be read, see :func:`~toystore.order.keystore.open_keystore`) and
+    its journal, read with :func:`open_journal`.  If the journal cannot be
+    read, the key store is closed again.
+    """
+    keys, remade = open_keystore(directory / KEYS_FILE)
+    try:
+        opened = open_journal(directory / JOURNAL_FILE, window_bytes, keys, key_hash)
+    except BaseException:
+        keys.close()
+        raise
+    opened.keys, opened.keys_remade = keys, remade
+    return opened
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -53,15 +53,13 @@ from ..envelope import (
 from ..runtime import EXIT_DISK_FAILED, StartupError, exit_now
 from ..wire import WireProtocol, require
 from .commitment import Commitment
-from .journal import CorruptJournal, Log, open_journal, write_durably
-from .keystore import KEYS_FILE, open_keystore
+from .journal import CorruptJournal, Log, open_log, write_durably
 from .metrics import ReplicaMetrics
 from .reads import LogReads
 from .reconcile import unlogged_buys
 from .replication import Link, Streams
 from .writes import LogWrites
 
-JOURNAL = "orders.log"
 EPOCH = "epoch.json"
 
 RunInThread = Callable[..., Deferred[Any]]
@@ -137,23 +135,19 @@ class Replica(Service):
 
     def startService(self) -> None:
         """Read the log (cutting a torn tail) and the accepted epoch."""
-        keys = None
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            keys, remade = open_keystore(self.data_dir / KEYS_FILE)
-            if remade:
-                self.log.warn("the key store {path} was unreadable: made it anew", path=keys.path)
-            opened = open_journal(self.data_dir / JOURNAL, keys=keys, **self._log_options)
-            self.writes.open(opened.log, opened.file, keys)
-            self.reads.open(opened.log, self.data_dir / JOURNAL)
             epoch_file = self.data_dir / EPOCH
             self.epoch = loads(epoch_file.read_bytes())["epoch"] if epoch_file.exists() else 0
-        except (CorruptJournal, OSError, ValueError, KeyError, ApiError, sqlite3.Error) as e:
-            if keys is not None:
-                keys.close()
-            if isinstance(e, CorruptJournal):
-                raise StartupError(f"the order log is corrupt, refusing to start: {e}") from None
+            opened = open_log(self.data_dir, **self._log_options)
+        except CorruptJournal as e:
+            raise StartupError(f"the order log is corrupt, refusing to start: {e}") from None
+        except (OSError, ValueError, KeyError, ApiError, sqlite3.Error) as e:
             raise StartupError(f"cannot open the order log in {self.data_dir}: {e}") from None
+        self.writes.open(opened.log, opened.file, opened.keys)
+        self.reads.open(opened.log, opened.file.path)
+        if opened.keys_remade:
+            self.log.warn("the key store in {path} was unreadable: made it anew", path=self.data_dir)
         if opened.torn_bytes:
             self.log.warn("cut a torn record ({n} bytes) off the end of the log", n=opened.torn_bytes)
         if opened.keys_rewritten_from is not None:
