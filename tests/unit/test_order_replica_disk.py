@@ -211,7 +211,7 @@ class ReadRaceTests(SynchronousTestCase):
         self.addCleanup(self.opened.file.close)
         self.log = self.opened.log
         self.queued: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
-        self.reads = LogReads(self.log, self.later)
+        self.reads = LogReads(self.log, self.later, lambda key: self.fail("these tests look up no key"))
         self.reads.open(self.log, path)
         self.addCleanup(self.close)
 

@@ -48,7 +48,7 @@ class LogReads:
         self,
         log: Log,
         run_in_thread: RunInThread,
-        find_key: Callable[[str], Deferred[tuple[int, int] | None]] | None = None,
+        find_key: Callable[[str], Deferred[tuple[int, int] | None]],
     ) -> None:
         self.log = log
         self.run_in_thread = run_in_thread
@@ -113,8 +113,6 @@ class LogReads:
         number = log.unindexed_order(key)
         if number is not None or not log.may_hold(key):
             return number
-        if self._find_key is None:
-            raise Unavailable("the order log has no key store")
         stored = await self._find_key(key)
         number = log.unindexed_order(key)
         if number is None and stored is not None and log.order_epoch(stored[0]) == stored[1]:
