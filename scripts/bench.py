@@ -88,14 +88,11 @@ from toystore.supervise import Child, ChildFailed, Supervisor  # noqa: E402
 sys.path.insert(0, os.path.join(ROOT, "scripts", "bench"))
 import hotspots  # noqa: E402
 from procs import cpu_all, rss_kib, running  # noqa: E402
+from references import CASE_PROCESSES, REFERENCES, start_references  # noqa: E402
 from results import CASES, mean_ceiling, report, targets, with_ratios  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "bench" / "wrk.lua"
-CEILING = HERE / "bench" / "ceiling.py"
-FORWARDER = HERE / "bench" / "forwarder.py"
-#: The processes that are not the store's: the ceiling and the bare forwarder's two.
-REFERENCES = {"ceiling", "forwarder", "forwarder-back"}
 STOCK = 100_000_000
 WRK_TIMEOUT = 10  # seconds before wrk counts a request as timed out
 ORDER_NAMES = list(TOYS)[:5]  # orders rotate over these
@@ -108,51 +105,6 @@ INSTALL = (
 def sleep(reactor: Any, seconds: float) -> Deferred[None]:
     """A Deferred that fires after ``seconds`` of reactor time (never ``time.sleep``)."""
     return task.deferLater(reactor, seconds, lambda: None)
-
-
-async def start_reference(
-    reactor: Any, supervisor: Supervisor, directory: Path, name: str, command: str, argv: list[str]
-) -> dict[str, int]:
-    """Start one of the processes measured beside the store (``argv``: a script and its flags); its ports."""
-    (directory / "logs").mkdir(parents=True, exist_ok=True)
-    child = Child(name, command, (directory / "logs" / f"{name}.log").open("ab"))
-    reactor.spawnProcess(child, sys.executable, [sys.executable, *argv], env=dict(os.environ))
-    supervisor.children.append(child)  # stopped and killed with the store
-    try:
-        return await child.ready.addTimeout(30, reactor)
-    except ChildFailed as e:
-        raise SystemExit(f"{e}:\n{e.output}") from None
-
-
-async def start_references(reactor: Any, supervisor: Supervisor, directory: Path, body: bytes) -> tuple[str, str]:
-    """
-    Start the bare twisted.web server answering ``body`` and the bare
-    forwarder (a front and its back end, which answers ``body``'s data);
-    their URLs.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    body_file = directory / "ceiling-body.json"
-    body_file.write_bytes(body)
-    ceiling = await start_reference(
-        reactor, supervisor, directory, "ceiling", "bench-ceiling", [str(CEILING), "--body-file", str(body_file)]
-    )
-    back = await start_reference(
-        reactor,
-        supervisor,
-        directory,
-        "forwarder-back",
-        "bench-forwarder",
-        [str(FORWARDER), "--role", "back", "--body-file", str(body_file)],
-    )
-    front = await start_reference(
-        reactor,
-        supervisor,
-        directory,
-        "forwarder",
-        "bench-forwarder",
-        [str(FORWARDER), "--role", "front", "--back-port", str(back["lines"])],
-    )
-    return f"http://127.0.0.1:{ceiling['http']}/", f"http://127.0.0.1:{front['http']}"
 
 
 async def swap_frontend(reactor: Any, supervisor: Supervisor, store: dict[str, Any]) -> str:
@@ -240,7 +192,7 @@ async def profile(reactor: Any, args: argparse.Namespace, case: str, pids: dict[
     directory.mkdir(parents=True, exist_ok=True)
     seconds = str(max(1, args.seconds - 1))
     runs = {}
-    own = {"ceiling": {"ceiling"}, "bare forwarder": {"forwarder", "forwarder-back"}}.get(case)  # else the store's
+    own = CASE_PROCESSES.get(case)  # else the store's
     for name, pid in pids.items():
         if not (name in own if own else name not in REFERENCES):
             continue

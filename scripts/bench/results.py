@@ -8,6 +8,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from references import CASE_PROCESSES
+
 from toystore.measure import table
 
 #: The cases, in the order of the table, by their ``--cases`` names.
@@ -19,8 +21,6 @@ CASES = {
     "order-query": "order query",
     "order": "order",
 }
-#: The process that serves HTTP in the cases that are not the store.
-SERVERS = {"ceiling": "ceiling", "bare forwarder": "forwarder"}
 #: Ratio to the ceiling each case should reach (the issue's targets).
 RATIO_TARGETS = {"product (cached)": 0.80, "product (uncached)": 0.50, "order query": 0.50}
 ORDER_TARGET = {"connections": 16, "per_s": 1000.0, "p99_ms": 50.0}
@@ -81,7 +81,8 @@ def report(rows: list[dict[str, Any]], goals: list[dict[str, Any]], rss: dict[st
     """Print the table, the targets and the memory figures."""
 
     def server_cpu(row: dict[str, Any]) -> str:
-        name = SERVERS.get(row["case"]) or next((n for n in row["cpu"] if n.startswith("frontend")), "")
+        own = CASE_PROCESSES.get(row["case"])
+        name = own[0] if own else next((n for n in row["cpu"] if n.startswith("frontend")), "")
         return f"{100 * row['cpu'][name]:.0f}%" if name in row["cpu"] else "-"
 
     cells = [
