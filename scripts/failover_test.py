@@ -4,7 +4,7 @@ by a slower answer.
 
 A fresh store on free loopback ports (a temporary directory, ``--stock`` of
 every toy so buys never run dry, other knobs as packaged) runs the load
-client of :mod:`toystore.client` in forever mode: ``--clients`` sessions
+client of :mod:`toystore.loadgen` in forever mode: ``--clients`` sessions
 querying toys and buying with probability ``-p``.  Every ``--period``
 seconds a nemesis SIGKILLs an order replica and restarts it ``--down``
 seconds later: the current leader (``GET /leader``, confirmed by its own
@@ -57,7 +57,7 @@ from twisted.internet import task  # noqa: E402
 from twisted.internet.defer import Deferred  # noqa: E402
 
 from toystore import localcluster  # noqa: E402
-from toystore.client import KINDS, Report, run  # noqa: E402
+from toystore.loadgen import KINDS, Report, run  # noqa: E402
 from toystore.localcluster import REPLICAS  # noqa: E402
 from toystore.measure import percentile, table  # noqa: E402
 from toystore.order.journal import CorruptJournal, decode, scan  # noqa: E402

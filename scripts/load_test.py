@@ -9,7 +9,7 @@ sold out, a cache of 10 of the 15 toys) started with
 :class:`toystore.supervise.Supervisor` like the end-to-end tests: catalog,
 three order replicas, front-end (``--no-cache`` in the second mode), then
 ``GET /leader`` until its first election is over.  On it, for each p of
-``--p``, :func:`toystore.client.run` drives ``--clients`` keep-alive
+``--p``, :func:`toystore.loadgen.run` drives ``--clients`` keep-alive
 shoppers of ``--iterations`` iterations each (query a random toy; if some
 are left, buy 1 to 5 with probability p; at the end read back every order).
 Between two runs the script waits ``--restock-wait`` seconds (one restock
@@ -69,7 +69,7 @@ from twisted.internet import task  # noqa: E402
 from twisted.internet.defer import Deferred, succeed  # noqa: E402
 from twisted.web.client import Agent, HTTPConnectionPool  # noqa: E402
 
-from toystore import client, localcluster  # noqa: E402
+from toystore import loadgen, localcluster  # noqa: E402
 from toystore.catalog.store import TOYS  # noqa: E402
 from toystore.config import load  # noqa: E402
 from toystore.measure import table  # noqa: E402
@@ -155,7 +155,7 @@ async def run_mode(reactor: Any, supervisor: Supervisor, directory: Path, mode: 
             gc.disable()
             try:
                 started = reactor.seconds()
-                report = await client.run(reactor, url, args.clients, args.iterations, p, args.seed + i)
+                report = await loadgen.run(reactor, url, args.clients, args.iterations, p, args.seed + i)
                 ended = reactor.seconds()
             finally:
                 gc.enable()
@@ -210,8 +210,8 @@ def lru_history(polls: list[dict[str, Any]]) -> dict[str, Any]:
 
 def plot_latency(runs: list[dict[str, Any]], path: Path, title: str) -> None:
     """One subplot per request type: p50 against p, bars up to p99, cache on and off side by side."""
-    figure, axes = plt.subplots(1, len(client.KINDS), figsize=(15, 5.2))
-    for ax, kind in zip(axes, client.KINDS, strict=True):
+    figure, axes = plt.subplots(1, len(loadgen.KINDS), figsize=(15, 5.2))
+    for ax, kind in zip(axes, loadgen.KINDS, strict=True):
         for offset, mode, style in ((-0.012, "on", "o-"), (0.012, "off", "s--")):
             points = [
                 (run["p"], row["p50_ms"], row["p99_ms"])

@@ -23,7 +23,7 @@ import treq
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import react
 
-from . import client
+from . import loadgen
 from .config import ClusterConfig, ConfigError, load
 from .measure import table
 from .supervise import Child, ChildFailed, Supervisor
@@ -167,7 +167,7 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-cache", action="store_true", help="run the front-end without its product cache")
     shop = commands.add_parser("client", help="simulated shoppers: query, buy with probability p, check the orders")
-    client.add_arguments(shop)
+    loadgen.add_arguments(shop)
     show = commands.add_parser("status", help="show each process of the store: up or down, role, epoch")
     show.add_argument("--config", "-c", help="the cluster file (TOML); default: the packaged one-machine cluster")
     return top
@@ -181,5 +181,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif options.command == "status":
         react(status, (options,))
     elif options.command == "client":
-        react(client.main, (options,))
+        react(loadgen.main, (options,))
     sys.exit(0)

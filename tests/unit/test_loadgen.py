@@ -1,4 +1,4 @@
-"""Tests for the load client's logic, :mod:`toystore.client` (no network)."""
+"""Tests for the load generator's logic, :mod:`toystore.loadgen` (no network)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from toystore.client import Report, Sample, Shopper, verify
+from toystore.loadgen import Report, Sample, Shopper, verify
 
 
 class ShopperTests(SynchronousTestCase):

@@ -1,5 +1,6 @@
 """
-``toystore client``: simulated shoppers against the public API.
+The load generator, run as ``toystore client``: simulated shoppers against
+the public API.
 
 Each client is one session: one keep-alive HTTP connection of its own.  An
 iteration queries a random toy and, if some are left, buys 1 to 5 of it with
