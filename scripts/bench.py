@@ -82,7 +82,7 @@ from twisted.internet.defer import Deferred  # noqa: E402
 from twisted.internet.utils import getProcessOutputAndValue  # noqa: E402
 
 from toystore import localcluster  # noqa: E402
-from toystore.catalog.store import TOYS  # noqa: E402
+from toystore.catalog.seed import TOYS  # noqa: E402
 from toystore.supervise import Child, ChildFailed, Supervisor  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "scripts", "bench"))

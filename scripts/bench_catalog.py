@@ -46,7 +46,7 @@ from twisted.copyright import version as twisted_version  # noqa: E402
 from twisted.internet import task, threads  # noqa: E402
 from twisted.internet.defer import Deferred, DeferredList, gatherResults  # noqa: E402
 
-from toystore.catalog.store import TOYS  # noqa: E402
+from toystore.catalog.seed import TOYS  # noqa: E402
 from toystore.envelope import ApiError, Unavailable  # noqa: E402
 from toystore.localcluster import connect  # noqa: E402
 from toystore.measure import delta, fsync_rate, mean, percentile, scrape, table  # noqa: E402

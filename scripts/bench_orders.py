@@ -59,7 +59,7 @@ from twisted.internet import task, threads  # noqa: E402
 from twisted.internet.defer import Deferred, DeferredList  # noqa: E402
 
 from toystore import localcluster  # noqa: E402
-from toystore.catalog.store import TOYS  # noqa: E402
+from toystore.catalog.seed import TOYS  # noqa: E402
 from toystore.config import WireConfig, load  # noqa: E402
 from toystore.envelope import ApiError  # noqa: E402
 from toystore.localcluster import REPLICAS, cluster_file, connect  # noqa: E402

@@ -70,7 +70,7 @@ from twisted.internet.defer import Deferred, succeed  # noqa: E402
 from twisted.web.client import Agent, HTTPConnectionPool  # noqa: E402
 
 from toystore import loadgen, localcluster  # noqa: E402
-from toystore.catalog.store import TOYS  # noqa: E402
+from toystore.catalog.seed import TOYS  # noqa: E402
 from toystore.config import load  # noqa: E402
 from toystore.measure import table  # noqa: E402
 from toystore.supervise import ChildFailed, Supervisor  # noqa: E402

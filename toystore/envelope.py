@@ -110,34 +110,6 @@ _BY_CODE = {
 }
 
 
-def text_field(message: dict[str, Any], name: str, longest: int) -> str:
-    """
-    The field ``name`` of a request: a non-empty string of at most
-    ``longest`` printable characters.
-
-    :raises BadRequest: naming the field.
-    """
-    value = message.get(name)
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"field {name!r} must be a non-empty string, not {value!r}")
-    if len(value) > longest or not value.isprintable():
-        raise BadRequest(f"field {name!r} must have at most {longest} printable characters")
-    return value
-
-
-def int_field(message: dict[str, Any], name: str, low: int, high: int) -> int:
-    """
-    The field ``name`` of a request: a JSON integer (not a bool, float or
-    string) from ``low`` to ``high``.
-
-    :raises BadRequest: naming the field.
-    """
-    value = message.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise BadRequest(f"field {name!r} must be an integer from {low} to {high}, not {value!r}")
-    return value
-
-
 def ok(data: Any) -> dict[str, Any]:
     """The success envelope around ``data``."""
     return {"data": data}

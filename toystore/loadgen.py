@@ -30,7 +30,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 from twisted.web.client import HTTPConnectionPool
 
-from .catalog.store import TOYS
+from .catalog.seed import TOYS
 from .measure import percentile, table
 
 KINDS = ("query", "buy", "check")

@@ -30,7 +30,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ConnectionRefusedError
 from twisted.web.client import HTTPConnectionPool
 
-from toystore.catalog.store import TOYS
+from toystore.catalog.seed import TOYS
 
 from .store import sleep
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 
-from toystore.catalog.store import TOYS
+from toystore.catalog.seed import TOYS
 from toystore.supervise import Supervisor
 
 from .cluster import Cluster

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from toystore.catalog.store import TOYS, Buy, CatalogDB, Outcome, Reconcile, Restock, parse_buy, parse_reconcile
-from toystore.envelope import BadRequest, Conflict, NotFound, StaleEpoch, Unprocessable
+from toystore.catalog.seed import TOYS
+from toystore.catalog.store import Buy, CatalogDB, Outcome, Reconcile, Restock
+from toystore.envelope import Conflict, NotFound, StaleEpoch, Unprocessable
 
 
 def open_db(case: SynchronousTestCase, initial_stock: int) -> CatalogDB:
@@ -177,14 +178,6 @@ class ReconcileTests(SynchronousTestCase):
         [outcome] = self.db.apply([Reconcile(epoch=2, after=0)])
         self.assertIsInstance(outcome.value, StaleEpoch)
 
-    def test_parse(self) -> None:
-        """The request's fields are checked; limit is optional."""
-        self.assertEqual(parse_reconcile({"epoch": 2, "after": 5}), Reconcile(2, 5, 1000))
-        self.assertEqual(parse_reconcile({"epoch": 2, "after": 5, "limit": 3}), Reconcile(2, 5, 3))
-        for bad in ({"after": 5}, {"epoch": 2}, {"epoch": 2, "after": -1}, {"epoch": 2, "after": 0, "limit": 0}):
-            with self.subTest(bad=bad):
-                self.assertRaises(BadRequest, parse_reconcile, bad)
-
 
 class RestockTests(SynchronousTestCase):
     """Restock sets every sold-out toy back to the restock quantity."""
@@ -235,36 +228,3 @@ class LedgerProperty(SynchronousTestCase):
                 self.assertEqual(row["initial"] + row["restocked"] - row["sold"], row["quantity"], name)
         finally:
             db.close()  # now, not at the end of all the examples
-
-
-class ParseBuyTests(SynchronousTestCase):
-    """parse_buy checks each field of a buy request."""
-
-    GOOD = {"name": "Tux", "quantity": 2, "key": "k", "epoch": 0}
-
-    def test_good(self) -> None:
-        """A well-formed request becomes a Buy."""
-        self.assertEqual(parse_buy(self.GOOD), Buy("Tux", 2, "k", 0))
-
-    def test_bad_fields(self) -> None:
-        """Each bad field is a 400 naming it."""
-        cases = [
-            ({"name": None}, "'name'"),
-            ({"name": ""}, "'name'"),
-            ({"name": "x" * 101}, "at most 100 printable characters"),
-            ({"quantity": 0}, "'quantity' must be an integer from 1"),
-            ({"quantity": -1}, "'quantity'"),
-            ({"quantity": True}, "'quantity'"),
-            ({"quantity": 2.0}, "'quantity'"),
-            ({"quantity": "2"}, "'quantity'"),
-            ({"quantity": 10**9}, "'quantity'"),
-            ({"key": 5}, "'key'"),
-            ({"epoch": -1}, "'epoch'"),
-            ({"epoch": None}, "'epoch'"),
-        ]
-        for change, words in cases:
-            with self.subTest(change=change):
-                error = self.assertRaises(BadRequest, parse_buy, {**self.GOOD, **change})
-                self.assertIn(words, error.message)
-        missing = {k: v for k, v in self.GOOD.items() if k != "key"}
-        self.assertIn("'key'", self.assertRaises(BadRequest, parse_buy, missing).message)

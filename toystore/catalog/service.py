@@ -24,6 +24,7 @@ from twisted.logger import Logger
 
 from ..batch import BatchQueue, timed_in_thread
 from ..config import CatalogConfig
+from ..contract import BUY, QUERY, RECONCILE
 from ..envelope import NotFound, Unavailable
 from ..runtime import StartupError
 from ..stats import RequestStats
@@ -36,9 +37,6 @@ from .store import (
     Reconcile,
     Restock,
     Toy,
-    parse_buy,
-    parse_name,
-    parse_reconcile,
 )
 
 DB_FILE = "catalog.sqlite"
@@ -222,7 +220,7 @@ class CatalogService(Service):
     # -- the lines port --------------------------------------------------------
 
     def call_query(self, message: dict[str, Any], connection: WireProtocol) -> dict[str, Any]:
-        name = parse_name(message)
+        (name,) = QUERY.parse(message)
         toy = self.toys.get(name)
         if toy is None:
             raise NotFound(f"product {name!r} not found")
@@ -232,10 +230,10 @@ class CatalogService(Service):
         return {"toys": [toy.to_json() for _, toy in sorted(self.toys.items())]}
 
     def call_buy(self, message: dict[str, Any], connection: WireProtocol) -> Any:
-        return self.buy(parse_buy(message))
+        return self.buy(Buy(*BUY.parse(message)))
 
     def call_reconcile(self, message: dict[str, Any], connection: WireProtocol) -> Any:
-        return self.reconcile(parse_reconcile(message))
+        return self.reconcile(Reconcile(*RECONCILE.parse(message)))
 
     def call_subscribe(self, message: dict[str, Any], connection: WireProtocol) -> dict[str, Any]:
         connection.drop_if_stalled(self.config.stall_timeout)

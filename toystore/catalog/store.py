@@ -3,10 +3,11 @@ The catalog's stock: toys, prices and quantities in SQLite.
 
 Everything here is plain, synchronous and reactor-free.  :class:`CatalogDB`
 owns the database and is used by one thread at a time (the catalog's writer
-thread, or a test); :func:`parse_buy` checks a buy request before it gets
-there.  A batch of operations runs in one transaction, so one fsync makes a
-whole batch durable (group commit), while each operation keeps its own
-outcome: a buy that fails changes nothing but the newest epoch seen.
+thread, or a test); the service checks each request against
+:mod:`toystore.contract` before it gets here.  A batch of operations runs in
+one transaction, so one fsync makes a whole batch durable (group commit),
+while each operation keeps its own outcome: a buy that fails changes nothing
+but the newest epoch seen.
 """
 
 from __future__ import annotations
@@ -16,30 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from ..envelope import ApiError, Conflict, NotFound, StaleEpoch, Unprocessable, dumps, int_field, loads, text_field
-
-#: The toys on first start, with their prices.
-TOYS: dict[str, float] = {
-    "Tux": 15.99,
-    "Whale": 34.99,
-    "Elephant": 29.99,
-    "Dolphin": 24.99,
-    "Fox": 19.99,
-    "Python": 21.99,
-    "Lego": 49.99,
-    "Frisbee": 9.99,
-    "Marbles": 4.99,
-    "Yo-yo": 6.49,
-    "Kite": 17.49,
-    "Puzzle": 12.99,
-    "Robot": 59.99,
-    "Teddy": 22.49,
-    "Rubik": 11.99,
-}
-
-MAX_QUANTITY = 1_000_000
-MAX_NAME = 100
-MAX_KEY = 200
+from ..envelope import ApiError, Conflict, NotFound, StaleEpoch, Unprocessable, dumps, loads
+from .seed import TOYS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS toys (
@@ -122,39 +101,6 @@ class Outcome:
     value: Any
     changed: dict[str, int] = field(default_factory=dict)
     replayed: bool = False
-
-
-def parse_name(message: dict[str, Any]) -> str:
-    """The toy ``name`` of a request, checked."""
-    return text_field(message, "name", MAX_NAME)
-
-
-def parse_epoch(message: dict[str, Any]) -> int:
-    """A request's leader ``epoch``, checked."""
-    return int_field(message, "epoch", 0, 2**62)
-
-
-def parse_reconcile(message: dict[str, Any]) -> Reconcile:
-    """Check a ``reconcile`` request's fields and make a :class:`Reconcile` of them."""
-    return Reconcile(
-        epoch=parse_epoch(message),
-        after=int_field(message, "after", 0, 2**62),
-        limit=int_field(message, "limit", 1, 5000) if "limit" in message else 1000,
-    )
-
-
-def parse_buy(message: dict[str, Any]) -> Buy:
-    """
-    Check a ``buy`` request's fields and make a :class:`Buy` of them.
-
-    :raises BadRequest: naming the first field that is missing or wrong.
-    """
-    return Buy(
-        name=parse_name(message),
-        quantity=int_field(message, "quantity", 1, MAX_QUANTITY),
-        key=text_field(message, "key", MAX_KEY),
-        epoch=parse_epoch(message),
-    )
 
 
 class CatalogDB:

@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import IResource
 from twisted.web.server import Request
 
-from ..catalog.store import MAX_KEY, MAX_NAME
+from ..contract import MAX_KEY, MAX_NAME, check_text
 from ..envelope import BadRequest, loads
 from ..web import JSONResource, JSONTree, operator_root, write_encoded, write_error
 from .service import FrontendService, parse_order
@@ -51,14 +51,6 @@ def _one_arg(request: Request, name: bytes) -> bytes | None:
     if len(values) > 1:
         raise BadRequest(f"give {name.decode()} once")
     return values[0]
-
-
-def _check_name(name: str) -> str:
-    if not name:
-        raise BadRequest("a product name is required")
-    if len(name) > MAX_NAME or not name.isprintable():
-        raise BadRequest(f"a product name has at most {MAX_NAME} printable characters")
-    return name
 
 
 def _check_number(text: str) -> int:
@@ -113,7 +105,7 @@ class Products(Public):
             if text is None:
                 arg = _one_arg(request, b"product_name")
                 text = _segment(arg, ()) if arg is not None else ""
-            name = _check_name(text)
+            name = check_text(text, "a product name", MAX_NAME)
         except BadRequest as e:
             return self._count(request, write_error(request, e))
         cached = self.frontend.cached_product(name)
@@ -171,8 +163,7 @@ class Orders(Public):
                 key = raw_key.decode("utf-8")
             except UnicodeDecodeError:
                 raise BadRequest("Idempotency-Key must be UTF-8") from None
-            if not 0 < len(key) <= MAX_KEY or not key.isprintable():
-                raise BadRequest(f"Idempotency-Key must have 1 to {MAX_KEY} printable characters")
+            check_text(key, "Idempotency-Key", MAX_KEY)
         return Deferred.fromCoroutine(self.frontend.place_order(name, quantity, key))
 
     @staticmethod

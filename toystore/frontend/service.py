@@ -26,8 +26,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..catalog.store import MAX_NAME
 from ..config import ClusterConfig
+from ..contract import int_field, parse
 from ..envelope import (
     ApiError,
     BadRequest,
@@ -35,8 +35,6 @@ from ..envelope import (
     Encoded,
     Unavailable,
     Unprocessable,
-    int_field,
-    text_field,
 )
 from ..stats import RequestStats
 from ..wire import CallTimeout, ConnectionDropped, NotConnected, WireProtocol
@@ -288,6 +286,6 @@ def parse_order(body: Any, max_quantity: int) -> tuple[str, int]:
     unknown = sorted(set(body) - {"name", "quantity"})
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]!r}: an order has only 'name' and 'quantity'")
-    name = text_field(body, "name", MAX_NAME)
+    name = parse(body, "name")
     quantity = int_field(body, "quantity", 1, max_quantity)
     return name, quantity

@@ -36,8 +36,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .. import failpoints
-from ..catalog.store import MAX_KEY, MAX_QUANTITY, parse_name
 from ..config import ClusterConfig, ReplicaConfig
+from ..contract import FENCE, GET, LEAD, ORDER
 from ..envelope import (
     ApiError,
     Conflict,
@@ -46,12 +46,10 @@ from ..envelope import (
     Unavailable,
     Unprocessable,
     dumps,
-    int_field,
     loads,
-    text_field,
 )
 from ..runtime import EXIT_DISK_FAILED, StartupError, exit_now
-from ..wire import WireProtocol, require
+from ..wire import WireProtocol
 from .commitment import Commitment
 from .journal import CorruptJournal, Log, open_log, write_durably
 from .metrics import ReplicaMetrics
@@ -457,23 +455,19 @@ class Replica(Service):
         return self.status()
 
     def call_fence(self, message: dict[str, Any], connection: WireProtocol) -> Any:
-        return self.fence(require(message, "epoch", int))
+        return self.fence(*FENCE.parse(message))
 
     def call_lead(self, message: dict[str, Any], connection: WireProtocol) -> Any:
-        epoch = require(message, "epoch", int)
-        leader = require(message, "leader", int)
+        epoch, leader = LEAD.parse(message)
         if leader not in {r.id for r in self.config.replicas}:
             raise NotFound(f"no replica {leader} in the cluster")
         return self.lead(epoch, leader)
 
     def call_order(self, message: dict[str, Any], connection: WireProtocol) -> Any:
-        name = parse_name(message)
-        quantity = int_field(message, "quantity", 1, MAX_QUANTITY)
-        key = text_field(message, "key", MAX_KEY)
-        return self.place(name, quantity, key)
+        return self.place(*ORDER.parse(message))
 
     def call_get(self, message: dict[str, Any], connection: WireProtocol) -> Any:
-        return self.order(require(message, "number", int))
+        return self.order(*GET.parse(message))
 
     def call_sync(self, message: dict[str, Any], connection: WireProtocol) -> Any:
         return self.streams.sync(message, connection)

@@ -31,8 +31,9 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ..envelope import ApiError, BadRequest, StaleEpoch, Unavailable
-from ..wire import Reply, WireClient, WireProtocol, require
+from ..contract import ACK, PULL, RECORDS, SYNC
+from ..envelope import ApiError, StaleEpoch, Unavailable
+from ..wire import Reply, WireClient, WireProtocol
 from .journal import CorruptJournal
 from .reads import LogChanged
 
@@ -51,12 +52,6 @@ def _log_summary(replica: Replica) -> dict[str, Any]:
     return {"replica": replica.id, "epoch": replica.epoch, "runs": replica.log_.runs(), "length": len(replica.log_)}
 
 
-def _their_log(message: dict[str, Any]) -> tuple[list[list[int]], int]:
-    runs = require(message, "runs", list)
-    length = require(message, "length", int)
-    if not all(isinstance(r, list) and len(r) == 2 and all(type(x) is int for x in r) for r in runs):
-        raise BadRequest("field 'runs' must be a list of [index, epoch] pairs")
-    return runs, length
 
 
 @dataclass
@@ -106,9 +101,7 @@ class Streams:
     def sync(self, message: dict[str, Any], connection: WireProtocol) -> Reply:
         """A follower's ``sync``: agree on the shared length, then stream."""
         replica = self.replica
-        runs, length = _their_log(message)
-        their_epoch = require(message, "epoch", int)
-        follower_id = require(message, "replica", int)
+        follower_id, their_epoch, length, runs = SYNC.parse(message)
         if replica.role != "leader":
             raise replica.not_leader()
         if their_epoch > replica.epoch:
@@ -172,7 +165,7 @@ class Streams:
         follower = self.followers.get(connection)
         if follower is None:
             return
-        length = require(message, "length", int)
+        (length,) = ACK.parse(message)
         follower.acked = max(follower.acked, min(length, follower.sent))
         while follower.unacked and follower.unacked[0][0] <= follower.acked:
             follower.unacked.popleft()
@@ -213,8 +206,7 @@ class Streams:
     async def pull(self, message: dict[str, Any]) -> dict[str, Any]:
         """A promoting peer's ``pull``: the shared length and the durable records after it."""
         replica = self.replica
-        runs, length = _their_log(message)
-        epoch = require(message, "epoch", int)
+        _, epoch, length, runs = PULL.parse(message)
         replica.refuse_older(epoch)
         while True:
             durable = replica.durable
@@ -320,14 +312,13 @@ class Link:
         replica = self.replica
         if connection is not self._stream or replica.role != "follower":
             return None
-        start = require(message, "start", int)
-        lines = require(message, "lines", list)
-        if message.get("epoch", 0) < replica.epoch or start != len(replica.log_):
+        their_epoch, start, lines = RECORDS.parse(message)
+        if their_epoch < replica.epoch or start != len(replica.log_):
             self.log.warn(
                 "records from {start} in epoch {epoch} do not continue this log ({length} records, epoch {mine}): "
                 "syncing again",
                 start=start,
-                epoch=message.get("epoch"),
+                epoch=their_epoch,
                 length=len(replica.log_),
                 mine=replica.epoch,
             )
