@@ -80,7 +80,7 @@ class ScanTests(SynchronousTestCase):
         """A replica starting for the first time has an empty log, and the file is created."""
         opened = open_journal(self.path)
         self.addCleanup(opened.file.close)
-        self.assertEqual((len(opened.log), opened.torn_bytes), (0, 0))
+        self.assertEqual((len(opened.order_log), opened.torn_bytes), (0, 0))
         self.assertTrue(self.path.exists())
 
     def test_torn_tail_at_every_offset(self) -> None:
@@ -92,7 +92,7 @@ class ScanTests(SynchronousTestCase):
                 self.path.write_bytes(keep + last[:cut])
                 opened = open_journal(self.path)
                 opened.file.close()
-                self.assertEqual(opened.log.lines, self.log.lines[:-1])
+                self.assertEqual(opened.order_log.lines, self.log.lines[:-1])
                 self.assertEqual(opened.torn_bytes, cut)
                 self.assertEqual(self.path.read_bytes(), keep)
 
@@ -101,7 +101,7 @@ class ScanTests(SynchronousTestCase):
         self.path.write_bytes(self.data + b"\x00" * 100)
         opened = open_journal(self.path)
         opened.file.close()
-        self.assertEqual(len(opened.log), len(self.log))
+        self.assertEqual(len(opened.order_log), len(self.log))
         self.assertEqual(self.path.read_bytes(), self.data)
 
     def test_corrupt_middle_record(self) -> None:
@@ -128,7 +128,7 @@ class ScanTests(SynchronousTestCase):
         self.path.write_bytes(self.data + self.log.lines[0][:5])
         opened = open_journal(self.path)
         opened.file.close()
-        self.assertEqual((opened.log.lines, opened.torn_bytes), (self.log.lines, 5))
+        self.assertEqual((opened.order_log.lines, opened.torn_bytes), (self.log.lines, 5))
 
     def test_records_out_of_order(self) -> None:
         """A well-formed record with the wrong index is corruption."""

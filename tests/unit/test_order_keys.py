@@ -139,8 +139,8 @@ class KeyStoreTests(SynchronousTestCase):
         opened = self.opened(orders(30))
         self.assertEqual(opened.keys_rewritten_from, 0)
         self.assertEqual(self.rows(), [(f"k{n}", n, 1) for n in range(30)])
-        self.assertEqual([opened.log.unindexed_order(f"k{n}") for n in (0, 29)], [None, None])
-        self.assertTrue(all(opened.log.may_hold(f"k{n}") for n in range(30)))
+        self.assertEqual([opened.order_log.unindexed_order(f"k{n}") for n in (0, 29)], [None, None])
+        self.assertTrue(all(opened.order_log.may_hold(f"k{n}") for n in range(30)))
 
     def test_opening_checks_the_store_against_the_journal(self) -> None:
         """Behind, ahead, or differing midway: the store is rewritten from the first difference on."""
@@ -196,7 +196,7 @@ class FindOrderTests(SynchronousTestCase):
         path.write_bytes(b"".join(orders(40).lines))
         opened = open_journal(path, keys=self.store, key_hash=one_hash)
         opened.file.close()
-        self.log = opened.log
+        self.log = opened.order_log
         self.asked: list[str] = []
         self.queued: list[tuple[Deferred[Any], str]] = []
         self.reads = LogReads(self.log, maybeDeferred, self.find_key)

@@ -34,8 +34,8 @@ class PromotionTests(ReplicaCase):
         self.successResultOf(self.drive(self.replicas[1].lead(2, 2)))
         self.network.flush()
         replica = self.replicas[2]
-        self.assertEqual(replica.log_.keys, {"k0": 0, "k1": 1, "k2": 2})
-        self.assertEqual(replica.log_.records[-1], {"index": 4, "epoch": 2, "leader": 2, "reconciled": 0})
+        self.assertEqual(replica.order_log.keys, {"k0": 0, "k1": 1, "k2": 2})
+        self.assertEqual(replica.order_log.records[-1], {"index": 4, "epoch": 2, "leader": 2, "reconciled": 0})
         self.assertEqual(self.successResultOf(self.order(2, "k3")), {"order_number": 3})
 
     def test_read_after_promotion_waits_for_commitment(self) -> None:
@@ -102,7 +102,7 @@ class ReconcileTests(ReplicaCase):
         self.successResultOf(promoting)
         self.successResultOf(self.drive(self.replicas[1].lead(2, 2)))
         self.network.flush()
-        log = self.replicas[2].log_
+        log = self.replicas[2].order_log
         self.assertEqual(log.order(1), {"number": 1, "name": "Fox", "quantity": 2, "key": "lost", "seq": 2})
         self.assertEqual(log.records[-1], {"index": 3, "epoch": 2, "leader": 2, "reconciled": 2})
         self.assertEqual(log.reconciled(), 2)

@@ -84,11 +84,11 @@ class OldOrdersTests(DiskCase):
         self.elect(1, 3)
         self.place_many(3, 60)
         leader = self.replicas[3]
-        self.assertGreater(leader.log_.first_in_memory, 40)
+        self.assertGreater(leader.order_log.first_in_memory, 40)
         for replica in (3, 1):
             answer = self.replicas[replica].order(2)  # at once, as a dict: no read to wait for
             self.assertEqual(answer, {"number": 2, "name": "Tux", "quantity": 1})
-        self.assertIsNone(leader.log_.line(leader.log_.order_index(2)))  # not read back
+        self.assertIsNone(leader.order_log.line(leader.order_log.order_index(2)))  # not read back
         self.assertEqual(self.failureResultOf(maybeDeferred(leader.order, 60), ApiError).value.code, 404)
 
     def test_repeated_key_far_back(self) -> None:
@@ -125,7 +125,7 @@ class CollisionTests(DiskCase):
         self.make()
         self.elect(1, 3)
         self.place_many(3, 30)
-        self.assertTrue(self.replicas[3].log_.may_hold("k"))
+        self.assertTrue(self.replicas[3].order_log.may_hold("k"))
         self.assertIsNone(self.find(3, "k"))
         self.assertEqual(self.successResultOf(self.order(3, "k7")), {"order_number": 7})
         self.assertEqual(self.failureResultOf(self.order(3, "k8", name="Fox"), ApiError).value.code, 422)
@@ -166,7 +166,7 @@ class CatchUpTests(DiskCase):
         self.patch(replication, "CHUNK", 30)
         log = orders_log(100)
         self.make({1: (log.lines, 1), 2: (log.lines[:2], 1), 3: (log.lines, 1)})
-        self.assertGreater(self.replicas[1].log_.first_in_memory, 80)
+        self.assertGreater(self.replicas[1].order_log.first_in_memory, 80)
         self.network.cut(3)
         promoting = self.drive(self.replicas[2].lead(2, 2))
         self.clock.advance(1.0)
@@ -188,7 +188,7 @@ class CatchUpTests(DiskCase):
         new.append_leader(2, 2)
         new.append_order(2, "Fox", 1, "k5")
         self.make({3: (old.lines, 1), 2: (new.lines, 2), 1: (new.lines, 2)})
-        self.assertGreater(self.replicas[3].log_.first_in_memory, 6)
+        self.assertGreater(self.replicas[3].order_log.first_in_memory, 6)
         self.elect(3, 2)
         self.assertEqual(self.file(3), self.file(2))
         self.assertIsNone(self.find(3, "never-committed-0"))
@@ -209,7 +209,7 @@ class ReadRaceTests(SynchronousTestCase):
         path.write_bytes(b"".join(orders_log(40).lines))
         self.opened = open_journal(path, window_bytes=TINY)
         self.addCleanup(self.opened.file.close)
-        self.log = self.opened.log
+        self.log = self.opened.order_log
         self.queued: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
         self.reads = LogReads(self.log, self.later, lambda key: self.fail("these tests look up no key"))
         self.reads.open(self.log, path)

@@ -110,8 +110,8 @@ class DivergenceTests(ReplicaCase):
         self.elect(3, 2)
         self.network.flush()
         self.assertEqual(self.file(3), self.file(2))
-        self.assertNotIn("never-committed", self.replicas[3].log_.keys)
-        self.assertEqual(self.replicas[3].log_.keys, {"k0": 0, "k1": 1})
+        self.assertNotIn("never-committed", self.replicas[3].order_log.keys)
+        self.assertEqual(self.replicas[3].order_log.keys, {"k0": 0, "k1": 1})
 
 
 class OneTurnTests(ReplicaCase):
@@ -133,7 +133,7 @@ class OneTurnTests(ReplicaCase):
         self.elect(1, 3)
         pushes, acks, writes, written = self.counts()
         placed = [Deferred.fromCoroutine(self.replicas[3].place("Tux", 1, f"k{n}")) for n in range(3)]
-        self.assertEqual(len(self.replicas[1].log_), 1, "nothing is pushed before the turn ends")
+        self.assertEqual(len(self.replicas[1].order_log), 1, "nothing is pushed before the turn ends")
         self.network.flush()
         self.assertEqual([self.successResultOf(d) for d in placed], [{"order_number": n} for n in range(3)])
         self.assertEqual(self.counts(), (pushes + 1, acks + 2, writes + 1, written + 1))
@@ -255,14 +255,14 @@ class InSyncTests(SynchronousTestCase):
             "StubReplica",
             (),
             {
-                "log_": Log(),
+                "order_log": Log(),
                 "epoch": 1,
                 "id": 3,
                 "role": "leader",
                 "advance_commit": lambda self: None,
             },
         )()
-        self.log = replica.log_
+        self.log = replica.order_log
         self.streams = Streams(replica, self.clock, ack_timeout=1.0)
         self.connection, self.transport = connect(None, self.clock)
         self.follower = Follower(2, self.connection, sent=0)

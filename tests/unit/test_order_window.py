@@ -99,7 +99,7 @@ class DiskLogTests(SynchronousTestCase):
         self.path.write_bytes(b"".join(self.full.lines))
         self.opened = open_journal(self.path, window_bytes=SMALL)
         self.addCleanup(self.opened.file.close)
-        self.log = self.opened.log
+        self.log = self.opened.order_log
         self.reader = JournalReader(self.path)
         self.addCleanup(self.reader.close)
 
@@ -165,11 +165,11 @@ class DiskLogTests(SynchronousTestCase):
         self.patch(reconcile, "CHECKPOINT_EVERY", 4)
         opened = open_journal(self.path, window_bytes=SMALL)
         opened.file.close()
-        opened.log.truncate(398)
+        opened.order_log.truncate(398)
         reference = Log(self.full.lines[:398])
-        self.assertEqual((opened.log.reconciled(), opened.log.order_count), (reference.reconciled(), 396))
+        self.assertEqual((opened.order_log.reconciled(), opened.order_log.order_count), (reference.reconciled(), 396))
         self.assertEqual(reference.reconciled(), 396)
-        self.assertEqual([opened.log.unindexed_order(f"k{n}") for n in (395, 396, 397)], [395, None, None])
+        self.assertEqual([opened.order_log.unindexed_order(f"k{n}") for n in (395, 396, 397)], [395, None, None])
 
     def test_offsets_from_line_lengths(self) -> None:
         """Offsets computed from line lengths and a mark every OFFSET_STEP records, across truncations and appends."""

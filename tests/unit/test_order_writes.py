@@ -36,7 +36,7 @@ class LogWritesTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.path = Path(self.mktemp())
         opened = open_journal(self.path)
-        self.log = opened.log
+        self.log = opened.order_log
         self.thread = HeldThread()
         status = {"role": "follower", "epoch": 1, "length": 0, "durable": 0, "commit": 0, "in_sync": []}
         self.metrics = ReplicaMetrics(lambda: status)

@@ -222,7 +222,7 @@ class Opened:
     given again (None when it agreed with the journal).
     """
 
-    log: Log
+    order_log: Log
     file: JournalFile
     torn_bytes: int
     keys_rewritten_from: int | None = None
@@ -245,15 +245,17 @@ def open_journal(
     :raises CorruptJournal: see :meth:`_Scan.records`, or a record that
         does not continue the log (an order number out of sequence).
     """
-    log = Log(window_bytes=window_bytes, key_hash=key_hash)
+    order_log = Log(window_bytes=window_bytes, key_hash=key_hash)
     reading = _Scan(path)
     check = None if keys is None else keys.check()
     try:
         for line, record in reading.records():
             try:
-                log.load(line, record, indexed=check is not None)
+                order_log.load(line, record, indexed=check is not None)
             except ValueError as e:
-                raise CorruptJournal(f"{path}: record {len(log) + 1} (byte {log.size}) is bad ({e})") from None
+                raise CorruptJournal(
+                    f"{path}: record {len(order_log) + 1} (byte {order_log.size}) is bad ({e})"
+                ) from None
             order = record.get("order")
             if check is not None and order is not None:
                 check.see(order["key"], order["number"], record["epoch"])
@@ -274,7 +276,7 @@ def open_journal(
         path.touch()
         _fsync_directory(path.parent)
     rewritten = None if check is None else check.rewritten_from
-    return Opened(log, JournalFile(path, reading.good_bytes), torn_bytes, rewritten)
+    return Opened(order_log, JournalFile(path, reading.good_bytes), torn_bytes, rewritten)
 
 
 def open_log(directory: Path, window_bytes: int = WINDOW_BYTES, key_hash: Callable[[str], int] = hash) -> Opened:

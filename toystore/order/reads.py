@@ -36,7 +36,7 @@ class LogReads:
     """
     Reads of one log's records, in memory or on disk.
 
-    :param log: the log.
+    :param order_log: the log.
     :param run_in_thread: runs the disk reads: the replica's disk thread, or
         a thread of their own (reads use their own descriptor and ``pread``,
         so they may run beside the writes).
@@ -46,18 +46,18 @@ class LogReads:
 
     def __init__(
         self,
-        log: Log,
+        order_log: Log,
         run_in_thread: RunInThread,
         find_key: Callable[[str], Deferred[tuple[int, int] | None]],
     ) -> None:
-        self.log = log
+        self.order_log = order_log
         self.run_in_thread = run_in_thread
         self._find_key = find_key
         self._reader: JournalReader | None = None
 
-    def open(self, log: Log, path: Path) -> None:
-        """Read ``log``, whose journal file is at ``path``."""
-        self.log = log
+    def open(self, order_log: Log, path: Path) -> None:
+        """Read ``order_log``, whose journal file is at ``path``."""
+        self.order_log = order_log
         self._reader = JournalReader(path)
 
     async def close(self) -> None:
@@ -72,25 +72,25 @@ class LogReads:
 
         :raises LogChanged: when the log is truncated during the read.
         """
-        log, lines = self.log, []
-        generation = log.generation
+        order_log, lines = self.order_log, []
+        generation = order_log.generation
         while start < end:
-            in_memory = log.lines_in_memory(start, end)
+            in_memory = order_log.lines_in_memory(start, end)
             if in_memory is not None:
                 return lines + in_memory
             # Lines before the window are on disk (only durable lines leave memory).
-            stop = min(end, log.first_in_memory)
+            stop = min(end, order_log.first_in_memory)
             if self._reader is None:
                 raise Unavailable("the order log is closed")
             try:
                 got = await self.run_in_thread(
-                    self._reader.read_lines, log.offset(start), log.offset(stop), stop - start
+                    self._reader.read_lines, order_log.offset(start), order_log.offset(stop), stop - start
                 )
             except CorruptJournal:
-                if log.generation == generation:
+                if order_log.generation == generation:
                     raise
                 got = []  # cut meanwhile: the file may have been shorter than the read by then
-            if log.generation != generation:
+            if order_log.generation != generation:
                 raise LogChanged(f"the order log was truncated while records {start} to {stop} were read")
             lines += got
             start = stop
@@ -109,12 +109,12 @@ class LogReads:
         order), and an answer whose order was cut since (its number and
         epoch no longer the log's) is no answer.
         """
-        log = self.log
-        number = log.unindexed_order(key)
-        if number is not None or not log.may_hold(key):
+        order_log = self.order_log
+        number = order_log.unindexed_order(key)
+        if number is not None or not order_log.may_hold(key):
             return number
         stored = await self._find_key(key)
-        number = log.unindexed_order(key)
-        if number is None and stored is not None and log.order_epoch(stored[0]) == stored[1]:
+        number = order_log.unindexed_order(key)
+        if number is None and stored is not None and order_log.order_epoch(stored[0]) == stored[1]:
             number = stored[0]
         return number

@@ -112,10 +112,10 @@ class Reconciled:
 
 
 async def unlogged_buys(
-    catalog: Any, log: Log, epoch: int, find_order: Callable[[str], Awaitable[Any]]
+    catalog: Any, order_log: Log, epoch: int, find_order: Callable[[str], Awaitable[Any]]
 ) -> tuple[list[dict[str, Any]], int]:
     """
-    Fence the catalog at ``epoch`` and find the buys ``log`` lacks.
+    Fence the catalog at ``epoch`` and find the buys ``order_log`` lacks.
 
     :param find_order: the order of a key in the log, or None (it may read
         the journal file: the index holds only digests of the keys).
@@ -125,7 +125,7 @@ async def unlogged_buys(
     :raises StaleEpoch: the catalog has seen a newer epoch.
     :raises Unavailable: the catalog cannot be reached (nobody can buy then).
     """
-    through = log.reconciled()
+    through = order_log.reconciled()
     missing: list[dict[str, Any]] = []
     while True:
         try:

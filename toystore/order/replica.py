@@ -112,8 +112,8 @@ class Replica(Service):
         self.role = "follower"
         self.epoch = 0
         self.leader: int | None = None
-        self._log_options = {"window_bytes": self.config.window_bytes, "key_hash": key_hash}
-        self.log_: Log = Log(**self._log_options)
+        self._order_log_options = {"window_bytes": self.config.window_bytes, "key_hash": key_hash}
+        self.order_log: Log = Log(**self._order_log_options)
         self.commitment = Commitment(clock, self.config.min_insync, self.config.commit_timeout)
         self.streams = Streams(self, clock, self.config.ack_timeout)
         self.link = Link(self, clock, cluster.wire, connect, find_leader, self.config.discovery_interval)
@@ -122,7 +122,7 @@ class Replica(Service):
         self.writes = LogWrites(
             run_in_thread, self.config.max_batch, self.metrics, lambda _: self.advance_commit(), self._write_failed
         )
-        self.reads = LogReads(self.log_, read_in_thread or run_in_thread, self.writes.find_key)
+        self.reads = LogReads(self.order_log, read_in_thread or run_in_thread, self.writes.find_key)
         self._unwritten: list[bytes] = []  # the leader's new records, written once per reactor turn
         self._unwritten_end = 0  # the length of the log with them
         self._write_call: IDelayedCall | None = None
@@ -137,20 +137,20 @@ class Replica(Service):
             self.data_dir.mkdir(parents=True, exist_ok=True)
             epoch_file = self.data_dir / EPOCH
             self.epoch = loads(epoch_file.read_bytes())["epoch"] if epoch_file.exists() else 0
-            opened = open_log(self.data_dir, **self._log_options)
+            opened = open_log(self.data_dir, **self._order_log_options)
         except CorruptJournal as e:
             raise StartupError(f"the order log is corrupt, refusing to start: {e}") from None
         except (OSError, ValueError, KeyError, ApiError, sqlite3.Error) as e:
             raise StartupError(f"cannot open the order log in {self.data_dir}: {e}") from None
-        self.writes.open(opened.log, opened.file, opened.keys)
-        self.reads.open(opened.log, opened.file.path)
+        self.writes.open(opened.order_log, opened.file, opened.keys)
+        self.reads.open(opened.order_log, opened.file.path)
         if opened.keys_remade:
             self.log.warn("the key store in {path} was unreadable: made it anew", path=self.data_dir)
         if opened.torn_bytes:
             self.log.warn("cut a torn record ({n} bytes) off the end of the log", n=opened.torn_bytes)
         if opened.keys_rewritten_from is not None:
             self.log.info("keys written to the key store again from order {n}", n=opened.keys_rewritten_from)
-        self.log_ = opened.log
+        self.order_log = opened.order_log
         super().startService()
         self.link.start()
 
@@ -178,12 +178,12 @@ class Replica(Service):
     def write_lines(self, lines: list[bytes]) -> Deferred[Any]:
         """Append ``lines`` (the last records of the in-memory log) to the file: a Deferred of their fsync."""
         self._write_new()  # earlier records first, in the log's order
-        return self.writes.append(lines, len(self.log_))
+        return self.writes.append(lines, len(self.order_log))
 
     def _write_soon(self, line: bytes) -> None:
         """Push and write a leader's new record with the others of this reactor turn: one message, one write."""
         self._unwritten.append(line)
-        self._unwritten_end = len(self.log_)
+        self._unwritten_end = len(self.order_log)
         if self._write_call is None:
             self._write_call = self.clock.callLater(0, self._write_new)
 
@@ -205,11 +205,11 @@ class Replica(Service):
 
     async def truncate(self, length: int) -> None:
         """Keep only the first ``length`` records, in memory and (durably) on disk."""
-        if length >= len(self.log_):
+        if length >= len(self.order_log):
             return
-        self.log.warn("truncating the log from {old} to {new} records", old=len(self.log_), new=length)
+        self.log.warn("truncating the log from {old} to {new} records", old=len(self.order_log), new=length)
         self._write_new()  # in the file's order
-        size = self.log_.truncate(length)
+        size = self.order_log.truncate(length)
         self.commitment.truncate(length)
         await self.writes.truncate(length, size)
 
@@ -295,7 +295,7 @@ class Replica(Service):
             return self._notice_reply()
 
     def _notice_reply(self) -> dict[str, Any]:
-        reply = {"epoch": self.epoch, "leader": self.leader, "role": self.role, "length": len(self.log_)}
+        reply = {"epoch": self.epoch, "leader": self.leader, "role": self.role, "length": len(self.order_log)}
         if self.role == "leader":
             reply["ready"] = True
         return reply
@@ -311,12 +311,12 @@ class Replica(Service):
         self.streams.close_all()
         try:
             await self.link.catch_up_from_peers(epoch)
-            adopted, reconciled = await unlogged_buys(self.catalog, self.log_, epoch, self.reads.find_order)
+            adopted, reconciled = await unlogged_buys(self.catalog, self.order_log, epoch, self.reads.find_order)
             if self.epoch != epoch:
                 raise StaleEpoch(f"epoch {epoch} was superseded by epoch {self.epoch} during the promotion")
-            lines = [self.log_.append_order(epoch, b["name"], b["quantity"], b["key"], b["seq"]) for b in adopted]
-            self.commitment.start(len(self.log_))
-            lines.append(self.log_.append_leader(epoch, self.id, reconciled))
+            lines = [self.order_log.append_order(epoch, b["name"], b["quantity"], b["key"], b["seq"]) for b in adopted]
+            self.commitment.start(len(self.order_log))
+            lines.append(self.order_log.append_leader(epoch, self.id, reconciled))
             self.role = "leader"
             self.streams.open()
             self.streams.send_new()
@@ -357,12 +357,12 @@ class Replica(Service):
             raise self.not_leader()
         # A key the log's Bloom filter has never seen is new (the common case, answered at once);
         # another may be in the key store on disk, which lets time pass.
-        log = self.log_
-        number = await self.reads.find_order(key) if log.may_hold(key) else None
+        order_log = self.order_log
+        number = await self.reads.find_order(key) if order_log.may_hold(key) else None
         if self.role != "leader":
             raise self.not_leader()
         if number is not None:
-            index, summary = log.order_index(number), log.summary(number)
+            index, summary = order_log.order_index(number), order_log.summary(number)
             assert index is not None and summary is not None
             self._same_body(key, {"name": summary[0], "quantity": summary[1]}, name, quantity)
             await self.commitment.wait(index)
@@ -404,9 +404,9 @@ class Replica(Service):
         failpoints.reach("order.after-buy")
         if self.role != "leader" or self.epoch != epoch:
             raise self.not_leader()
-        number = self.log_.order_count
-        self._write_soon(self.log_.append_order(epoch, name, quantity, key, bought.get("seq")))
-        await self.commitment.wait(len(self.log_) - 1)
+        number = self.order_log.order_count
+        self._write_soon(self.order_log.append_order(epoch, name, quantity, key, bought.get("seq")))
+        await self.commitment.wait(len(self.order_log) - 1)
         self.metrics.order_seconds.observe(self.clock.seconds() - started)
         return number
 
@@ -419,7 +419,7 @@ class Replica(Service):
         then the answer is a Deferred.  A follower answers from what it has
         on disk.
         """
-        index = self.log_.order_index(number)
+        index = self.order_log.order_index(number)
         if index is None or (self.role != "leader" and index >= self.durable):
             raise NotFound(f"order {number} not found")
         if self.role == "leader" and index >= self.commitment.point:
@@ -427,7 +427,7 @@ class Replica(Service):
         return self._order_reply(number)
 
     def _order_reply(self, number: int) -> dict[str, Any]:
-        summary = self.log_.summary(number)
+        summary = self.order_log.summary(number)
         if summary is None:  # truncated while it waited
             raise NotFound(f"order {number} not found")
         name, quantity = summary
@@ -435,16 +435,16 @@ class Replica(Service):
 
     def status(self) -> dict[str, Any]:
         """What ``status`` and ``GET /health`` report."""
-        last = self.log_.order_count - 1
+        last = self.order_log.order_count - 1
         return {
             "id": self.id,
             "role": self.role,
             "epoch": self.epoch,
             "leader": self.leader,
-            "length": len(self.log_),
+            "length": len(self.order_log),
             "durable": self.durable,
             "commit": self.commit,
-            "last_epoch": self.log_.last_epoch,
+            "last_epoch": self.order_log.last_epoch,
             "last_order": last,
             "in_sync": self.streams.in_sync() if self.role == "leader" else [],
         }

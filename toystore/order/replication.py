@@ -49,7 +49,8 @@ PEER_TIMEOUT = 1.0
 
 
 def _log_summary(replica: Replica) -> dict[str, Any]:
-    return {"replica": replica.id, "epoch": replica.epoch, "runs": replica.log_.runs(), "length": len(replica.log_)}
+    order_log = replica.order_log
+    return {"replica": replica.id, "epoch": replica.epoch, "runs": order_log.runs(), "length": len(order_log)}
 
 
 
@@ -107,7 +108,7 @@ class Streams:
         if their_epoch > replica.epoch:
             replica.step_down(f"replica {follower_id} has seen epoch {their_epoch}")
             raise replica.not_leader()
-        common = replica.log_.common_length(runs, length)
+        common = replica.order_log.common_length(runs, length)
         follower = Follower(follower_id, connection, sent=common)
         self.followers[connection] = follower
         self.log.info(
@@ -121,9 +122,9 @@ class Streams:
 
     def _send(self, follower: Follower) -> None:
         """Push what ``follower`` lacks: from memory at once, from disk a chunk at a time."""
-        log = self.replica.log_
-        while follower.sent < len(log) and not follower.reading:
-            chunk = log.lines_in_memory(follower.sent, min(follower.sent + CHUNK, len(log)))
+        order_log = self.replica.order_log
+        while follower.sent < len(order_log) and not follower.reading:
+            chunk = order_log.lines_in_memory(follower.sent, min(follower.sent + CHUNK, len(order_log)))
             if chunk is None:
                 if follower.sent - follower.acked < AHEAD:
                     follower.reading = True
@@ -132,9 +133,9 @@ class Streams:
             self._push(follower, chunk)
 
     async def _send_from_disk(self, follower: Follower) -> None:
-        log = self.replica.log_
+        order_log = self.replica.order_log
         try:
-            lines = await self.replica.reads.lines(follower.sent, min(follower.sent + CHUNK, log.first_in_memory))
+            lines = await self.replica.reads.lines(follower.sent, min(follower.sent + CHUNK, order_log.first_in_memory))
         except (LogChanged, CorruptJournal, OSError, Unavailable) as e:
             self.log.warn("cannot read records for replica {id}: {error}", id=follower.id, error=e)
             follower.connection.transport.loseConnection()
@@ -210,7 +211,7 @@ class Streams:
         replica.refuse_older(epoch)
         while True:
             durable = replica.durable
-            common = min(replica.log_.common_length(runs, length), durable)
+            common = min(replica.order_log.common_length(runs, length), durable)
             try:
                 lines = await replica.reads.lines(common, min(durable, common + CHUNK))
             except LogChanged:
@@ -313,13 +314,13 @@ class Link:
         if connection is not self._stream or replica.role != "follower":
             return None
         their_epoch, start, lines = RECORDS.parse(message)
-        if their_epoch < replica.epoch or start != len(replica.log_):
+        if their_epoch < replica.epoch or start != len(replica.order_log):
             self.log.warn(
                 "records from {start} in epoch {epoch} do not continue this log ({length} records, epoch {mine}): "
                 "syncing again",
                 start=start,
                 epoch=their_epoch,
-                length=len(replica.log_),
+                length=len(replica.order_log),
                 mine=replica.epoch,
             )
             connection.transport.loseConnection()
@@ -327,7 +328,7 @@ class Link:
         added = []
         try:
             for line in lines:
-                added.append(replica.log_.append_line(line.encode("utf-8")))
+                added.append(replica.order_log.append_line(line.encode("utf-8")))
         except (ValueError, AttributeError) as e:
             self.log.warn("a bad record from the leader ({error}): syncing again", error=e)
             connection.transport.loseConnection()
@@ -379,10 +380,10 @@ class Link:
         while True:
             reply = await peers[source].call("pull", {**_log_summary(replica), "epoch": epoch})
             await replica.truncate(reply["common"])
-            lines = [replica.log_.append_line(line.encode("utf-8")) for line in reply["lines"]]
+            lines = [replica.order_log.append_line(line.encode("utf-8")) for line in reply["lines"]]
             if lines:
                 await replica.write_lines(lines)
-            if not lines or len(replica.log_) >= reply["length"]:
+            if not lines or len(replica.order_log) >= reply["length"]:
                 return
 
     async def _discover(self) -> None:
@@ -422,4 +423,4 @@ class Link:
 
 
 def _newer(status: dict[str, Any], replica: Replica) -> bool:
-    return (status["last_epoch"], status["durable"]) > (replica.log_.last_epoch, len(replica.log_))
+    return (status["last_epoch"], status["durable"]) > (replica.order_log.last_epoch, len(replica.order_log))

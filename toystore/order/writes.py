@@ -65,7 +65,7 @@ class LogWrites:
         durable: Callable[[int], None],
         failed: Callable[[Failure], None] = lambda failure: None,
     ) -> None:
-        self.log = Log()
+        self.order_log = Log()
         self.durable = 0  # records on disk
         self.file: JournalFile | None = None
         self.keys: KeyStore | None = None
@@ -77,17 +77,17 @@ class LogWrites:
         self.broken: Failure | None = None  # the failure of the batch that failed, if one did
         self._queue: BatchQueue[Operation, int] = BatchQueue(self._write_batch, max_batch)
 
-    def open(self, log: Log, file: JournalFile, keys: KeyStore | None = None) -> None:
+    def open(self, order_log: Log, file: JournalFile, keys: KeyStore | None = None) -> None:
         """
-        Write to ``file`` the records of ``log``, all of which are on disk
+        Write to ``file`` the records of ``order_log``, all of which are on disk
         now, and to ``keys`` the keys of its orders, of which those not in
         it already are in the log's memory.
         """
-        self.log = log
+        self.order_log = order_log
         self.file = file
         self.keys = keys
-        self.durable = len(log)
-        self._keyed = 0 if keys is None else log.order_count
+        self.durable = len(order_log)
+        self._keyed = 0 if keys is None else order_log.order_count
 
     def append(self, lines: list[bytes], end: int) -> Deferred[int]:
         """
@@ -97,11 +97,11 @@ class LogWrites:
 
         :return: a Deferred that fires once they are fsynced (with the file's size).
         """
-        log = self.log
-        orders = log.orders_before(end)
-        rows = log.unindexed(self._keyed, orders) if self.keys is not None else []
+        order_log = self.order_log
+        orders = order_log.orders_before(end)
+        rows = order_log.unindexed(self._keyed, orders) if self.keys is not None else []
         self._keyed = max(self._keyed, orders)
-        return self._queue.submit(("append", b"".join(lines), (end, orders, log.generation), rows))
+        return self._queue.submit(("append", b"".join(lines), (end, orders, order_log.generation), rows))
 
     def find_key(self, key: str) -> Deferred[tuple[int, int] | None]:
         """
@@ -117,7 +117,7 @@ class LogWrites:
     def truncate(self, length: int, size: int) -> Deferred[int]:
         """The log in memory was cut to ``length`` records (``size`` bytes): cut the file too, durably."""
         self.durable = min(self.durable, length)
-        orders = self.log.order_count
+        orders = self.order_log.order_count
         self._keyed = min(self._keyed, orders)
         return self._queue.submit(("truncate", size, None, orders))
 
@@ -160,15 +160,15 @@ class LogWrites:
 
     def _written(self, sizes: list[int], operations: list[Operation]) -> list[int]:
         """A batch is on disk: settle what it made durable, once, before its writers hear of it."""
-        generation, durable, indexed = self.log.generation, self.durable, 0
+        generation, durable, indexed = self.order_log.generation, self.durable, 0
         for _, _, mark, _ in operations:
             if mark is not None and mark[2] == generation:
                 durable = max(durable, mark[0])
                 indexed = max(indexed, mark[1])
         if indexed and self.keys is not None:
-            self.log.mark_indexed(indexed)
+            self.order_log.mark_indexed(indexed)
         if durable > self.durable:
             self.durable = durable
-            self.log.mark_durable(durable)
+            self.order_log.mark_durable(durable)
             self._on_durable(durable)
         return sizes
