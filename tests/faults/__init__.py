@@ -1,6 +1,6 @@
 """
 The fault-injection suite: a real store on loopback, concurrent buyers, a
-seeded nemesis, and a checker of the invariants of DESIGN.md section 6.
+seeded nemesis, and a checker of the invariants of ``docs/architecture.rst``.
 
 * :mod:`.proxy`: a TCP proxy a test can cut, stall, or make drop replies;
 * :mod:`.store`: the store with a proxy in front of every replica's lines

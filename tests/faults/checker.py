@@ -1,6 +1,6 @@
 """
 The checker: after the store has healed and gone quiet, count every way the
-invariants of DESIGN.md section 6 could have been broken.  Every count
+invariants of ``docs/architecture.rst`` could have been broken.  Every count
 should be zero.
 
 ``lost``

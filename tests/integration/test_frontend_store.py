@@ -47,7 +47,7 @@ async def fetch(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
 
 @pytest_twisted.ensureDeferred
 async def test_every_request_kind(store: Cluster) -> None:
-    """Each kind of request and each error path, over real HTTP, as DESIGN.md section 2 lists them."""
+    """Each kind of request and each error path, over real HTTP, as the public API lists them."""
     await store.start_store()
     url = store.url
     code, toy = await fetch("GET", f"{url}/products/Tux")

@@ -1,5 +1,5 @@
 """
-Hostile input against a live store (DESIGN.md section 6, invariant 6): a
+Hostile input against a live store (invariant 6 of ``docs/architecture.rst``): a
 table of malformed, ill-typed, oversized and misdirected requests, each sent
 as raw bytes on its own connection so that nothing between the test and the
 front-end normalises it.  Every one must get its 4xx with a JSON error

@@ -1,6 +1,6 @@
 """
 Properties of the public API over generated input, against a live store
-(DESIGN.md section 6, invariant 6): whatever a client POSTs to ``/orders``
+(invariant 6 of ``docs/architecture.rst``): whatever a client POSTs to ``/orders``
 (any JSON value, near-valid orders, arbitrary bytes, with or without an
 Idempotency-Key) and whatever it puts in ``/products/<x>`` or
 ``/orders/<x>``, the answer is never a 5xx and always a JSON envelope; a 4xx

@@ -1,5 +1,5 @@
 """
-The public REST API (DESIGN.md section 2), plus ``/leader``, ``/health``,
+The public REST API (``docs/openapi.yaml``; ``docs/architecture.rst``, "Public API"), plus ``/leader``, ``/health``,
 ``/metrics`` and ``/cache`` for replicas, operators and the evaluation.
 
 ::
