@@ -83,7 +83,7 @@ class PromotionTests(ReplicaCase):
         self.catalog.refuse = StaleEpoch("epoch 1 is older than epoch 2")
         self.failureResultOf(self.order(3, "k"), NotLeader)
         self.assertEqual(self.replicas[3].role, "follower")
-        self.assertEqual(self.replicas[3].streams.followers, {})
+        self.assertEqual(self.replicas[3].streams.by_connection, {})
 
 
 class ReconcileTests(ReplicaCase):

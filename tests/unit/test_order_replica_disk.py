@@ -150,7 +150,7 @@ class CatchUpTests(DiskCase):
         reads = leader.reads.lines
 
         async def watched(start: int, end: int) -> list[bytes]:
-            ahead.extend(f.sent - f.acked for f in leader.streams.followers.values() if f.id == 1)
+            ahead.extend(f.sent - f.acked for f in leader.streams.by_connection.values() if f.follower_id == 1)
             return await reads(start, end)
 
         leader.reads.lines = watched  # type: ignore[method-assign]

@@ -80,7 +80,7 @@ class StreamTests(ReplicaCase):
         self.make()
         self.elect(1, 3)
         self.assertEqual(self.replicas[3].status()["in_sync"], [1, 2])
-        stream = next(c for c, f in self.replicas[3].streams.followers.items() if f.id == 2)
+        stream = next(c for c, f in self.replicas[3].streams.by_connection.items() if f.follower_id == 2)
         slow = next(p for p in self.network.pumps if p.server is stream)
         self.network.held.add(slow)
         d = self.order(3, "k")
@@ -248,7 +248,7 @@ class InSyncTests(SynchronousTestCase):
     """The in-sync set: late acknowledgements take a follower out, not a steady stream of work."""
 
     def setUp(self) -> None:
-        from toystore.order.replication import Follower, Streams
+        from toystore.order.replication import FollowerStream, Streams
 
         self.clock = Clock()
         replica = type(
@@ -265,8 +265,8 @@ class InSyncTests(SynchronousTestCase):
         self.log = replica.order_log
         self.streams = Streams(replica, self.clock, ack_timeout=1.0)
         self.connection, self.transport = connect(None, self.clock)
-        self.follower = Follower(2, self.connection, sent=0)
-        self.streams.followers[self.connection] = self.follower
+        self.stream = FollowerStream(2, self.connection, sent=0)
+        self.streams.by_connection[self.connection] = self.stream
 
     def write(self) -> None:
         self.log.append_order(1, "Tux", 1, f"k{len(self.log)}")

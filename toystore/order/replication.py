@@ -53,16 +53,17 @@ def _log_summary(replica: Replica) -> dict[str, Any]:
     return {"replica": replica.id, "epoch": replica.epoch, "runs": order_log.runs(), "length": len(order_log)}
 
 
-
-
 @dataclass
-class Follower:
-    """What the leader knows of one follower's stream."""
+class FollowerStream:
+    """
+    The leader's end of one follower's stream: what it has pushed on it,
+    what the follower has acknowledged, and whether it is in sync.
+    """
 
-    id: int
+    follower_id: int
     connection: WireProtocol
     sent: int  # records pushed to it (or shared at sync)
-    acked: int = 0  # records it has on disk
+    acked: int = 0  # records the follower has on disk
     in_sync: bool = False
     reading: bool = False  # a chunk for it is being read from disk
     #: (records sent by then, when) of each push not yet acknowledged, oldest first
@@ -82,7 +83,7 @@ class Streams:
         self.replica = replica
         self.clock = clock
         self.ack_timeout = ack_timeout
-        self.followers: dict[WireProtocol, Follower] = {}
+        self.by_connection: dict[WireProtocol, FollowerStream] = {}
         self._checker = LoopingCall(self._check_lag)
         self._checker.clock = clock
 
@@ -92,12 +93,12 @@ class Streams:
             self._checker.start(self.ack_timeout / 2, now=False)
 
     def close_all(self) -> None:
-        """Drop every follower stream (on stepping down)."""
+        """Drop every follower's stream (on stepping down)."""
         if self._checker.running:
             self._checker.stop()
-        followers, self.followers = self.followers, {}
-        for follower in followers.values():
-            follower.connection.transport.loseConnection()
+        streams, self.by_connection = self.by_connection, {}
+        for stream in streams.values():
+            stream.connection.transport.loseConnection()
 
     def sync(self, message: dict[str, Any], connection: WireProtocol) -> Reply:
         """A follower's ``sync``: agree on the shared length, then stream."""
@@ -109,8 +110,8 @@ class Streams:
             replica.step_down(f"replica {follower_id} has seen epoch {their_epoch}")
             raise replica.not_leader()
         common = replica.order_log.common_length(runs, length)
-        follower = Follower(follower_id, connection, sent=common)
-        self.followers[connection] = follower
+        stream = FollowerStream(follower_id, connection, sent=common)
+        self.by_connection[connection] = stream
         self.log.info(
             "replica {id} syncs: it has {length} records, {common} shared; streaming from there",
             id=follower_id,
@@ -118,91 +119,91 @@ class Streams:
             common=common,
         )
         reply = {"epoch": replica.epoch, "leader": replica.id, "common": common}
-        return Reply(reply, lambda: self._send(follower))
+        return Reply(reply, lambda: self._send(stream))
 
-    def _send(self, follower: Follower) -> None:
-        """Push what ``follower`` lacks: from memory at once, from disk a chunk at a time."""
+    def _send(self, stream: FollowerStream) -> None:
+        """Push what the follower of ``stream`` lacks: from memory at once, from disk a chunk at a time."""
         order_log = self.replica.order_log
-        while follower.sent < len(order_log) and not follower.reading:
-            chunk = order_log.lines_in_memory(follower.sent, min(follower.sent + CHUNK, len(order_log)))
+        while stream.sent < len(order_log) and not stream.reading:
+            chunk = order_log.lines_in_memory(stream.sent, min(stream.sent + CHUNK, len(order_log)))
             if chunk is None:
-                if follower.sent - follower.acked < AHEAD:
-                    follower.reading = True
-                    Deferred.fromCoroutine(self._send_from_disk(follower))
+                if stream.sent - stream.acked < AHEAD:
+                    stream.reading = True
+                    Deferred.fromCoroutine(self._send_from_disk(stream))
                 return  # else its next ack sends more
-            self._push(follower, chunk)
+            self._push(stream, chunk)
 
-    async def _send_from_disk(self, follower: Follower) -> None:
+    async def _send_from_disk(self, stream: FollowerStream) -> None:
         order_log = self.replica.order_log
         try:
-            lines = await self.replica.reads.lines(follower.sent, min(follower.sent + CHUNK, order_log.first_in_memory))
+            lines = await self.replica.reads.lines(stream.sent, min(stream.sent + CHUNK, order_log.first_in_memory))
         except (LogChanged, CorruptJournal, OSError, Unavailable) as e:
-            self.log.warn("cannot read records for replica {id}: {error}", id=follower.id, error=e)
-            follower.connection.transport.loseConnection()
+            self.log.warn("cannot read records for replica {id}: {error}", id=stream.follower_id, error=e)
+            stream.connection.transport.loseConnection()
             return
         finally:
-            follower.reading = False
-        if self.followers.get(follower.connection) is follower:
-            self._push(follower, lines)
-            self._send(follower)
+            stream.reading = False
+        if self.by_connection.get(stream.connection) is stream:
+            self._push(stream, lines)
+            self._send(stream)
 
-    def _push(self, follower: Follower, chunk: list[bytes]) -> None:
-        follower.connection.push(
+    def _push(self, stream: FollowerStream, chunk: list[bytes]) -> None:
+        stream.connection.push(
             "records",
             epoch=self.replica.epoch,
-            start=follower.sent,
+            start=stream.sent,
             lines=[line.decode("utf-8") for line in chunk],
         )
-        follower.sent += len(chunk)
-        follower.unacked.append((follower.sent, self.clock.seconds()))
+        stream.sent += len(chunk)
+        stream.unacked.append((stream.sent, self.clock.seconds()))
 
     def send_new(self) -> None:
         """Push the records written since the last push to every follower."""
-        for follower in list(self.followers.values()):
-            self._send(follower)
+        for stream in list(self.by_connection.values()):
+            self._send(stream)
 
     def ack(self, message: dict[str, Any], connection: WireProtocol) -> None:
         """A follower's ``ack``: it has ``length`` records on disk."""
-        follower = self.followers.get(connection)
-        if follower is None:
+        stream = self.by_connection.get(connection)
+        if stream is None:
             return
         (length,) = ACK.parse(message)
-        follower.acked = max(follower.acked, min(length, follower.sent))
-        while follower.unacked and follower.unacked[0][0] <= follower.acked:
-            follower.unacked.popleft()
-        if not follower.in_sync and not follower.late(self.clock.seconds(), self.ack_timeout):
-            follower.in_sync = True
-            self.log.info("replica {id} is in sync at {length} records", id=follower.id, length=follower.acked)
+        stream.acked = max(stream.acked, min(length, stream.sent))
+        while stream.unacked and stream.unacked[0][0] <= stream.acked:
+            stream.unacked.popleft()
+        if not stream.in_sync and not stream.late(self.clock.seconds(), self.ack_timeout):
+            stream.in_sync = True
+            self.log.info("replica {id} is in sync at {length} records", id=stream.follower_id, length=stream.acked)
         self.replica.advance_commit()
-        self._send(follower)  # a catch-up from disk waits for acks
+        self._send(stream)  # a catch-up from disk waits for acks
 
     def _check_lag(self) -> None:
         now = self.clock.seconds()
-        for follower in self.followers.values():
-            if follower.in_sync and follower.late(now, self.ack_timeout):
-                follower.in_sync = False
+        for stream in self.by_connection.values():
+            if stream.in_sync and stream.late(now, self.ack_timeout):
+                stream.in_sync = False
                 self.log.warn(
                     "replica {id} left a record unacknowledged for {timeout} s: out of the in-sync set",
-                    id=follower.id,
+                    id=stream.follower_id,
                     timeout=self.ack_timeout,
                 )
 
     def lost(self, connection: WireProtocol) -> None:
         """A connection closed; if it was a follower's stream, forget it."""
-        follower = self.followers.pop(connection, None)
-        if follower is not None:
-            self.log.info("replica {id}'s stream closed", id=follower.id)
+        stream = self.by_connection.pop(connection, None)
+        if stream is not None:
+            self.log.info("replica {id}'s stream closed", id=stream.follower_id)
 
     def acked(self) -> list[int]:
         """Each follower's acknowledged length (the best of its streams)."""
         best: dict[int, int] = {}
-        for follower in self.followers.values():
-            best[follower.id] = max(best.get(follower.id, 0), follower.acked)
+        for stream in self.by_connection.values():
+            best[stream.follower_id] = max(best.get(stream.follower_id, 0), stream.acked)
         return list(best.values())
 
     def in_sync(self) -> list[int]:
         """The ids of the followers in the in-sync set."""
-        return sorted({f.id for f in self.followers.values() if f.in_sync})
+        return sorted({s.follower_id for s in self.by_connection.values() if s.in_sync})
 
     async def pull(self, message: dict[str, Any]) -> dict[str, Any]:
         """A promoting peer's ``pull``: the shared length and the durable records after it."""
