@@ -99,11 +99,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
     top = ProcessService(reactor, COMMAND, options["exit-on-stdin-close"])
     # Before the replica, so stopped after it: it drains its writes and closes its reader in them.
-    writes = ThreadPoolService(reactor, f"order-{me.id}-log", size=1)
-    writes.setServiceParent(top)
+    write_thread = ThreadPoolService(reactor, f"order-{me.id}-log", size=1)
+    write_thread.setServiceParent(top)
     # One thread: the reader's descriptor is closed in it, after any read queued before.
-    reads = ThreadPoolService(reactor, f"order-{me.id}-reads", size=1)
-    reads.setServiceParent(top)
+    read_thread = ThreadPoolService(reactor, f"order-{me.id}-reads", size=1)
+    read_thread.setServiceParent(top)
     peers = {
         r.id: WireClient(connect(r.id), reactor, config.wire, name=f"replica {r.id}")
         for r in config.order.replicas
@@ -118,12 +118,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         me,
         config,
         reactor,
-        writes.run,
+        write_thread.run,
         peers,
         catalog,
         connect,
         leader_lookup(reactor, config.frontend.url),
-        read_in_thread=reads.run,
+        read_in_thread=read_thread.run,
     )
     replica.setServiceParent(top)
     lines = options["lines"] or me.lines

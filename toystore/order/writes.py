@@ -11,7 +11,7 @@ after the fsync of their lines, so a key is in the store only once its
 record is on disk; until the batch ends the log keeps it in memory.
 
 What a batch makes durable is settled once per batch, not once per write:
-the new durable length, and the one call to ``durable(length)`` that the
+the new durable length, and the one call to ``on_durable(length)`` that the
 replica turns into a commit point and acknowledgements.  A truncation of
 the log raises its generation; a write queued before it no longer counts
 when its batch ends (its records may be gone, or others in their place).
@@ -22,7 +22,7 @@ failed fsync the kernel may have dropped pages it was asked to keep.  Later
 records appended after it would leave a gap or a torn record in the middle
 of the file, which a restart refuses as corrupt.  So the first failure is
 final: every later write fails at once without touching the file, and
-``failed`` is told, once, so that the replica stops (fail-stop) and comes
+``on_failed`` is told, once, so that the replica stops (fail-stop) and comes
 back from what its file really holds and from its peers.
 """
 
@@ -40,8 +40,8 @@ from .keystore import KeyStore, KeyWrite
 
 RunInThread = Callable[..., Deferred[Any]]
 
-#: One write: ``("append", data, (length, orders, generation), key rows)``
-#: or ``("truncate", size, None, orders)``.
+#: One write: ``("append", data, (length, order_count, generation), key rows)``
+#: or ``("truncate", size, None, order_count)``.
 Operation = tuple[str, Any, Any, Any]
 
 
@@ -52,9 +52,9 @@ class LogWrites:
     :param run_in_thread: runs the writes (one thread: they must not overlap).
     :param max_batch: the most writes that share one fsync.
     :param metrics: the replica's metrics (``fsync_seconds``, ``batch_size``).
-    :param durable: called after a batch with the log's length now on disk,
+    :param on_durable: called after a batch with the log's length now on disk,
         when that length grew.
-    :param failed: called once, with the failure, when a batch fails.
+    :param on_failed: called once, with the failure, when a batch fails.
     """
 
     def __init__(
@@ -62,8 +62,8 @@ class LogWrites:
         run_in_thread: RunInThread,
         max_batch: int,
         metrics: Any,
-        durable: Callable[[int], None],
-        failed: Callable[[Failure], None] = lambda failure: None,
+        on_durable: Callable[[int], None],
+        on_failed: Callable[[Failure], None] = lambda failure: None,
     ) -> None:
         self.order_log = Log()
         self.durable = 0  # records on disk
@@ -72,8 +72,8 @@ class LogWrites:
         self._keyed = 0  # orders whose keys are in a write handed to the queue
         self._run = run_in_thread
         self._metrics = metrics
-        self._on_durable = durable
-        self._on_failed = failed
+        self._on_durable = on_durable
+        self._on_failed = on_failed
         self.broken: Failure | None = None  # the failure of the batch that failed, if one did
         self._queue: BatchQueue[Operation, int] = BatchQueue(self._write_batch, max_batch)
 
@@ -98,10 +98,10 @@ class LogWrites:
         :return: a Deferred that fires once they are fsynced (with the file's size).
         """
         order_log = self.order_log
-        orders = order_log.orders_before(end)
-        rows = order_log.unindexed(self._keyed, orders) if self.keys is not None else []
-        self._keyed = max(self._keyed, orders)
-        return self._queue.submit(("append", b"".join(lines), (end, orders, order_log.generation), rows))
+        order_count = order_log.orders_before(end)
+        rows = order_log.unindexed(self._keyed, order_count) if self.keys is not None else []
+        self._keyed = max(self._keyed, order_count)
+        return self._queue.submit(("append", b"".join(lines), (end, order_count, order_log.generation), rows))
 
     def find_key(self, key: str) -> Deferred[tuple[int, int] | None]:
         """
@@ -117,9 +117,9 @@ class LogWrites:
     def truncate(self, length: int, size: int) -> Deferred[int]:
         """The log in memory was cut to ``length`` records (``size`` bytes): cut the file too, durably."""
         self.durable = min(self.durable, length)
-        orders = self.order_log.order_count
-        self._keyed = min(self._keyed, orders)
-        return self._queue.submit(("truncate", size, None, orders))
+        order_count = self.order_log.order_count
+        self._keyed = min(self._keyed, order_count)
+        return self._queue.submit(("truncate", size, None, order_count))
 
     async def close(self) -> None:
         """Let the queued writes finish, then close the file (in the disk thread)."""
