@@ -17,7 +17,7 @@ class ReplicaMetricsTests(SynchronousTestCase):
         status = {"role": "leader", "epoch": 4, "length": 9, "durable": 8, "commit": 7, "in_sync": [1, 2]}
         metrics = ReplicaMetrics(lambda: reads.append(1) or status)
         metrics.calls.record("order", "ok", 0.003)
-        metrics.order_seconds.observe(0.004)
+        metrics.commit_seconds.observe(0.004)
         self.assertEqual(reads, [])
         text = generate_latest(metrics.registry).decode()
         self.assertEqual(reads, [1])

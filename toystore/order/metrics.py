@@ -70,7 +70,7 @@ class ReplicaMetrics:
             ("toystore_order_call_seconds", "Time to serve a wire call"),
             labels=("type", "outcome"),
         )
-        self.order_seconds = Observations(
+        self.commit_seconds = Observations(
             r,
             "toystore_order_commit_seconds",
             "Time from an order's arrival at the leader to its commitment on a majority",

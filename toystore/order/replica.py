@@ -238,11 +238,6 @@ class Replica(Service):
 
     # -- commitment -------------------------------------------------------------
 
-    @property
-    def commit(self) -> int:
-        """Records known to be on ``min_insync`` replicas (leader: exact; follower: 0)."""
-        return self.commitment.point
-
     def _write_failed(self, failure: Failure) -> None:
         """The log's file failed a write: it may no longer hold what memory says it does. Stop."""
         why = f"replica {self.id}: a write to the order log failed ({failure.getErrorMessage()})"
@@ -407,7 +402,7 @@ class Replica(Service):
         number = self.order_log.order_count
         self._write_soon(self.order_log.append_order(epoch, name, quantity, key, bought.get("seq")))
         await self.commitment.wait(len(self.order_log) - 1)
-        self.metrics.order_seconds.observe(self.clock.seconds() - started)
+        self.metrics.commit_seconds.observe(self.clock.seconds() - started)
         return number
 
     def order(self, number: int) -> dict[str, Any] | Deferred[dict[str, Any]]:
@@ -443,7 +438,7 @@ class Replica(Service):
             "leader": self.leader,
             "length": len(self.order_log),
             "durable": self.durable,
-            "commit": self.commit,
+            "commit": self.commitment.point,
             "last_epoch": self.order_log.last_epoch,
             "last_order": last,
             "in_sync": self.streams.in_sync() if self.role == "leader" else [],
