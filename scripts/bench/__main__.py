@@ -1,0 +1,464 @@
+"""
+Throughput and latency of the public API under wrk, against the ceiling of
+twisted.web on this machine.
+
+The store is a fresh cluster on free loopback ports (a new temporary
+directory, 100,000,000 of every toy so orders never run dry, other knobs as
+packaged: three replicas, every log write fsynced, an order acknowledged
+once two of them hold it), started like ``toystore up`` does; or ``--url``
+names a running one.  The ceiling is a bare twisted.web server
+(``scripts/bench/ceiling.py``) in one process, like the front-end, that
+answers every request with the bytes of a cached product reply and the same
+headers: what the stack itself can do here, with no store behind it.
+
+wrk (``scripts/bench/wrk.lua`` builds the requests and reports the figures)
+drives each case in turn, at 1, 5, 16 and 64 keep-alive connections,
+``--seconds`` each:
+
+* ceiling: ``GET /`` of the bare server (measured before and after the
+  cases; the table shows the mean);
+* bare forwarder: ``GET /products/Tux`` of a bare twisted.web server that
+  asks a back end process for it over one persistent JSON-lines connection
+  (``scripts/bench/forwarder.py``): the least a front-end that asks another
+  process can do, the reference for the uncached and order-query cases;
+* product (cached): ``GET /products/Tux``, every query a cache hit;
+* order: ``POST /orders`` (1 item, toys in rotation), a distinct
+  ``Idempotency-Key`` per request;
+* order query: ``GET /orders/<n>`` over numbers that exist (placed before);
+* product (uncached): ``GET /products/Tux`` through a front-end restarted
+  with ``--no-cache`` (the same catalog and replicas), every query a round
+  trip to the catalog.
+
+Per point: requests per second (answers that are not errors), p50 and p99
+latency (wrk's, from ``done()`` in the Lua script), the ratio to the
+ceiling at the same number of connections, the CPU share of the process
+that serves HTTP (front-end or ceiling; the JSON has every process's), and
+wrk's error count.  Then the issue's targets, met or not.
+
+``--rss [SECONDS]`` adds a sustained load (default 300 s, 16 connections,
+queries, orders and order queries in turn) during which every process's
+resident memory (``VmRSS``) is sampled: it reports each at the start, after
+a tenth of the run (warm) and at the end.
+
+``--profile DIR`` samples every process with py-spy (``pip install py-spy``)
+during each case's 16-connection point: one raw profile per process and
+case in DIR, and each one's hot spots in the JSON
+(``scripts/bench/hotspots.py`` prints them).  It slows the store: take the
+table from a run without it.
+
+From the repository root (wrk is a Debian package: ``apt-get install wrk``)::
+
+    python scripts/bench.py                          # the table, about 5 minutes
+    python scripts/bench.py --rss                    # and 5 minutes of memory watching
+    python scripts/bench.py --cases cached --connections 16 --seconds 60   # one case, one point
+    python scripts/bench.py --connections 16 --profile /tmp/prof           # py-spy on every process
+    python scripts/bench.py --url http://127.0.0.1:8000   # a running store (cache on)
+    python scripts/bench.py --smoke --out /tmp/b.json     # a few seconds, for CI
+
+The JSON goes to ``--out`` (default ``docs/performance/bench.json``).  This
+is a benchmark, not a test: it asserts nothing about speed, and its numbers
+depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import treq  # noqa: E402
+from twisted.copyright import version as twisted_version  # noqa: E402
+from twisted.internet import task  # noqa: E402
+from twisted.internet.defer import Deferred  # noqa: E402
+from twisted.internet.utils import getProcessOutputAndValue  # noqa: E402
+
+from toystore import localcluster  # noqa: E402
+from toystore.catalog.store import TOYS  # noqa: E402
+from toystore.supervise import Child, ChildFailed, Supervisor  # noqa: E402
+
+sys.path.insert(0, os.path.join(ROOT, "scripts", "bench"))
+import hotspots  # noqa: E402
+from procs import cpu_all, rss_kib, running  # noqa: E402
+from references import CASE_PROCESSES, REFERENCES, start_references  # noqa: E402
+from results import CASES, mean_ceiling, report, targets, with_ratios  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+LUA = HERE / "bench" / "wrk.lua"
+STOCK = 100_000_000
+WRK_TIMEOUT = 10  # seconds before wrk counts a request as timed out
+ORDER_NAMES = list(TOYS)[:5]  # orders rotate over these
+INSTALL = (
+    "bench.py: wrk is not installed (or not at --wrk).  It is a Debian package:\n"
+    "    apt-get install wrk        (sudo apt-get install wrk; on macOS: brew install wrk)\n"
+)
+
+
+def sleep(reactor: Any, seconds: float) -> Deferred[None]:
+    """A Deferred that fires after ``seconds`` of reactor time (never ``time.sleep``)."""
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+async def swap_frontend(reactor: Any, supervisor: Supervisor, store: dict[str, Any]) -> str:
+    """Stop the store's front-end and start one with ``--no-cache`` on the same port; its URL."""
+    for child in supervisor.children:
+        if child.name == "frontend" and child.running:
+            child.signal("TERM")
+            await child.when_ended()
+    flags = ["--config", str(store["config"]), "--no-cache"]
+    try:
+        await supervisor.start("frontend-nocache", "toystore-frontend", flags, store["logs"] / "frontend-nocache.log")
+    except ChildFailed as e:
+        raise SystemExit(f"{e}:\n{e.output}") from None
+    await localcluster.wait_for_leader(reactor, store["url"])
+    return store["url"]
+
+
+# -- wrk ----------------------------------------------------------------------------
+
+
+async def wrk(reactor: Any, args: argparse.Namespace, url: str, connections: int, seconds: int, *mode: str) -> dict:
+    """One wrk run; the figures its Lua ``done()`` printed."""
+    argv = [
+        f"-t{min(args.threads, connections)}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        f"--timeout={WRK_TIMEOUT}s",
+        f"-s{LUA}",
+        url,
+        "--",
+        *mode,
+    ]
+    out, err, code = await getProcessOutputAndValue(args.wrk, argv, env=dict(os.environ), reactor=reactor)
+    for line in out.decode("utf-8", "replace").splitlines():
+        if line.startswith("wrk-result "):
+            return json.loads(line[len("wrk-result ") :])
+    raise SystemExit(f"wrk {' '.join(argv)} exited {code} without figures:\n{out.decode()}{err.decode()}")
+
+
+async def point(
+    reactor: Any, args: argparse.Namespace, case: str, url: str, connections: int, pids: dict[str, int], *mode: str
+) -> dict[str, Any]:
+    """Measure one case at one number of connections: one row of results."""
+    profiling = args.profile and connections == args.profile_connections
+    if profiling:
+        profiles = Deferred.fromCoroutine(profile(reactor, args, case, pids))
+    before, started = cpu_all(pids), reactor.seconds()
+    figures = await wrk(reactor, args, url, connections, args.seconds, *mode)
+    after, wall = cpu_all(pids), reactor.seconds() - started
+    seconds = figures["duration_us"] / 1e6
+    errors = figures["errors"]
+    good = figures["requests"] - errors["status"]
+    row = {
+        "case": case,
+        "connections": connections,
+        "req_per_s": good / seconds if seconds else 0.0,
+        "requests": figures["requests"],
+        "seconds": seconds,
+        "p50_ms": figures["p50_us"] / 1e3,
+        "p90_ms": figures["p90_us"] / 1e3,
+        "p99_ms": figures["p99_us"] / 1e3,
+        "max_ms": figures["max_us"] / 1e3,
+        "mean_ms": figures["mean_us"] / 1e3,
+        "errors": sum(errors.values()),
+        "wrk_errors": errors,
+        "cpu": {name: (after[name] - before[name]) / wall for name in after if name in before},
+    }
+    if profiling:
+        row["profiles"] = await profiles
+    print(
+        f"  {case} c={connections}: {row['req_per_s']:,.0f}/s p50 {row['p50_ms']:.2f} ms "
+        f"p99 {row['p99_ms']:.2f} ms errors {row['errors']}",
+        file=sys.stderr,
+    )
+    return row
+
+
+async def profile(reactor: Any, args: argparse.Namespace, case: str, pids: dict[str, int]) -> dict[str, Any]:
+    """
+    Sample every process with py-spy while a point runs (all but its last
+    second); write each profile to ``args.profile`` and return its hot spots.
+    """
+    slug = case.replace(" ", "-").replace("(", "").replace(")", "")
+    directory = Path(args.profile)
+    directory.mkdir(parents=True, exist_ok=True)
+    seconds = str(max(1, args.seconds - 1))
+    runs = {}
+    own = CASE_PROCESSES.get(case)  # else the store's
+    for name, pid in pids.items():
+        if not (name in own if own else name not in REFERENCES):
+            continue
+        path = directory / f"{slug}.{name}.txt"
+        argv = ["record", "--pid", str(pid), "--duration", seconds, "--rate", "100", "--nonblocking"]
+        argv += ["--function", "--format", "raw", "--output", str(path)]
+        runs[name] = (path, getProcessOutputAndValue(args.py_spy, argv, env=dict(os.environ), reactor=reactor))
+    found = {}
+    for name, (path, running_spy) in runs.items():
+        out, err, code = await running_spy
+        if code != 0 or not path.exists():
+            print(f"  py-spy on {name} failed ({code}): {err.decode(errors='replace')}", file=sys.stderr)
+            continue
+        own, total, samples = hotspots.read(path.read_text().splitlines())
+        found[name] = {
+            "file": str(path),
+            "samples": samples,
+            "own": [[f, n / samples] for f, n in own.most_common(args.profile_top)],
+            "total": [[f, n / samples] for f, n in total.most_common(args.profile_top)],
+        }
+    return found
+
+
+async def orders_placed(url: str) -> int:
+    """Place one order and return how many exist (numbers run 0 .. n-1 without gaps)."""
+    body = {"name": ORDER_NAMES[0], "quantity": 1}
+    response = await treq.post(f"{url}/orders", json=body, persistent=False, timeout=30)
+    reply = await response.json()
+    if response.code != 200:
+        raise SystemExit(f"could not place an order at {url}: {response.code} {reply}")
+    return reply["data"]["order_number"] + 1
+
+
+async def product_reply(url: str, name: str) -> bytes:
+    """The bytes of the store's reply to ``GET /products/<name>``."""
+    try:
+        response = await treq.get(f"{url}/products/{name}", persistent=False, timeout=30)
+        body = await treq.content(response)
+    except Exception as e:  # refused, timed out: no store there
+        raise SystemExit(f"GET {url}/products/{name}: {type(e).__name__}: {e}") from None
+    if response.code != 200:
+        raise SystemExit(f"GET {url}/products/{name}: {response.code} {body!r}")
+    return body
+
+
+# -- memory -------------------------------------------------------------------------
+
+
+async def rss_run(reactor: Any, args: argparse.Namespace, url: str, pids: dict[str, int], count: int) -> dict[str, Any]:
+    """A sustained mixed load for ``args.rss`` s, each process's RSS sampled all along."""
+    interval = max(1.0, args.rss / 60)
+    samples: list[dict[str, Any]] = []
+
+    def sample() -> None:
+        row: dict[str, Any] = {"t": reactor.seconds() - started}
+        for name, pid in pids.items():
+            try:
+                row[name] = rss_kib(pid)
+            except OSError:
+                row[name] = None
+        samples.append(row)
+
+    started = reactor.seconds()
+    run = f"rss-{uuid.uuid4().hex[:12]}"
+    load = Deferred.fromCoroutine(
+        wrk(reactor, args, url, args.rss_connections, int(args.rss), "mixed", run, str(count), *ORDER_NAMES)
+    )
+    sample()
+    while not load.called:
+        await sleep(reactor, interval)
+        if not load.called:
+            sample()
+    figures = await load
+    warm = next((s for s in samples if s["t"] >= args.rss / 10), samples[-1])
+    processes = {
+        name: {
+            "pid": pid,
+            "start_kib": samples[0][name],
+            "warm_kib": warm[name],
+            "end_kib": samples[-1][name],
+            "max_kib": max((s[name] for s in samples if s[name] is not None), default=None),
+        }
+        for name, pid in pids.items()
+    }
+    return {
+        "seconds": args.rss,
+        "connections": args.rss_connections,
+        "requests": figures["requests"],
+        "req_per_s": figures["requests"] / (figures["duration_us"] / 1e6),
+        "errors": sum(figures["errors"].values()),
+        "warm_at_s": warm["t"],
+        "end_at_s": samples[-1]["t"],
+        "processes": processes,
+        "samples": samples,
+    }
+
+
+# -- the run ------------------------------------------------------------------------
+
+
+async def run(reactor: Any, args: argparse.Namespace, supervisor: Supervisor, directory: Path) -> dict[str, Any]:
+    """Start what is needed, measure every case asked for, return everything for the JSON."""
+    store: dict[str, Any] | None = None
+    swapped: list[Child] = []  # the front-end stopped on purpose for the uncached case
+    if args.url:
+        url = args.url.rstrip("/")
+    else:
+        try:
+            store = await localcluster.start_store(
+                reactor, supervisor, directory / "store", (), catalog={"initial_stock": STOCK}
+            )
+        except ChildFailed as e:
+            raise SystemExit(f"{e}:\n{e.output}") from None
+        url = store["url"]
+    body = await product_reply(url, args.product)
+    ceiling_url, forwarder_url = await start_references(reactor, supervisor, directory, body)
+    pids = running(supervisor)
+    if pids:
+        print(f"processes: {', '.join(f'{name} {pid}' for name, pid in pids.items())}", file=sys.stderr)
+    cases, rows, ceiling_runs = args.cases, [], []
+    run_id = f"bench-{uuid.uuid4().hex[:12]}"
+    product_url = f"{url}/products/{args.product}"
+
+    async def each(case: str, target: str, *mode: str) -> list[dict[str, Any]]:
+        if args.warmup:
+            await wrk(reactor, args, target, 16, args.warmup, *mode)
+        return [await point(reactor, args, case, target, c, pids, *mode) for c in args.connections]
+
+    if "ceiling" in cases:
+        ceiling_runs += await each("ceiling", ceiling_url, "get")
+    if "forwarder" in cases:
+        rows += await each("bare forwarder", f"{forwarder_url}/products/{args.product}", "get")
+    if "cached" in cases:
+        rows += await each("product (cached)", product_url, "get")
+    if "order" in cases:
+        rows += await each("order", url, "order", run_id, *ORDER_NAMES)
+    count = 0
+    if "order-query" in cases or args.rss:
+        count = await orders_placed(url)
+        if count < 1000:  # too few to spread the reads over: place some
+            await wrk(reactor, args, url, 16, 2, "order", f"{run_id}-fill", *ORDER_NAMES)
+            count = await orders_placed(url)
+    if "order-query" in cases:
+        rows += await each("order query", url, "order-query", str(count))
+    store_pids = {name: pid for name, pid in running(supervisor).items() if name not in REFERENCES}
+    rss = await rss_run(reactor, args, url, store_pids, count) if args.rss else None
+    if "uncached" in cases:
+        uncached_url = (args.uncached_url or "").rstrip("/") or None
+        if store is not None:
+            swapped = [c for c in supervisor.children if c.name == "frontend"]
+            uncached_url = await swap_frontend(reactor, supervisor, store)
+            pids = running(supervisor)
+            print(f"processes: {', '.join(f'{name} {pid}' for name, pid in pids.items())}", file=sys.stderr)
+        if uncached_url:
+            rows += await each("product (uncached)", f"{uncached_url}/products/{args.product}", "get")
+        else:
+            print("product (uncached): not measured (give --uncached-url with --url)", file=sys.stderr)
+    if "ceiling" in cases and args.ceiling_runs > 1:
+        ceiling_runs += await each("ceiling", ceiling_url, "get")
+    ceiling = {c: mean_ceiling(ceiling_runs, c) for c in args.connections} if ceiling_runs else {}
+    rows = with_ratios([*ceiling.values(), *rows], ceiling)
+    exited = [child.name for child in supervisor.children if not child.running and child not in swapped]
+    return {
+        "url": url,
+        "body": body.decode("utf-8", "replace"),
+        "results": rows,
+        "ceiling_runs": ceiling_runs,
+        "targets": targets(rows),
+        "rss": rss,
+        "order_numbers": count,
+        "exited": exited,
+    }
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse the command line; ``--smoke`` overrides the sizes with small ones; no wrk exits 2."""
+    parser = argparse.ArgumentParser(description="Throughput of the toystore public API under wrk, and its ceiling.")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each point, whole seconds (default 10)")
+    parser.add_argument(
+        "--connections",
+        type=lambda s: [int(c) for c in s.split(",")],
+        default=[1, 5, 16, 64],
+        help="keep-alive connections of each point, comma-separated (default 1,5,16,64)",
+    )
+    parser.add_argument(
+        "--cases",
+        type=lambda s: [] if s == "none" else s.split(","),
+        default=list(CASES),
+        help=f"cases to measure, comma-separated, or none (default {','.join(CASES)})",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads, at most one per connection (default 1)")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="seconds of load before each case, unmeasured (default 2)"
+    )
+    parser.add_argument("--ceiling-runs", type=int, default=2, help="ceiling measurements: 1 before, 2 also after")
+    parser.add_argument(
+        "--rss",
+        type=float,
+        nargs="?",
+        const=300.0,
+        default=0.0,
+        metavar="SECONDS",
+        help="also watch every process's memory under a sustained load of SECONDS (default 300)",
+    )
+    parser.add_argument("--rss-connections", type=int, default=16, help="connections of the --rss load (default 16)")
+    parser.add_argument("--url", help="measure the running store at URL (cache on) instead of starting one")
+    parser.add_argument("--uncached-url", help="with --url: a store whose front-end runs --no-cache")
+    parser.add_argument("--product", default="Tux", help="the toy the product queries ask for (default Tux)")
+    parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="the wrk executable (default: on PATH)")
+    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "performance", "bench.json"), help="JSON file")
+    parser.add_argument("--profile", metavar="DIR", help="sample every process with py-spy, into DIR (slows it)")
+    parser.add_argument("--profile-connections", type=int, default=16, help="the point profiled (default 16)")
+    parser.add_argument("--profile-top", type=int, default=15, help="hot spots kept in the JSON (default 15)")
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    parser.add_argument("--py-spy", default=spy, help="the py-spy executable (default: on PATH or beside Python)")
+    parser.add_argument("--keep", action="store_true", help="keep the data directory (logs, processes' output)")
+    parser.add_argument("--smoke", action="store_true", help="1 s points at 1 and 16 connections, for CI")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.seconds, args.connections, args.warmup, args.ceiling_runs = 1, [1, 16], 0, 1
+        args.rss = args.rss or 2.0
+    unknown = sorted(set(args.cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case {unknown[0]!r}: choose from {', '.join(CASES)}")
+    if args.seconds < 1 or min(args.connections) < 1 or args.threads < 1 or args.warmup < 0:
+        parser.error("--seconds, --connections and --threads must be at least 1, --warmup at least 0")
+    if args.rss and (args.rss < 1 or args.url):
+        parser.error("--rss needs at least 1 s and a store of the script's own (not --url)")
+    if not (shutil.which(args.wrk) or os.access(args.wrk, os.X_OK)):
+        parser.exit(2, INSTALL)
+    if args.profile and not (shutil.which(args.py_spy) or os.access(args.py_spy, os.X_OK)):
+        parser.exit(2, "bench.py: --profile needs py-spy: pip install py-spy\n")
+    return args
+
+
+async def main(reactor: Any, *argv: str) -> None:
+    """Measure, stop everything, print the table, write the JSON."""
+    args = parse(list(argv))
+    supervisor, directory = localcluster.scratch(reactor, "bench-", keep=lambda: args.keep)
+    try:
+        results = await run(reactor, args, supervisor, directory)
+    finally:
+        await supervisor.stop_all()
+        if args.keep:  # otherwise scratch() removes it when the reactor stops
+            print(f"kept {directory}", file=sys.stderr)
+    report(results["results"], results["targets"], results["rss"])
+    if results["exited"]:
+        print(f"  exited during the run: {', '.join(results['exited'])}", file=sys.stderr)
+    settings = {
+        key: getattr(args, key)
+        for key in ("seconds", "connections", "cases", "threads", "warmup", "ceiling_runs", "rss", "rss_connections")
+    }
+    settings.update(
+        store="own" if not args.url else args.url,
+        initial_stock=STOCK if not args.url else None,
+        wrk=args.wrk,
+        python=platform.python_version(),
+        twisted=twisted_version,
+        reactor=type(reactor).__name__,
+        cpus=os.cpu_count(),
+    )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"settings": settings, **results}, f, indent=2)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    task.react(main, sys.argv[1:])
