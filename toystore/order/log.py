@@ -6,19 +6,20 @@ The journal file (:mod:`toystore.order.journal`) is the store of the lines,
 and an SQLite table beside it the store of the idempotency keys
 (:mod:`toystore.order.keystore`).  Per record, the log keeps the length of
 its line (from which a record's file offset is computed, with the offset of
-every 64th record); per order, its toy (as the number of the name in a
-table of the names seen) and its quantity, so that no order query, however
-old the order, needs the disk.  Each column of integers takes the fewest
-bytes its values need (:mod:`toystore.order.columns`): about four bytes an
-order in all, where a key string alone took a hundred.  Everything else it
-keeps is bounded: a Bloom filter of the keys, of fixed size
-(:mod:`toystore.order.bloom`), so that a new key needs the disk no more
-than a query does; the lines of the most recent records
+one record in every :data:`OFFSET_STEP`); per order, its toy (as the number
+of the name in a table of the names seen) and its quantity, so that no
+order query, however old the order, needs the disk.  Each column of
+integers takes the fewest bytes its values need (what that comes to an
+order: :mod:`toystore.order.columns`), where a key string alone took a
+hundred.  Everything else it keeps is bounded: a Bloom filter of the keys,
+of fixed size (:mod:`toystore.order.bloom`), so that a new key needs the
+disk no more than a query does; the lines of the most recent records
 within a byte budget, and those not yet on disk
 (:mod:`toystore.order.window`); the keys of the orders not yet in the key
 store; one entry per epoch; one per leader record (from which an order's
 record index is computed, so orders need no table of their own); a
-snapshot of :meth:`Log.reconciled` every thousand records.
+snapshot of :meth:`Log.reconciled` every
+:data:`~toystore.order.reconcile.CHECKPOINT_EVERY` records.
 
 This module is reactor-free and does no I/O.
 """

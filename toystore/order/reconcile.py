@@ -117,8 +117,8 @@ async def unlogged_buys(
     """
     Fence the catalog at ``epoch`` and find the buys ``order_log`` lacks.
 
-    :param find_order: the order of a key in the log, or None (it may read
-        the journal file: the index holds only digests of the keys).
+    :param find_order: the order of a key in the log, or None (it may ask
+        the key store on disk: :meth:`~toystore.order.reads.LogReads.find_order`).
     :return: those buys (``seq``, ``key``, ``name``, ``quantity``), oldest
         first, and the seq up to which the log holds every buy once they are
         appended.

@@ -13,10 +13,10 @@ wrote them.  Two kinds exist::
 An *order* record holds one order; order numbers count order records only,
 so they run 0, 1, 2, ... without gaps; ``seq`` numbers the catalog's buy
 of it.  A *leader* record ends each leader's start: a new leader commits one
-before it serves, which also commits every record before it (the
-log-matching rule of Raft: a leader counts copies only of records of its own
-epoch).  Its ``reconciled`` says that every buy the catalog made up to that
-seq is an order of this log (:mod:`toystore.order.reconcile`).
+before it serves, which also commits every record before it
+(:mod:`toystore.order.commitment` says why).  Its ``reconciled`` says that
+every buy the catalog made up to that seq is an order of this log
+(:mod:`toystore.order.reconcile`).
 
 The log in memory is :mod:`toystore.order.log`, its file
 :mod:`toystore.order.journal`.

@@ -6,9 +6,10 @@ Listens on its lines port (``8300+N``) for the wire calls of
 /health``, ``GET /metrics`` and ``GET /orders/<n>``.
 
 The replica has two private threads: one writes its log (every batch ends
-in an fsync), the other reads back records its log no longer holds in
-memory (old orders, keys to confirm, a follower's catch-up).  Reads use a
-descriptor of their own, so they need not wait behind the fsyncs.
+in an fsync) and looks keys up in its key store, the other reads back
+records its log no longer holds in memory (a follower's catch-up, a
+promoting peer's ``pull``).  Reads use a descriptor of their own, so they
+need not wait behind the fsyncs.
 """
 
 from __future__ import annotations
