@@ -17,8 +17,8 @@ which the catalog's reactor answers without touching the disk.  As a reference: 
 picks it), the ceiling of one fsync per buy.  Run it from the repository
 root::
 
-    python scripts/bench_catalog.py                # full run, about 30 s
-    python scripts/bench_catalog.py --smoke        # ~1 s of measuring, for CI
+    python -m scripts.bench_catalog                # full run, about 30 s
+    python -m scripts.bench_catalog --smoke        # ~1 s of measuring, for CI
 
 This is a benchmark, not a test: it asserts nothing about speed, and its
 numbers depend on the machine, its disk and its load.
@@ -38,20 +38,18 @@ import tempfile
 import uuid
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import treq
+from twisted.copyright import version as twisted_version
+from twisted.internet import task, threads
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 
-import treq  # noqa: E402
-from twisted.copyright import version as twisted_version  # noqa: E402
-from twisted.internet import task, threads  # noqa: E402
-from twisted.internet.defer import Deferred, DeferredList, gatherResults  # noqa: E402
-
-from toystore.catalog.seed import TOYS  # noqa: E402
-from toystore.envelope import ApiError, Unavailable  # noqa: E402
-from toystore.localcluster import connect  # noqa: E402
-from toystore.measure import delta, fsync_rate, mean, percentile, scrape, table  # noqa: E402
-from toystore.supervise import ChildFailed, Supervisor  # noqa: E402
-from toystore.wire import WireProtocol  # noqa: E402
+from scripts import ROOT
+from toystore.catalog.seed import TOYS
+from toystore.envelope import ApiError, Unavailable
+from toystore.localcluster import connect
+from toystore.measure import delta, fsync_rate, mean, percentile, scrape, table
+from toystore.supervise import ChildFailed, Supervisor
+from toystore.wire import WireProtocol
 
 NAMES = list(TOYS)
 RUN = f"bench-{uuid.uuid4().hex[:12]}"  # makes this run's buy keys unique
@@ -186,7 +184,9 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line; ``--smoke`` overrides the sizes with small ones."""
-    parser = argparse.ArgumentParser(description="Durable buys per second of the toystore catalog.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench_catalog", description="Durable buys per second of the toystore catalog."
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement (default 3)")
     parser.add_argument(
         "--concurrency",
@@ -214,7 +214,7 @@ async def main(reactor: Any, *argv: str) -> None:
     """Start a catalog (unless told of a running one), measure it, stop it, print the figures."""
     args = parse(list(argv))
     directory = tempfile.mkdtemp(prefix="bench-catalog-")
-    pythonpath = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     supervisor = Supervisor(reactor, env={"PYTHONPATH": pythonpath})
     reactor.addSystemEventTrigger("before", "shutdown", lambda: DeferredList(supervisor.kill_all()))  # on ^C
     try:

@@ -28,9 +28,9 @@ visible.  As a reference: the raw ``write(4 KiB) + fsync`` rate of the
 temporary directory's disk (``TMPDIR`` picks it).  Run it from the
 repository root::
 
-    python scripts/bench_orders.py                 # full run, max_batch 1000 vs 1, about 45 s
-    python scripts/bench_orders.py --max-batch 64  # one setting only
-    python scripts/bench_orders.py --smoke         # ~1 s of measuring, for CI
+    python -m scripts.bench_orders                 # full run, max_batch 1000 vs 1, about 45 s
+    python -m scripts.bench_orders --max-batch 64  # one setting only
+    python -m scripts.bench_orders --smoke         # ~1 s of measuring, for CI
 
 This is a benchmark, not a test: it asserts nothing about speed, and its
 numbers depend on the machine, its disk and its load.
@@ -51,22 +51,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from twisted.copyright import version as twisted_version
+from twisted.internet import task, threads
+from twisted.internet.defer import Deferred, DeferredList
 
-from twisted.copyright import version as twisted_version  # noqa: E402
-from twisted.internet import task, threads  # noqa: E402
-from twisted.internet.defer import Deferred, DeferredList  # noqa: E402
-
-from toystore import localcluster  # noqa: E402
-from toystore.catalog.seed import TOYS  # noqa: E402
-from toystore.config import WireConfig, load  # noqa: E402
-from toystore.envelope import ApiError  # noqa: E402
-from toystore.localcluster import REPLICAS, cluster_file, connect  # noqa: E402
-from toystore.measure import delta, fsync_rate, mean, percentile, scrape, table  # noqa: E402
-from toystore.order.journal import Log, scan  # noqa: E402
-from toystore.supervise import ChildFailed, Supervisor  # noqa: E402
-from toystore.wire import ConnectionDropped, NotConnected, WireProtocol  # noqa: E402
+from toystore import localcluster
+from toystore.catalog.seed import TOYS
+from toystore.config import WireConfig, load
+from toystore.envelope import ApiError
+from toystore.localcluster import REPLICAS, cluster_file, connect
+from toystore.measure import delta, fsync_rate, mean, percentile, scrape, table
+from toystore.order.journal import Log, scan
+from toystore.supervise import ChildFailed, Supervisor
+from toystore.wire import ConnectionDropped, NotConnected, WireProtocol
 
 NAMES = list(TOYS)
 RUN = f"bench-{uuid.uuid4().hex[:12]}"  # makes this run's order keys unique
@@ -290,7 +287,10 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line; ``--smoke`` overrides the sizes with small ones."""
-    parser = argparse.ArgumentParser(description="Durable orders per second through the toystore order leader.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench_orders",
+        description="Durable orders per second through the toystore order leader.",
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement (default 3)")
     parser.add_argument(
         "--clients",

@@ -15,8 +15,8 @@ Each figure is the median of ``--repeats`` measurements of ``--seconds``
 each; the mean latency per call is derived from it as ``1e6 * C / rate``
 microseconds (Little's law).  Run it from the repository root::
 
-    python scripts/bench_wire.py                   # full run, about a minute
-    python scripts/bench_wire.py --smoke           # ~1 s of measuring, for CI
+    python -m scripts.bench_wire                   # full run, about a minute
+    python -m scripts.bench_wire --smoke           # ~1 s of measuring, for CI
 
 This is a benchmark, not a test: it asserts nothing about speed, and its
 numbers depend on the machine and its load.
@@ -32,16 +32,15 @@ import statistics
 import sys
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import twisted
+from twisted.internet import endpoints, stdio, task
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.protocol import ProcessProtocol, Protocol
 
-from twisted.internet import endpoints, stdio, task  # noqa: E402
-from twisted.internet.defer import Deferred, gatherResults  # noqa: E402
-from twisted.internet.protocol import ProcessProtocol, Protocol  # noqa: E402
-
-import twisted  # noqa: E402
-from toystore.config import WireConfig  # noqa: E402
-from toystore.measure import table  # noqa: E402
-from toystore.wire import WireFactory, WireProtocol  # noqa: E402
+from scripts import ROOT
+from toystore.config import WireConfig
+from toystore.measure import table
+from toystore.wire import WireFactory, WireProtocol
 
 CONFIG = WireConfig(call_timeout=10.0, max_line=1 << 20, reconnect_initial=0.1, reconnect_max=1.0)
 
@@ -133,8 +132,8 @@ class ServerChild(ProcessProtocol):
 async def two_processes(reactor: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Spawn this script as a ``--serve`` child, benchmark it, then stop it."""
     child = ServerChild()
-    argv = [sys.executable, os.path.abspath(__file__), "--serve"]
-    process = reactor.spawnProcess(child, sys.executable, argv, env=os.environ)
+    argv = [sys.executable, "-m", "scripts.bench_wire", "--serve"]
+    process = reactor.spawnProcess(child, sys.executable, argv, env=os.environ, path=str(ROOT))
     try:
         return await run_mode(reactor, "two processes", await child.port, args)
     finally:
@@ -172,7 +171,9 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line; ``--smoke`` overrides the sizes with small ones."""
-    parser = argparse.ArgumentParser(description="Round-trip rate of one toystore wire connection.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench_wire", description="Round-trip rate of one toystore wire connection."
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement (default 3)")
     parser.add_argument(
         "--concurrency",

@@ -20,7 +20,7 @@ durable.  It reports:
 * each kill: failover time of a leader kill (first acknowledgement of an
   order SENT after the kill, minus the kill), or for a follower the longest
   buy in flight within 2 s of it;
-* the invariants of DESIGN.md section 6: no client-visible error, every
+* the invariants of ``docs/architecture.rst``: no client-visible error, every
   acknowledged order in every replica's log with its number, toy and
   quantity, no order number or key twice, the three ``orders.log`` files
   byte-identical, every order read back as placed.  Orders committed whose
@@ -31,8 +31,8 @@ kills and restarts marked) and ``failover_test.json`` (every figure, the
 settings and the machine) into ``--out``, and exits 1 if a check fails.
 From the repository root::
 
-    python scripts/failover_test.py --out docs/evaluation   # 6 kills, about 35 s
-    python scripts/failover_test.py --smoke                  # a few seconds, for CI
+    python -m scripts.failover_test --out docs/evaluation   # 6 kills, about 35 s
+    python -m scripts.failover_test --smoke                  # a few seconds, for CI
 """
 
 from __future__ import annotations
@@ -49,19 +49,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from twisted.copyright import version as twisted_version
+from twisted.internet import task
+from twisted.internet.defer import Deferred
 
-from twisted.copyright import version as twisted_version  # noqa: E402
-from twisted.internet import task  # noqa: E402
-from twisted.internet.defer import Deferred  # noqa: E402
-
-from toystore import localcluster  # noqa: E402
-from toystore.loadgen import KINDS, Report, run  # noqa: E402
-from toystore.localcluster import REPLICAS  # noqa: E402
-from toystore.measure import percentile, table  # noqa: E402
-from toystore.order.journal import CorruptJournal, decode, scan  # noqa: E402
-from toystore.supervise import ChildFailed, Supervisor  # noqa: E402
+from scripts import ROOT
+from toystore import localcluster
+from toystore.loadgen import KINDS, Report, run
+from toystore.localcluster import REPLICAS
+from toystore.measure import percentile, table
+from toystore.order.journal import CorruptJournal, decode, scan
+from toystore.supervise import ChildFailed, Supervisor
 
 POLL = 0.05  # seconds between two looks while waiting for a state
 RECOVERY = 30.0  # seconds the replicas get to agree after the load stops
@@ -325,7 +323,9 @@ def print_report(results: dict[str, Any]) -> None:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line; ``--smoke`` overrides the sizes with small ones."""
-    parser = argparse.ArgumentParser(description="Kill order replicas under load; check what clients saw.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.failover_test", description="Kill order replicas under load; check what clients saw."
+    )
     parser.add_argument("--rounds", type=int, default=6, help="kills, every other one the leader (default 6)")
     parser.add_argument("-T", "--period", type=float, default=4.0, help="seconds between kills (default 4)")
     parser.add_argument("-D", "--down", type=float, default=1.5, help="seconds before a restart (default 1.5)")
@@ -343,7 +343,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         args.out = args.out or tempfile.mkdtemp(prefix="failover-out-")
     if args.rounds < 1 or args.clients < 1 or args.period <= 0 or args.down < 0 or not 0 <= args.p <= 1:
         parser.error("--rounds and --clients must be >= 1, --period > 0, --down >= 0, -p from 0 to 1")
-    args.out = Path(args.out or os.path.join(ROOT, "docs", "evaluation"))
+    args.out = Path(args.out or ROOT / "docs" / "evaluation")
     args.seed = args.seed if args.seed is not None else random.randrange(2**31)
     return args
 

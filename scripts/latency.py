@@ -25,9 +25,9 @@ Latency is ``reactor.seconds()`` around a request, body read included; any
 answer but 200 (or none) is an error, counted and not timed.  From the
 repository root::
 
-    python scripts/latency.py                  # 5 clients, 5 s per type, 3 kills: about 45 s
-    python scripts/latency.py --json out.json  # also every figure as JSON
-    python scripts/latency.py --smoke          # a few seconds, for CI
+    python -m scripts.latency                  # 5 clients, 5 s per type, 3 kills: about 45 s
+    python -m scripts.latency --json out.json  # also every figure as JSON
+    python -m scripts.latency --smoke          # a few seconds, for CI
 
 This is a measurement, not a test: it asserts nothing about speed, and its
 numbers depend on the machine and its load.
@@ -44,20 +44,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import treq
+from treq.client import HTTPClient
+from twisted.copyright import version as twisted_version
+from twisted.internet import task
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.web.client import Agent, HTTPConnectionPool
 
-import treq  # noqa: E402
-from treq.client import HTTPClient  # noqa: E402
-from twisted.copyright import version as twisted_version  # noqa: E402
-from twisted.internet import task  # noqa: E402
-from twisted.internet.defer import Deferred, DeferredList, gatherResults  # noqa: E402
-from twisted.web.client import Agent, HTTPConnectionPool  # noqa: E402
-
-from toystore import localcluster  # noqa: E402
-from toystore.localcluster import connect  # noqa: E402
-from toystore.measure import percentile, table  # noqa: E402
-from toystore.supervise import ChildFailed, Supervisor  # noqa: E402
+from toystore import localcluster
+from toystore.localcluster import connect
+from toystore.measure import percentile, table
+from toystore.supervise import ChildFailed, Supervisor
 
 TOYS = ["Tux", "Whale", "Elephant", "Dolphin", "Fox"]  # orders rotate over these
 KINDS = ["product (cached)", "product (uncached)", "order", "order query"]
@@ -229,7 +226,9 @@ async def failover(reactor: Any, supervisor: Supervisor, store: dict[str, Any], 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line; ``--smoke`` overrides the sizes with small ones."""
-    parser = argparse.ArgumentParser(description="Latency of the toystore public API, and of a leader failover.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.latency", description="Latency of the toystore public API, and of a leader failover."
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each request type's loop (default 5)")
     parser.add_argument("--clients", type=int, default=5, help="concurrent keep-alive clients (default 5)")
     parser.add_argument("--kills", type=int, default=3, help="leader kills in the failover phase (default 3)")

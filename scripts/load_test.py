@@ -32,9 +32,9 @@ Outputs in ``--out``: ``latency_vs_p.png``, ``lru_replacement.png``,
 ``load_test_samples.csv`` (every request; ``at`` in seconds since the mode's
 store was up, the clock of the cache polls).  From the repository root::
 
-    python scripts/load_test.py                # 2 x 5 runs into docs/evaluation: about 2 minutes
-    python scripts/load_test.py --out /tmp/lt  # elsewhere
-    python scripts/load_test.py --smoke        # a few seconds (into a temporary directory), for CI
+    python -m scripts.load_test                # 2 x 5 runs into docs/evaluation: about 2 minutes
+    python -m scripts.load_test --out /tmp/lt  # elsewhere
+    python -m scripts.load_test --smoke        # a few seconds (into a temporary directory), for CI
 
 It exits 1 if any request failed (other than a 409 refusal) or any order read
 back wrong.  This is a measurement: its numbers depend on the machine.
@@ -54,26 +54,24 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import matplotlib
+import matplotlib.pyplot as plt
+import treq
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
+from twisted.copyright import version as twisted_version
+from twisted.internet import task
+from twisted.internet.defer import Deferred, succeed
+from twisted.web.client import Agent, HTTPConnectionPool
 
-import matplotlib  # noqa: E402
+from scripts import ROOT
+from toystore import loadgen, localcluster
+from toystore.catalog.seed import TOYS
+from toystore.config import load
+from toystore.measure import table
+from toystore.supervise import ChildFailed, Supervisor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import treq  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
-from twisted.copyright import version as twisted_version  # noqa: E402
-from twisted.internet import task  # noqa: E402
-from twisted.internet.defer import Deferred, succeed  # noqa: E402
-from twisted.web.client import Agent, HTTPConnectionPool  # noqa: E402
-
-from toystore import loadgen, localcluster  # noqa: E402
-from toystore.catalog.seed import TOYS  # noqa: E402
-from toystore.config import load  # noqa: E402
-from toystore.measure import table  # noqa: E402
-from toystore.supervise import ChildFailed, Supervisor  # noqa: E402
+matplotlib.use("Agg")  # the plots go to files: no display
 
 MODES = ("on", "off")
 MARKERS = {"evicted": ("x", "tab:red"), "invalidated": ("o", "tab:blue"), "cleared": ("D", "tab:gray")}
@@ -86,7 +84,9 @@ def sleep(reactor: Any, seconds: float) -> Deferred[None]:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line; ``--smoke`` overrides the sizes with small ones."""
-    parser = argparse.ArgumentParser(description="Latency against the buy probability, cache on and off.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.load_test", description="Latency against the buy probability, cache on and off."
+    )
     parser.add_argument("--clients", type=int, default=5, help="concurrent shoppers (default 5)")
     parser.add_argument("--iterations", type=int, default=100, help="iterations per shopper (default 100)")
     parser.add_argument("--p", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8], help="buy probabilities")
@@ -101,7 +101,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if args.smoke:
         args.iterations, args.p, args.restock_wait, args.restock_interval = 5, [0.0, 0.8], 0.5, 1.0
         args.out = args.out or tempfile.mkdtemp(prefix="load-test-out-")
-    args.out = Path(args.out or os.path.join(ROOT, "docs", "evaluation"))
+    args.out = Path(args.out or ROOT / "docs" / "evaluation")
     if args.clients < 1 or args.iterations < 1 or args.cache_poll <= 0 or not all(0 <= p <= 1 for p in args.p):
         parser.error("--clients and --iterations must be >= 1, --cache-poll > 0, every p from 0 to 1")
     return args

@@ -43,17 +43,17 @@ a tenth of the run (warm) and at the end.
 ``--profile DIR`` samples every process with py-spy (``pip install py-spy``)
 during each case's 16-connection point: one raw profile per process and
 case in DIR, and each one's hot spots in the JSON
-(``scripts/bench/hotspots.py`` prints them).  It slows the store: take the
+(``python -m scripts.bench.hotspots`` prints them).  It slows the store: take the
 table from a run without it.
 
 From the repository root (wrk is a Debian package: ``apt-get install wrk``)::
 
-    python scripts/bench.py                          # the table, about 5 minutes
-    python scripts/bench.py --rss                    # and 5 minutes of memory watching
-    python scripts/bench.py --cases cached --connections 16 --seconds 60   # one case, one point
-    python scripts/bench.py --connections 16 --profile /tmp/prof           # py-spy on every process
-    python scripts/bench.py --url http://127.0.0.1:8000   # a running store (cache on)
-    python scripts/bench.py --smoke --out /tmp/b.json     # a few seconds, for CI
+    python -m scripts.bench                          # the table, about 5 minutes
+    python -m scripts.bench --rss                    # and 5 minutes of memory watching
+    python -m scripts.bench --cases cached --connections 16 --seconds 60   # one case, one point
+    python -m scripts.bench --connections 16 --profile /tmp/prof           # py-spy on every process
+    python -m scripts.bench --url http://127.0.0.1:8000   # a running store (cache on)
+    python -m scripts.bench --smoke --out /tmp/b.json     # a few seconds, for CI
 
 The JSON goes to ``--out`` (default ``docs/performance/bench.json``).  This
 is a benchmark, not a test: it asserts nothing about speed, and its numbers
@@ -72,32 +72,27 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import treq
+from twisted.copyright import version as twisted_version
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+from twisted.internet.utils import getProcessOutputAndValue
 
-import treq  # noqa: E402
-from twisted.copyright import version as twisted_version  # noqa: E402
-from twisted.internet import task  # noqa: E402
-from twisted.internet.defer import Deferred  # noqa: E402
-from twisted.internet.utils import getProcessOutputAndValue  # noqa: E402
+from scripts import ROOT
+from scripts.bench import hotspots
+from scripts.bench.procs import cpu_all, rss_kib, running
+from scripts.bench.references import CASE_PROCESSES, REFERENCES, start_references
+from scripts.bench.results import CASES, mean_ceiling, report, targets, with_ratios
+from toystore import localcluster
+from toystore.catalog.seed import TOYS
+from toystore.supervise import Child, ChildFailed, Supervisor
 
-from toystore import localcluster  # noqa: E402
-from toystore.catalog.store import TOYS  # noqa: E402
-from toystore.supervise import Child, ChildFailed, Supervisor  # noqa: E402
-
-sys.path.insert(0, os.path.join(ROOT, "scripts", "bench"))
-import hotspots  # noqa: E402
-from procs import cpu_all, rss_kib, running  # noqa: E402
-from references import CASE_PROCESSES, REFERENCES, start_references  # noqa: E402
-from results import CASES, mean_ceiling, report, targets, with_ratios  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
-LUA = HERE / "bench" / "wrk.lua"
+LUA = Path(__file__).resolve().parent / "wrk.lua"
 STOCK = 100_000_000
 WRK_TIMEOUT = 10  # seconds before wrk counts a request as timed out
 ORDER_NAMES = list(TOYS)[:5]  # orders rotate over these
 INSTALL = (
-    "bench.py: wrk is not installed (or not at --wrk).  It is a Debian package:\n"
+    "scripts.bench: wrk is not installed (or not at --wrk).  It is a Debian package:\n"
     "    apt-get install wrk        (sudo apt-get install wrk; on macOS: brew install wrk)\n"
 )
 
@@ -369,7 +364,9 @@ async def run(reactor: Any, args: argparse.Namespace, supervisor: Supervisor, di
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line; ``--smoke`` overrides the sizes with small ones; no wrk exits 2."""
-    parser = argparse.ArgumentParser(description="Throughput of the toystore public API under wrk, and its ceiling.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench", description="Throughput of the toystore public API under wrk, and its ceiling."
+    )
     parser.add_argument("--seconds", type=int, default=10, help="length of each point, whole seconds (default 10)")
     parser.add_argument(
         "--connections",
@@ -402,7 +399,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--uncached-url", help="with --url: a store whose front-end runs --no-cache")
     parser.add_argument("--product", default="Tux", help="the toy the product queries ask for (default Tux)")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="the wrk executable (default: on PATH)")
-    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "performance", "bench.json"), help="JSON file")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "performance" / "bench.json"), help="JSON file")
     parser.add_argument("--profile", metavar="DIR", help="sample every process with py-spy, into DIR (slows it)")
     parser.add_argument("--profile-connections", type=int, default=16, help="the point profiled (default 16)")
     parser.add_argument("--profile-top", type=int, default=15, help="hot spots kept in the JSON (default 15)")
@@ -424,7 +421,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if not (shutil.which(args.wrk) or os.access(args.wrk, os.X_OK)):
         parser.exit(2, INSTALL)
     if args.profile and not (shutil.which(args.py_spy) or os.access(args.py_spy, os.X_OK)):
-        parser.exit(2, "bench.py: --profile needs py-spy: pip install py-spy\n")
+        parser.exit(2, "scripts.bench: --profile needs py-spy: pip install py-spy\n")
     return args
 
 

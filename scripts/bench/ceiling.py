@@ -1,5 +1,5 @@
 """
-The ceiling of ``scripts/bench.py``: a bare twisted.web server in one
+The ceiling of ``python -m scripts.bench``: a bare twisted.web server in one
 process that answers every request with the same bytes, as fast as this
 machine lets twisted.web go.
 

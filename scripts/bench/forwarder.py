@@ -1,6 +1,6 @@
 """
-A bare forwarder for ``scripts/bench.py``: the least a front-end that asks
-another process can do, measured beside the ceiling.
+A bare forwarder for ``python -m scripts.bench``: the least a front-end that
+asks another process can do, measured beside the ceiling.
 
 Two processes of this script: a back end (``--role back``) that answers each
 JSON line ``{"id": N, "type": "query", "name": ...}`` with the line
@@ -27,13 +27,14 @@ import json
 import sys
 from typing import Any
 
-from ceiling import QuietSite, watch_stdin
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+
+from scripts.bench.ceiling import QuietSite, watch_stdin
 
 
 def dumps(value: Any) -> bytes:

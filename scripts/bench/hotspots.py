@@ -4,10 +4,10 @@ their own (the innermost frame) and in all (anywhere on the stack).
 
 It reads py-spy's collapsed stacks (``--format raw``), one stack a line
 with its sample count at the end, e.g. a front-end under
-``scripts/bench.py --cases cached --connections 16 --seconds 40``::
+``python -m scripts.bench --cases cached --connections 16 --seconds 40``::
 
     py-spy record --pid PID --duration 30 --nonblocking --function --format raw -o cached.txt
-    python scripts/bench/hotspots.py cached.txt --top 25
+    python -m scripts.bench.hotspots cached.txt --top 25
 
 py-spy leaves out the samples of a thread that waits (in ``epoll_wait``),
 so the percentages are of the time the process was on a CPU.
@@ -56,7 +56,10 @@ def read(lines: list[str]) -> tuple[Counter[str], Counter[str], int]:
 
 def main(argv: list[str]) -> None:
     """Print both tables."""
-    parser = argparse.ArgumentParser(description="Top functions of a py-spy raw profile, by own and total samples.")
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench.hotspots",
+        description="Top functions of a py-spy raw profile, by own and total samples.",
+    )
     parser.add_argument("profile", help="py-spy record --format raw output")
     parser.add_argument("--top", type=int, default=20, help="functions per table (default 20)")
     args = parser.parse_args(argv)

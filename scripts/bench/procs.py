@@ -1,6 +1,6 @@
 """
-What ``scripts/bench.py`` reads of its processes: CPU time and resident
-memory, from ``/proc`` (Linux).
+What ``python -m scripts.bench`` reads of its processes: CPU time and
+resident memory, from ``/proc`` (Linux).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """
-The figures of ``scripts/bench.py``: the ceiling's mean, each row's ratio to
-it, the issue's targets met or not, and the printed table.
+The figures of ``python -m scripts.bench``: the ceiling's mean, each row's
+ratio to it, the issue's targets met or not, and the printed table.
 """
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from references import CASE_PROCESSES
-
+from scripts.bench.references import CASE_PROCESSES
 from toystore.measure import table
 
 #: The cases, in the order of the table, by their ``--cases`` names.

@@ -1,4 +1,4 @@
--- The requests of scripts/bench.py, and the figures it reads back.
+-- The requests of python -m scripts.bench, and the figures it reads back.
 --
 -- wrk -s scripts/bench/wrk.lua URL -- MODE [ARGS...]
 --

@@ -30,15 +30,17 @@ PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH
 
 def run_script(name: str, *flags: str, timeout: float) -> subprocess.CompletedProcess[str]:
     """
-    ``scripts/<name>`` with ``flags``, in a child Python that imports this
-    checkout; its output captured as text.  Blocking: for the scripts' smoke
-    tests, which run no reactor code of their own.
+    ``python -m scripts.<name>`` with ``flags``, from the checkout's root in
+    a child Python that imports this checkout; its output captured as text.
+    Blocking: for the scripts' smoke tests, which run no reactor code of
+    their own.
     """
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / name), *flags],
+        [sys.executable, "-m", f"scripts.{name}", *flags],
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": PYTHONPATH},
     )
 

@@ -1,10 +1,10 @@
 """
-End-to-end test of ``scripts/bench.py`` in its smoke mode, so that the
-benchmark cannot rot: it starts a real store and the bare twisted.web
+End-to-end test of ``python -m scripts.bench`` in its smoke mode, so that
+the benchmark cannot rot: it starts a real store and the bare twisted.web
 ceiling, drives every case with wrk, restarts the front-end without its
 cache, watches memory for a moment, and stops everything again.  Nothing
-about speed is checked, only that every case was measured at every number
-of connections, without errors.
+about speed is checked, only that every case was measured at every number of
+connections, without errors.
 
 wrk is a Debian package (``apt-get install wrk``), not a Python one: the CI
 installs only ``pip install -e .[test]``, and no package on PyPI ships the
@@ -40,7 +40,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     memory at the start and the end of the sustained load.
     """
     out = tmp_path / "bench.json"
-    result = run_script("bench.py", "--smoke", "--out", str(out), timeout=240)
+    result = run_script("bench", "--smoke", "--out", str(out), timeout=240)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].split()[:3] == ["case", "conns", "req/s"]
     report = json.loads(out.read_text())
@@ -61,7 +61,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
 def test_bench_without_wrk(tmp_path: Path) -> None:
     """Without wrk the benchmark says how to install it and exits 2, before starting anything."""
     no_wrk = ("--wrk", str(tmp_path / "no-wrk"))
-    result = run_script("bench.py", "--smoke", *no_wrk, "--out", str(tmp_path / "bench.json"), timeout=60)
+    result = run_script("bench", "--smoke", *no_wrk, "--out", str(tmp_path / "bench.json"), timeout=60)
     assert result.returncode == 2, result.stderr
     assert "apt-get install wrk" in result.stderr
     assert not (tmp_path / "bench.json").exists()

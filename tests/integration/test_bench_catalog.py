@@ -1,7 +1,7 @@
 """
-End-to-end test of ``scripts/bench_catalog.py`` in its smoke mode, so that
-the catalog benchmark cannot rot: it starts a real catalog process, loads it
-with buys, and stops it again.
+End-to-end test of ``python -m scripts.bench_catalog`` in its smoke mode, so
+that the catalog benchmark cannot rot: it starts a real catalog process,
+loads it with buys, and stops it again.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def test_bench_catalog_smoke(tmp_path: Path) -> None:
     """The catalog benchmark runs in smoke mode and reports buys for each concurrency level."""
     out = tmp_path / "catalog.json"
-    result = run_script("bench_catalog.py", "--smoke", "--json", str(out), timeout=120)
+    result = run_script("bench_catalog", "--smoke", "--json", str(out), timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[0] == "concurrency"

@@ -1,6 +1,6 @@
 """
-End-to-end test of ``scripts/bench_orders.py`` in its smoke mode, so that
-the order benchmark cannot rot: it starts a real catalog and three real
+End-to-end test of ``python -m scripts.bench_orders`` in its smoke mode, so
+that the order benchmark cannot rot: it starts a real catalog and three real
 order replicas, elects a leader, loads it with orders from several client
 connections, checks the replicas' logs, and stops everything again.
 """
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def test_bench_orders_smoke(tmp_path: Path) -> None:
     """The order benchmark runs in smoke mode: orders for each client count, no errors, identical logs."""
     out = tmp_path / "orders.json"
-    result = run_script("bench_orders.py", "--smoke", "--json", str(out), timeout=180)
+    result = run_script("bench_orders", "--smoke", "--json", str(out), timeout=180)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:2] == ["max_batch", "clients"]

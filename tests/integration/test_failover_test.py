@@ -1,10 +1,11 @@
 """
-End-to-end test of ``scripts/failover_test.py`` in its smoke mode, so that
-the failover experiment cannot rot: it starts a real store, runs the load
-client while it SIGKILLs and restarts the order leader once and a follower
-once, then checks the invariants of DESIGN.md section 6 on what the clients
-saw and on the three replicas' logs.  Nothing about speed is checked, only
-that every invariant held and that the leader's failover was measured.
+End-to-end test of ``python -m scripts.failover_test`` in its smoke mode, so
+that the failover experiment cannot rot: it starts a real store, runs the
+load client while it SIGKILLs and restarts the order leader once and a
+follower once, then checks the invariants of ``docs/architecture.rst`` on what the
+clients saw and on the three replicas' logs.  Nothing about speed is
+checked, only that every invariant held and that the leader's failover was
+measured.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 def test_failover_smoke(tmp_path: Path) -> None:
     """The failover script passes in smoke mode: no lost or doubled order, identical logs, one failover timed."""
     out = tmp_path / "f.json"
-    result = run_script("failover_test.py", "--smoke", "--out", str(tmp_path), "--json", str(out), timeout=300)
+    result = run_script("failover_test", "--smoke", "--out", str(tmp_path), "--json", str(out), timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "failover_timeline.png").read_bytes().startswith(b"\x89PNG")
     report = json.loads(out.read_text())

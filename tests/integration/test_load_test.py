@@ -1,9 +1,9 @@
 """
-End-to-end test of ``scripts/load_test.py`` in its smoke mode, so that the
-load test cannot rot: it starts two real stores (cache on, then off), runs
-the load client at two buy probabilities on each, polls the LRU cache, and
-writes its data and both plots.  Nothing about speed is checked, only that
-every run finished without errors and that the outputs are there.
+End-to-end test of ``python -m scripts.load_test`` in its smoke mode, so
+that the load test cannot rot: it starts two real stores (cache on, then
+off), runs the load client at two buy probabilities on each, polls the LRU
+cache, and writes its data and both plots.  Nothing about speed is checked,
+only that every run finished without errors and that the outputs are there.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def test_load_test_smoke(tmp_path: Path) -> None:
     """The load test runs in smoke mode: both modes at both p without errors, the JSON, CSV and PNGs written."""
-    result = run_script("load_test.py", "--smoke", "--out", str(tmp_path), timeout=300)
+    result = run_script("load_test", "--smoke", "--out", str(tmp_path), timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].split()[:3] == ["mode", "p", "type"]
     for name in ("latency_vs_p.png", "lru_replacement.png"):
