@@ -1,7 +1,8 @@
 """
-Three order replicas in one test, without a reactor: replicas connected by
-``iosim`` pumps over a :class:`Network` a test can cut, a scripted catalog,
-and a ``task.Clock``.
+Three order replicas and the catalog in one test, without a reactor: real
+:class:`Replica` services and a real :class:`CatalogService` (on a temporary
+SQLite file) served on an in-memory :class:`~toystore.wire.testing.Network`,
+disk work done inline, and a ``task.Clock``.
 """
 
 from __future__ import annotations
@@ -11,107 +12,36 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred, succeed
-from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock
-from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
-from toystore.config import load
-from toystore.envelope import ApiError, StaleEpoch
+from toystore.catalog.service import DB_FILE, CatalogService
+from toystore.catalog.store import read_ledger
+from toystore.config import ClusterConfig, load
 from toystore.order.journal import WINDOW_BYTES
 from toystore.order.replica import Replica
-from toystore.wire import WireClient, WireProtocol
+from toystore.wire.testing import LoopbackClient, Network, NetworkEndpoint
 
 from .helpers import WIRE
 
+#: Stock of every toy in the catalog: more than any test buys.
+STOCK = 1000
+#: The name the catalog is served under on the network (a replica is served under its id).
+CATALOG = "catalog"
+
 
 def inline(function: Any, *args: Any) -> Deferred[Any]:
+    """Run 'thread' work at once, on the test's thread."""
     return maybeDeferred(function, *args)
 
 
-class Network:
-    """
-    iosim connections between replicas, pumped on demand; a connection can be held back.
-    Flushing also runs what the replicas left for the end of the reactor turn
-    (``callLater(0)``: a leader's new records are pushed and written once a turn).
-    """
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.pumps: list[iosim.IOPump] = []
-        self.held: set[iosim.IOPump] = set()
-        self.down: set[int] = set()
-
-    def flush(self) -> None:
-        moved = True
-        while moved:
-            moved = False
-            for pump in list(self.pumps):
-                if pump not in self.held and pump.pump(advanceClock=False):
-                    moved = True
-            if any(call.getTime() <= self.clock.seconds() for call in self.clock.getDelayedCalls()):
-                self.clock.advance(0)
-                moved = True
-
-    def cut(self, replica_id: int) -> None:
-        """Replica ``replica_id`` stops answering new connections and drops its current ones."""
-        self.down.add(replica_id)
-        for pump in self.pumps:
-            if getattr(pump, "target", None) == replica_id:
-                pump.client.transport.loseConnection()
-        self.flush()
-
-
-@implementer(IStreamClientEndpoint)
-class Endpoint:
-    """Connects through the Network to one replica's lines port."""
-
-    def __init__(self, network: Network, replicas: dict[int, Replica], target: int, clock: Clock) -> None:
-        self.network, self.replicas, self.target, self.clock = network, replicas, target, clock
-
-    def connect(self, factory: Any) -> Deferred[Any]:
-        if self.target in self.network.down:
-            return fail(ConnectionRefusedError("down"))
-        client = factory.buildProtocol(None)
-        server = WireProtocol(self.replicas[self.target], self.clock, WIRE)
-        pump = iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client), greet=False)
-        pump.target = self.target
-        self.network.pumps.append(pump)
-        return succeed(client)
-
-
-class Catalog:
-    """
-    Buys succeed unless told otherwise, numbered by seq and replayed by key;
-    ``reconcile`` fences the epoch and lists them, like the real catalog.
-    """
-
-    def __init__(self) -> None:
-        self.bought: list[dict[str, Any]] = []
-        self.refuse: ApiError | None = None
-        self.epoch = 0
-
-    def call(self, type: str, fields: dict[str, Any], timeout: float | None = None) -> Deferred[Any]:
-        if self.refuse is not None:
-            return fail(self.refuse)
-        if fields["epoch"] < self.epoch:
-            return fail(StaleEpoch(f"epoch {fields['epoch']} is older than {self.epoch}"))
-        self.epoch = fields["epoch"]
-        if type == "reconcile":
-            listed = [b for b in self.bought if b["seq"] > fields["after"]]
-            return succeed({"epoch": self.epoch, "buys": listed, "more": False})
-        for buy in self.bought:
-            if buy["key"] == fields["key"]:
-                return succeed({"remaining": 1, "seq": buy["seq"]})
-        seq = len(self.bought) + 1
-        self.bought.append({"seq": seq, "key": fields["key"], "name": fields["name"], "quantity": fields["quantity"]})
-        return succeed({"remaining": 1, "seq": seq})
-
-
 class ReplicaCase(SynchronousTestCase):
-    """Three replicas over a Network; none leads until a test says so."""
+    """
+    Three replicas and a started catalog over a Network; none leads until a
+    test says so.  Each replica holds a :class:`LoopbackClient` per peer
+    (``replica.peers``) and one of the catalog (``replica.catalog``), which a
+    test may cut; ``self.network.cut(i)`` takes replica ``i`` off the network.
+    """
 
     min_insync = 2
     front_end: dict[str, int] | None = None  # what GET /leader answers; None: the front-end is down
@@ -123,22 +53,28 @@ class ReplicaCase(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.network = Network(self.clock)
-        self.catalog = Catalog()
+        self.network = Network(self.clock, WIRE)
         self.base = Path(self.mktemp())
         self.base.mkdir(parents=True)
+        cluster = load()
+        catalog = dataclasses.replace(cluster.catalog, data_dir=str(self.base / "catalog"), initial_stock=STOCK)
+        self.cluster: ClusterConfig = dataclasses.replace(cluster, catalog=catalog, wire=WIRE)
+        self.catalog = CatalogService(catalog, self.clock, inline)
+        self.catalog.startService()
+        self.addCleanup(lambda: self.successResultOf(self.catalog.stopService()))
+        self.network.listen(CATALOG, self.catalog)
+        self._to_catalog: LoopbackClient | None = None
 
     def make(self, preload: dict[int, tuple[list[bytes], int]] | None = None) -> None:
         """Create and start the replicas, optionally with log lines and an epoch already on disk (or as left)."""
-        cluster = load()
         order = dataclasses.replace(
-            cluster.order,
+            self.cluster.order,
             data_dir=str(self.base / "order-{id}"),
             min_insync=self.min_insync,
             ack_timeout=1.0,
             window_bytes=self.window_bytes,
         )
-        cluster = dataclasses.replace(cluster, order=order, wire=WIRE)
+        cluster = dataclasses.replace(self.cluster, order=order)
         self.replicas: dict[int, Replica] = {}
         self.fail_stops: list[
             tuple[int, str]
@@ -150,7 +86,7 @@ class ReplicaCase(SynchronousTestCase):
             (directory / "epoch.json").write_text(f'{{"epoch": {epoch}}}')
         for me in cluster.order.replicas:
             peers = {
-                r.id: WireClient(self.endpoint(r.id), self.clock, WIRE, name=f"replica {r.id}")
+                r.id: LoopbackClient(self.network, r.id, label=f"replica {r.id}")
                 for r in cluster.order.replicas
                 if r.id != me.id
             }
@@ -160,16 +96,17 @@ class ReplicaCase(SynchronousTestCase):
                 self.clock,
                 inline,
                 peers,
-                self.catalog,
+                LoopbackClient(self.network, CATALOG),
                 self.endpoint,
                 self.find_leader,
                 key_hash=self.key_hash,
                 fail_stop=lambda why, i=me.id: self.fail_stops.append((i, why)),
             )
             self.replicas[me.id] = replica
+            self.network.listen(me.id, replica)
         for replica in self.replicas.values():
-            for peer in replica.peers.values():
-                peer.startService()
+            for client in (*replica.peers.values(), replica.catalog):
+                client.startService()
             replica.startService()
         self.network.flush()
         if not getattr(self, "_stopping", False):
@@ -179,19 +116,21 @@ class ReplicaCase(SynchronousTestCase):
     def restart(self) -> None:
         """Stop every replica and start new ones on the same data directories."""
         self.stop()
-        self.network.pumps.clear()
+        # The old processes are gone: nothing is told about the connections between them.
+        self.network.pipes[:] = [pipe for pipe in self.network.pipes if pipe.target not in self.replicas]
         self.make()
 
-    def endpoint(self, target: int) -> Endpoint:
-        return Endpoint(self.network, self.replicas, target, self.clock)
+    def endpoint(self, target: int) -> NetworkEndpoint:
+        return self.network.endpoint(target)
 
     def stop(self) -> None:
+        """Stop every replica and the clients it holds."""
         for replica in self.replicas.values():
             d = replica.stopService()
             self.network.flush()
             self.successResultOf(d)
-            for peer in replica.peers.values():
-                peer.stopService()
+            for client in (*replica.peers.values(), replica.catalog):
+                client.stopService()
         self.network.flush()
 
     def drive(self, coroutine: Any) -> Deferred[Any]:
@@ -211,3 +150,13 @@ class ReplicaCase(SynchronousTestCase):
 
     def file(self, i: int) -> bytes:
         return (self.base / f"order-{i}" / "orders.log").read_bytes()
+
+    def to_catalog(self, type: str, **fields: Any) -> Deferred[Any]:
+        """A call to the catalog from the test (as another leader, or an old one, would make it), delivered."""
+        if self._to_catalog is None:
+            self._to_catalog = self.network.client(CATALOG, label="catalog (from the test)")
+        return self.drive(self._to_catalog.call(type, fields))
+
+    def buys(self) -> list[dict[str, Any]]:
+        """Every buy the catalog has committed, by seq, as its database holds them."""
+        return read_ledger(Path(self.cluster.catalog.data_dir) / DB_FILE)[1]

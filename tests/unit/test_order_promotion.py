@@ -77,10 +77,10 @@ class PromotionTests(ReplicaCase):
         self.assertEqual((self.base / "order-1" / "epoch.json").read_text(), '{"epoch":2}')
 
     def test_fenced_leader_steps_down(self) -> None:
-        """When the catalog refuses the leader's epoch, it steps down and answers 421."""
+        """When the catalog refuses the leader's epoch (a newer leader reconciled), it steps down and answers 421."""
         self.make()
         self.elect(1, 3)
-        self.catalog.refuse = StaleEpoch("epoch 1 is older than epoch 2")
+        self.successResultOf(self.to_catalog("reconcile", epoch=2, after=0))
         self.failureResultOf(self.order(3, "k"), NotLeader)
         self.assertEqual(self.replicas[3].role, "follower")
         self.assertEqual(self.replicas[3].streams.by_connection, {})
@@ -94,7 +94,7 @@ class ReconcileTests(ReplicaCase):
         self.make()
         self.elect(1, 3)
         self.successResultOf(self.order(3, "k0"))
-        self.catalog.call("buy", {"name": "Fox", "quantity": 2, "key": "lost", "epoch": 1})  # then leader 3 died
+        self.successResultOf(self.to_catalog("buy", name="Fox", quantity=2, key="lost", epoch=1))  # then 3 died
         self.network.cut(3)
         promoting = self.drive(self.replicas[2].lead(2, 2))
         self.clock.advance(1.0)
@@ -111,7 +111,7 @@ class ReconcileTests(ReplicaCase):
             self.successResultOf(self.drive(self.replicas[2].place("Fox", 2, "lost"))), {"order_number": 1}
         )
         self.assertEqual(self.successResultOf(self.order(2, "k1")), {"order_number": 2})
-        self.assertEqual(len(self.catalog.bought), 3)
+        self.assertEqual(len(self.buys()), 3)
         self.assertEqual(self.file(1), self.file(2))
 
     def test_reconcile_fences_the_old_leader(self) -> None:
@@ -122,12 +122,12 @@ class ReconcileTests(ReplicaCase):
         self.network.flush()
         self.failureResultOf(self.order(3, "late"), NotLeader)
         self.assertEqual(self.replicas[3].role, "follower")
-        self.assertEqual([b["key"] for b in self.catalog.bought], [])
+        self.assertEqual([b["key"] for b in self.buys()], [])
 
     def test_no_catalog_no_leading(self) -> None:
         """A replica that cannot reach the catalog cannot reconcile, so it does not lead (503)."""
         self.make()
-        self.catalog.refuse = Unavailable("catalog unreachable")
+        self.replicas[3].catalog.cut()
         self.failureResultOf(self.drive(self.replicas[3].lead(1, 3)), Unavailable)
         self.assertEqual(self.replicas[3].role, "follower")
 

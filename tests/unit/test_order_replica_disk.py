@@ -97,7 +97,7 @@ class OldOrdersTests(DiskCase):
         self.elect(1, 3)
         self.place_many(3, 60)
         self.assertEqual(self.successResultOf(self.order(3, "k0")), {"order_number": 0})
-        self.assertEqual(len(self.catalog.bought), 60)
+        self.assertEqual(len(self.buys()), 60)
         self.assertEqual(self.failureResultOf(self.order(3, "k0", name="Fox"), ApiError).value.code, 422)
         self.assertEqual(self.successResultOf(self.order(3, "k60")), {"order_number": 60})
 
@@ -111,7 +111,7 @@ class OldOrdersTests(DiskCase):
         self.assertEqual(self.find(1, "k3"), 3)
         self.assertEqual(self.successResultOf(self.order(1, "k3")), {"order_number": 3})
         self.assertEqual(self.successResultOf(self.order(1, "new")), {"order_number": 40})
-        self.assertEqual(len(self.catalog.bought), 41)
+        self.assertEqual(len(self.buys()), 41)
         self.assertEqual(self.file(1), self.file(3))
 
 
@@ -132,7 +132,7 @@ class CollisionTests(DiskCase):
         self.elect(2, 2)
         self.assertEqual(self.successResultOf(self.order(2, "k29")), {"order_number": 29})
         self.assertEqual(self.successResultOf(self.order(2, "k30")), {"order_number": 30})
-        self.assertEqual(len(self.catalog.bought), 31)
+        self.assertEqual(len(self.buys()), 31)
 
 
 class CatchUpTests(DiskCase):
@@ -176,7 +176,7 @@ class CatchUpTests(DiskCase):
         self.network.flush()
         self.assertEqual(self.file(1), self.file(2))
         self.assertEqual(self.successResultOf(self.order(2, "k5")), {"order_number": 5})
-        self.assertEqual(self.catalog.bought, [])
+        self.assertEqual(self.buys(), [])
 
     def test_divergent_tail_cut_below_the_window(self) -> None:
         """A follower's tail, longer than its window, that the new leader lacks is cut off, keys and all."""

@@ -1,7 +1,7 @@
 """
 Tests of the order replicas together, in one process: three Replica services
-whose connections run through iosim, disk work done inline, a Clock for time.
-No sockets, no threads.
+and the catalog on an in-memory network (:mod:`toystore.wire.testing`), disk
+work done inline, a Clock for time.  No sockets, no threads.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class StreamTests(ReplicaCase):
         self.elect(1, 3)
         first = self.successResultOf(self.order(3, "k"))
         self.assertEqual(self.successResultOf(self.order(3, "k")), first)
-        self.assertEqual(len(self.catalog.bought), 1)
+        self.assertEqual(len(self.buys()), 1)
         self.assertEqual(self.failureResultOf(self.order(3, "k", name="Fox"), ApiError).value.code, 422)
 
     def test_concurrent_same_key(self) -> None:
@@ -58,7 +58,7 @@ class StreamTests(ReplicaCase):
         self.successResultOf(self.drive(self.replicas[1].lead(1, 3)))
         self.network.flush()
         self.assertEqual(self.successResultOf(a), self.successResultOf(b))
-        self.assertEqual(len(self.catalog.bought), 1)
+        self.assertEqual(len(self.buys()), 1)
 
     def test_no_majority(self) -> None:
         """Without a second copy within commit_timeout, the order is refused with a 503."""
@@ -81,13 +81,13 @@ class StreamTests(ReplicaCase):
         self.elect(1, 3)
         self.assertEqual(self.replicas[3].status()["in_sync"], [1, 2])
         stream = next(c for c, f in self.replicas[3].streams.by_connection.items() if f.follower_id == 2)
-        slow = next(p for p in self.network.pumps if p.server is stream)
-        self.network.held.add(slow)
+        slow = next(p for p in self.network.pipes if p.server is stream)
+        slow.hold()
         d = self.order(3, "k")
         self.assertEqual(self.successResultOf(d), {"order_number": 0})
         self.clock.advance(1.5)
         self.assertEqual(self.replicas[3].status()["in_sync"], [1])
-        self.network.held.clear()
+        slow.release()
         self.network.flush()
         self.assertEqual(self.replicas[3].status()["in_sync"], [1, 2])
         self.assertEqual(self.file(2), self.file(3))
