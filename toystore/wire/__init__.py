@@ -45,19 +45,28 @@ with :class:`Unavailable` subclasses when the peer cannot be reached, does
 not answer in time, or drops the connection with the call pending.  A call
 made with ``encoded=True`` gets the reply's success envelope as the bytes the
 peer sent, not decoded, for a caller that only passes them on.
+
+The modules, one concern each
+=============================
+
+- :mod:`~toystore.wire.framing`: the line protocol (``\\n``-terminated lines
+  of at most ``wire.max_line`` bytes, sending a message), and :func:`no_delay`;
+- :mod:`~toystore.wire.calls`: the calls a connection makes (ids, pending
+  calls, the one timer of their deadlines, replies, ``encoded=True``);
+- :mod:`~toystore.wire.dispatch`: requests and pushes served by the handler's
+  methods, their answers and ``call_finished``; :class:`Reply`, :func:`require`;
+- :mod:`~toystore.wire.admission`: the cluster secret (the ``auth`` call);
+- :mod:`~toystore.wire.stall`: dropping a peer that stops reading;
+- :mod:`~toystore.wire.protocol`: :class:`WireProtocol`, which composes them,
+  and :class:`WireFactory`;
+- :mod:`~toystore.wire.client`: :class:`WireClient`, the reconnecting client.
 """
 
+from .calls import CallTimeout, ConnectionDropped, NotConnected
 from .client import WireClient
-from .protocol import (
-    CallTimeout,
-    ConnectionDropped,
-    NotConnected,
-    Reply,
-    WireFactory,
-    WireProtocol,
-    no_delay,
-    require,
-)
+from .dispatch import Reply, require
+from .framing import no_delay
+from .protocol import WireFactory, WireProtocol
 
 __all__ = [
     "CallTimeout",

@@ -17,7 +17,8 @@ from twisted.logger import Logger
 
 from ..config import WireConfig
 from ..envelope import Unauthorized
-from .protocol import NotConnected, WireFactory, WireProtocol
+from .calls import NotConnected
+from .protocol import WireFactory, WireProtocol
 
 
 class WireClient(Service):
