@@ -442,3 +442,37 @@ class RequestDeadlineTests(SynchronousTestCase):
         site = make_site(JSONTree(), timeouts=frontend, reactor=self.clock)
         self.assertEqual((site.request_timeout, site.timeOut), (3.0, 7.0))
         self.assertEqual(site.buildProtocol(None).request_timeout, 3.0)
+
+
+class QuietConnectionPoolTests(SynchronousTestCase):
+    """QuietConnectionPool's connections log no line when they start and stop."""
+
+    def test_quiet(self) -> None:
+        """The factory of a new connection is not noisy, logs nothing, and its endpoint is the one asked for."""
+        from twisted.internet.interfaces import IStreamClientEndpoint
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+        from zope.interface import implementer
+
+        from toystore.web import QuietConnectionPool
+
+        @implementer(IStreamClientEndpoint)
+        class Endpoint:
+            factories: list[Any] = []
+
+            def connect(self, factory: Any) -> Deferred[Any]:
+                self.factories.append(factory)
+                return Deferred()
+
+            def __repr__(self) -> str:
+                return "<the endpoint>"
+
+        endpoint = Endpoint()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        QuietConnectionPool(Clock(), persistent=False).getConnection(("http", b"x", 80), endpoint)
+        [factory] = endpoint.factories
+        factory.doStart()
+        factory.doStop()
+        self.assertFalse(factory.noisy)
+        self.assertIn("<the endpoint>", repr(factory))
+        self.assertEqual(len(events), 0)

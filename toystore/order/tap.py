@@ -20,11 +20,11 @@ from treq.client import HTTPClient
 from twisted.application.service import IService
 from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.client import Agent
 
 from ..config import ConfigError, ServiceOptions, check_internal_listen
 from ..runtime import Listener, ProcessService, ThreadPoolService
-from ..web import make_site
+from ..web import QuietConnectionPool, make_site
 from ..wire import WireClient, WireFactory
 from .replica import Replica
 from .resources import replica_root
@@ -67,17 +67,10 @@ class Options(ServiceOptions):
         self.me = me
 
 
-class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
-    """Twisted's HTTP client factory without a log line per connection (asked every few seconds)."""
-
-    noisy = False
-
-
 def leader_lookup(reactor: Any, url: str) -> Any:
     """A function asking the front-end ``GET /leader``: a Deferred of ``{"leader", "epoch"}``."""
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    pool._factory = _QuietHTTP11ClientFactory
-    client = HTTPClient(Agent(reactor, pool=pool))
+    # A new connection for each lookup, every few seconds: without a log line each.
+    client = HTTPClient(Agent(reactor, pool=QuietConnectionPool(reactor, persistent=False)))
 
     async def find() -> dict[str, Any]:
         response = await client.get(url.rstrip("/") + "/leader", timeout=1.0)
