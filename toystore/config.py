@@ -20,7 +20,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.internet.endpoints import UNIXServerEndpoint, clientFromString, serverFromString
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    UNIXServerEndpoint,
+    clientFromString,
+    serverFromString,
+)
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 
 DEFAULT_CONFIG = "cluster.toml"
@@ -250,12 +259,16 @@ def is_loopback(endpoint: str) -> bool:
     without ``interface=`` binds every interface; an endpoint of another kind
     is taken to be reachable from elsewhere.
     """
-    server = serverFromString(None, endpoint)
+    # The endpoint says where it binds only when it listens: let it listen on
+    # a reactor that records the call and binds nothing.
+    reactor = MemoryReactor()
+    server = serverFromString(reactor, endpoint)
     if isinstance(server, UNIXServerEndpoint):
         return True
-    interface = getattr(server, "_interface", None)
-    if not isinstance(interface, str):
+    if not isinstance(server, (TCP4ServerEndpoint, TCP6ServerEndpoint, SSL4ServerEndpoint)):
         return False
+    server.listen(Factory())
+    interface = (reactor.tcpServers + reactor.sslServers)[0][-1]  # (each call ends with its interface)
     if interface == "localhost":
         return True
     try:
