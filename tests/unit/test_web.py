@@ -397,6 +397,30 @@ class RequestDeadlineTests(SynchronousTestCase):
         self.clock.advance(10.0)
         self.assertCut()
 
+    def test_grace_timer_goes_with_the_connection(self) -> None:
+        """A 408's grace timer is cancelled when the client reads it and the connection closes in time."""
+        self.channel.dataReceived(b"GET /fa")
+        self.clock.advance(10.0)
+        self.assertCut()
+        self.channel.connectionLost(Failure(ConnectionLost("gone")))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_pipelined_request_timed_once_its_turn_comes(self) -> None:
+        """
+        Bytes of a next request that arrive while one is answered start no
+        deadline; once the answer is written they are read, and the deadline
+        counts from then.
+        """
+        self.channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fa")
+        self.clock.advance(30.0)
+        self.assertOpen()
+        self.slow.waiting[0].callback({"late": True})
+        self.assertEqual(self.replies(), [b"HTTP/1.1 200 OK"])
+        self.clock.advance(9.9)
+        self.assertOpen()
+        self.clock.advance(0.1)
+        self.assertCut()
+
     def test_one_timer_for_back_to_back_requests(self) -> None:
         """Keep-alive requests one after another share the connection's one deadline timer."""
 
@@ -442,6 +466,42 @@ class RequestDeadlineTests(SynchronousTestCase):
         site = make_site(JSONTree(), timeouts=frontend, reactor=self.clock)
         self.assertEqual((site.request_timeout, site.timeOut), (3.0, 7.0))
         self.assertEqual(site.buildProtocol(None).request_timeout, 3.0)
+
+
+class MalformedRequestTests(SynchronousTestCase):
+    """A request twisted.web cannot parse gets a JSON 400 and the connection closes, not Twisted's bare 400."""
+
+    def send(self, data: bytes) -> bytes:
+        from twisted.internet.testing import StringTransport
+
+        from toystore.web import make_site
+
+        channel = make_site(JSONTree()).buildProtocol(None)
+        self.transport = StringTransport()
+        channel.makeConnection(self.transport)
+        channel.dataReceived(data)
+        return self.transport.value()
+
+    def assertJSON400(self, reply: bytes) -> None:
+        head, body = reply.split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), head)
+        self.assertIn(b"content-type: application/json", head)
+        self.assertEqual(json.loads(body), {"error": {"code": 400, "message": "malformed HTTP request"}})
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_malformed(self) -> None:
+        """A bad request line, header or chunk each get the JSON 400."""
+        for data in (
+            b"NONSENSE\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ):
+            with self.subTest(data=data):
+                self.assertJSON400(self.send(data))
+
+    def test_line_too_long(self) -> None:
+        """A header line longer than the channel's limit gets the JSON 400 too, not a silent close."""
+        self.assertJSON400(self.send(b"GET / HTTP/1.1\r\nX-Long: " + b"x" * 20000 + b"\r\n\r\n"))
 
 
 class QuietConnectionPoolTests(SynchronousTestCase):

@@ -14,9 +14,11 @@ import time
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web.server import Request
 
+from .._twisted_compat import BadRequestHook, unparsed
 from ..envelope import dumps, error_body
 from ..wire import no_delay
 from .resource import JSON
@@ -25,7 +27,7 @@ from .resource import JSON
 CLOSE_GRACE = 1.0
 
 
-class NoDelayHTTPChannel(HTTPChannel):
+class NoDelayHTTPChannel(BadRequestHook):
     """
     An HTTP/1.1 channel with Nagle's algorithm off (see
     :func:`toystore.wire.no_delay`) and a deadline for every request.
@@ -38,6 +40,9 @@ class NoDelayHTTPChannel(HTTPChannel):
     for ever.  The deadline does not run while a request is being answered;
     on a keep-alive connection each request gets a deadline of its own.
 
+    A request Twisted cannot parse (request line, header, chunk) or whose
+    line is too long gets a JSON 400 and the connection closes.
+
     :ivar request_timeout: seconds, or None for no deadline; set by
         :class:`~toystore.web.site.JSONSite`.
     """
@@ -45,8 +50,13 @@ class NoDelayHTTPChannel(HTTPChannel):
     request_timeout: float | None = None
     #: The reactor's clock; set by :class:`~toystore.web.site.JSONSite`.
     seconds: Callable[[], float] = staticmethod(time.time)
+    log = Logger()
     _deadline: IDelayedCall | None = None  # the one timer; it may run later than needed, never earlier
     _started: float | None = None  # when the request now arriving began; None between requests
+    # Whether a request has arrived whole and is being answered: from allContentReceived
+    # to requestDone on a keep-alive connection, for good on one that closes after it.
+    _answering = False
+    _grace: IDelayedCall | None = None  # cuts the connection CLOSE_GRACE s after a 408
 
     _host: Any = None
     _peer: Any = None
@@ -67,34 +77,43 @@ class NoDelayHTTPChannel(HTTPChannel):
             self._peer = super().getPeer()
         return self._peer
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        # Twisted answers a malformed request line, header or chunk (or too
-        # many headers) with a bare 400 from here, before any Request exists.
+    def bad_request(self) -> None:
+        """A request Twisted cannot parse, before any Request exists: a JSON 400, not Twisted's bare one."""
         self._write_raw_error(400, b"Bad Request", "malformed HTTP request")
         self.loseConnection()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """A request line or header longer than ``MAX_LENGTH``: a JSON 400, not a silent close."""
-        self._respondToBadRequestAndDisconnect()
+        self.bad_request()
 
     def dataReceived(self, data: bytes) -> None:
-        if not self._handlingRequest:
+        if not self._answering:
             self._start_deadline()  # the first byte of a request
         super().dataReceived(data)
         # A request may have ended inside ``data`` and the next one begun:
         # a partial line, or a request line and some headers, are left over.
-        if not self._handlingRequest and (self.requests or self._buffer):
+        if not self._answering and (self.requests or unparsed(self)):
             self._start_deadline()
 
     def allContentReceived(self) -> None:
         self._started = None
+        self._answering = True
         super().allContentReceived()
+
+    def requestDone(self, request: Request) -> None:
+        if self.persistent:
+            # Before Twisted replays the bytes it held back meanwhile (the
+            # next request's) through dataReceived.
+            self._answering = False
+        super().requestDone(request)
 
     def connectionLost(self, reason: Failure) -> None:
         self._started = None
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
+        if self._grace is not None and self._grace.active():
+            self._grace.cancel()
         super().connectionLost(reason)
 
     def _write_raw_error(self, code: int, reason: bytes, message: str) -> None:
@@ -134,10 +153,9 @@ class NoDelayHTTPChannel(HTTPChannel):
             self.transport.abortConnection()
             return
         timeout = self.request_timeout
-        self._log.info(
+        self.log.info(
             "dropping {peer}: no whole request within {timeout} s", peer=self.transport.getPeer(), timeout=timeout
         )
         self._write_raw_error(408, b"Request Timeout", f"request not received within {timeout} s")
-        # HTTPChannel.connectionLost cancels this once the connection is gone.
-        self._abortingCall = self.callLater(CLOSE_GRACE, self.forceAbortClient)
+        self._grace = self.callLater(CLOSE_GRACE, self.forceAbortClient)  # connectionLost cancels it
         self.loseConnection()
