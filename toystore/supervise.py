@@ -1,6 +1,6 @@
 """
-Running toystore processes as children: what ``toystore up`` and the
-end-to-end tests share.
+Running toystore processes as children, for the store harness
+(:mod:`toystore.testing`) and the tools that start a process of their own.
 
 A :class:`Child` is one ``twistd -n <command>`` process, started with
 ``--exit-on-stdin-close``: its standard input is a pipe from this process, so
@@ -19,7 +19,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Sequence
 
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError, succeed
 from twisted.internet.protocol import ProcessProtocol
@@ -140,18 +140,26 @@ class Supervisor:
         self._env = {**os.environ, **(env or {})}
 
     def spawn(
-        self, name: str, command: str, args: list[str], log_path: Path | None = None, env: dict[str, str] | None = None
+        self,
+        name: str,
+        command: str,
+        args: list[str],
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+        wrap: Sequence[str] = (),
     ) -> Child:
         """
         Start ``twistd -n <command> <args>``; its output also goes to
-        ``log_path``; ``env`` adds environment variables for this child.
+        ``log_path``; ``env`` adds environment variables for this child;
+        ``wrap`` is a command line it runs under (``ip netns exec NAME``).
         """
         log = None
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log = log_path.open("ab")
         child = Child(name, command, log)
-        argv = [twistd_executable(), "-n", "--pidfile=", "--logfile=-", command, "--exit-on-stdin-close", *args]
+        twistd = [twistd_executable(), "-n", "--pidfile=", "--logfile=-", command, "--exit-on-stdin-close", *args]
+        argv = [*wrap, *twistd]
         self.reactor.spawnProcess(child, argv[0], argv, env={**self._env, **(env or {})})
         self.children.append(child)
         return child
@@ -164,9 +172,10 @@ class Supervisor:
         log_path: Path | None = None,
         timeout: float = 30.0,
         env: dict[str, str] | None = None,
+        wrap: Sequence[str] = (),
     ) -> Child:
         """Spawn a child and wait until it is ready (at most ``timeout`` seconds)."""
-        child = self.spawn(name, command, args, log_path, env)
+        child = self.spawn(name, command, args, log_path, env, wrap)
         await child.ready.addTimeout(timeout, self.reactor)
         return child
 
@@ -176,9 +185,13 @@ class Supervisor:
         return await child.when_ended().addTimeout(timeout, self.reactor)
 
     async def stop_all(self, grace: float = 10.0) -> None:
-        """SIGTERM every running child, newest first; SIGKILL those still running after ``grace`` s."""
+        """Stop every child (see :meth:`stop`); their ends are no longer news (:attr:`stopping`)."""
         self.stopping = True
-        running = [child for child in reversed(self.children) if child.running]
+        await self.stop(self.children, grace)
+
+    async def stop(self, children: Sequence[Child], grace: float = 10.0) -> None:
+        """SIGTERM each of ``children`` that runs, newest first; SIGKILL those still running after ``grace`` s."""
+        running = [child for child in reversed(children) if child.running]
         for child in running:
             child.ready.addErrback(lambda _: None)
             child.signal("TERM")

@@ -22,7 +22,7 @@ from typing import Any
 
 from twisted.internet import task
 
-from toystore.localcluster import scratch
+from toystore.testing import scratch
 
 from .checker import COUNTS
 from .nemesis import FAULTS

@@ -31,8 +31,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.web.client import HTTPConnectionPool
 
 from toystore.catalog.seed import TOYS
-
-from .store import sleep
+from toystore.testing import sleep
 
 #: Seconds a buyer waits for an answer: more than the front-end's failover deadline (5 s).
 TIMEOUT = 8.0

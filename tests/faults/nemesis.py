@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from .store import FaultStore, sleep
+from toystore.testing import Store, sleep
 
 FAULTS = (
     "kill-leader",
@@ -36,9 +36,12 @@ FAULTS = (
 
 
 class Nemesis:
-    """Injects faults into ``store`` until told to stop; ``seed`` decides which, where and for how long."""
+    """
+    Injects faults into ``store`` (made with its proxies) until told to
+    stop; ``seed`` decides which, where and for how long.
+    """
 
-    def __init__(self, store: FaultStore, seed: int, faults: tuple[str, ...] = FAULTS) -> None:
+    def __init__(self, store: Store, seed: int, faults: tuple[str, ...] = FAULTS) -> None:
         self.store = store
         self.reactor = store.reactor
         self.rng = random.Random(f"nemesis-{seed}")
@@ -61,12 +64,12 @@ class Nemesis:
 
     async def _leader(self) -> int:
         leader = await self.store.leader(timeout=10.0)
-        return leader if leader is not None else self.rng.choice(sorted(self.store.peer))
+        return leader if leader is not None else self.rng.choice(self.store.replicas)
 
     async def _kill_and_restart(self, name: str, hold: float) -> dict[str, Any]:
         await self.store.kill(name)
         await sleep(self.reactor, hold)
-        await self.store.start_process(name)
+        await self.store.start(name)
         return {"target": name}
 
     async def _kill_leader(self, hold: float) -> dict[str, Any]:
@@ -74,7 +77,7 @@ class Nemesis:
 
     async def _kill_follower(self, hold: float) -> dict[str, Any]:
         leader = await self._leader()
-        follower = self.rng.choice([i for i in sorted(self.store.peer) if i != leader])
+        follower = self.rng.choice([i for i in self.store.replicas if i != leader])
         return await self._kill_and_restart(f"order-{follower}", hold)
 
     async def _kill_catalog(self, hold: float) -> dict[str, Any]:
@@ -105,12 +108,12 @@ class Nemesis:
 
     async def _partition(self, hold: float) -> dict[str, Any]:
         leader = await self._leader()
-        return await self._proxy_fault(self.store.peer[leader], "cut", hold, leader)
+        return await self._proxy_fault(self.store.proxies.peer[leader], "cut", hold, leader)
 
     async def _stall(self, hold: float) -> dict[str, Any]:
         leader = await self._leader()
-        return await self._proxy_fault(self.store.peer[leader], "stall", hold, leader)
+        return await self._proxy_fault(self.store.proxies.peer[leader], "stall", hold, leader)
 
     async def _drop_replies(self, hold: float) -> dict[str, Any]:
         leader = await self._leader()
-        return await self._proxy_fault(self.store.frontend[leader], "drop", hold, leader)
+        return await self._proxy_fault(self.store.proxies.frontend[leader], "drop", hold, leader)

@@ -10,14 +10,29 @@ from pathlib import Path
 from typing import Any, Callable
 
 from toystore.supervise import Supervisor
+from toystore.testing import Store
 
 from .buyers import Buyers
 from .checker import check, orders_of
 from .nemesis import FAULTS, Nemesis
-from .store import FaultStore
 
 #: Seconds the store gets to agree again once healed.
 RECOVERY = 30.0
+#: Knobs that make failures quick to see, and stock that runs out and is restocked.
+KNOBS: dict[str, dict[str, Any]] = {
+    "wire": {"reconnect_initial": 0.05, "reconnect_max": 0.5},
+    "catalog": {"initial_stock": 30, "restock_interval": 2.0, "restock_quantity": 30},
+    "order": {"commit_timeout": 3.0, "ack_timeout": 1.0, "discovery_interval": 0.5},
+}
+
+
+def fault_store(reactor: Any, supervisor: Supervisor, directory: Path) -> Store:
+    """
+    The store under test, not started: the five processes with :data:`KNOBS`,
+    every replica's lines port behind its two proxies
+    (:class:`toystore.testing.Proxies`).
+    """
+    return Store.create(reactor, directory, supervisor, proxies=True, **KNOBS)
 
 
 async def run_one(
@@ -38,9 +53,9 @@ async def run_one(
     """
     replay = f"python -m tests.faults --seed {seed} --duration {duration:g} --faults {','.join(faults)}"
     say(f"fault run: seed {seed}, {duration:g} s (replay: {replay})")
-    store = FaultStore(reactor, supervisor, directory)
+    store = fault_store(reactor, supervisor, directory)
     try:
-        await store.start()
+        await store.start_all()
         clients = Buyers(reactor, store.url, seed, buyers)
         nemesis = Nemesis(store, seed, faults)
         clients.start()

@@ -15,13 +15,12 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 
 from toystore.supervise import Supervisor
+from toystore.testing import Proxy, sleep
 
 from ..faults.checker import orders_of
-from ..faults.proxy import Proxy
-from ..faults.store import FaultStore
+from ..faults.run import fault_store
 
 pytestmark = pytest.mark.integration
 
@@ -42,35 +41,35 @@ async def answered_and_dropped(reactor: Any, proxy: Proxy, timeout: float = 10.0
     deadline = reactor.seconds() + timeout
     while not any(connection.dropped for connection in proxy.connections):
         assert reactor.seconds() < deadline, "the order never reached the replica"
-        await deferLater(reactor, 0.02, lambda: None)
+        await sleep(reactor, 0.02)
 
 
 @pytest_twisted.ensureDeferred
 async def test_lost_replies_retried_once(reactor: Any, supervisor: Supervisor, tmp_path: Path) -> None:
     """The leader's replies are dropped: the front-end fails over, and the order exists once, with one reply."""
-    store = FaultStore(reactor, supervisor, tmp_path)
+    store = fault_store(reactor, supervisor, tmp_path)
     try:
-        await store.start()
+        await store.start_all()
         leader = await store.leader()
-        store.frontend[leader].drop()  # the order reaches the leader; its answer never comes back
+        store.proxies.frontend[leader].drop()  # the order reaches the leader; its answer never comes back
         code, first = await post(store.url, "k-1")
         assert code == 200, first
         successor = await store.leader()
         assert successor != leader, "the front-end should have failed over to another replica"
-        store.frontend[leader].heal()
+        store.proxies.frontend[leader].heal()
 
         assert await post(store.url, "k-1") == (200, first)  # byte for byte
         code, body = await post(store.url, "k-1", name="Fox")
         assert code == 422, body
 
         # The same key while its first request is still under way: 409 (and 422 with another body).
-        store.frontend[successor].drop()
+        store.proxies.frontend[successor].drop()
         under_way = Deferred.fromCoroutine(post(store.url, "k-2"))  # waits on the dropped reply
-        await answered_and_dropped(reactor, store.frontend[successor])
+        await answered_and_dropped(reactor, store.proxies.frontend[successor])
         code, body = await post(store.url, "k-2")
         assert code == 409 and b"still being placed" in body, body
         assert (await post(store.url, "k-2", name="Fox"))[0] == 422
-        store.frontend[successor].heal()
+        store.proxies.frontend[successor].heal()
         code, second = await under_way
         assert code == 200, second
         assert await post(store.url, "k-2") == (200, second)

@@ -1,6 +1,6 @@
 """
-The fault suite's TCP proxy (:mod:`tests.faults.proxy`) over real loopback
-sockets: it passes bytes, and cuts, stalls and drops as told.
+The harness's TCP proxy (:mod:`toystore.testing.proxy`), which the fault
+suite puts between processes, over real loopback sockets: it passes bytes, and cuts, stalls and drops as told.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 
-from ..faults.proxy import Proxy
-from ..faults.store import sleep
+from toystore.testing import Proxy, sleep
 
 pytestmark = pytest.mark.integration
 

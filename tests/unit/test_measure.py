@@ -1,13 +1,9 @@
-"""Tests for :mod:`toystore.measure` and the free-port cluster file of :mod:`toystore.localcluster`."""
+"""Tests for :mod:`toystore.measure`."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from twisted.trial.unittest import SynchronousTestCase
 
-from toystore.config import load
-from toystore.localcluster import cluster_file
 from toystore.measure import delta, mean, parse_metrics, percentile, table
 
 
@@ -32,19 +28,3 @@ class MeasureTests(SynchronousTestCase):
         self.assertEqual(grown['c_total{type="buy"}'], 4.0)
         self.assertEqual(mean(grown, "h"), 1.0)
         self.assertNotEqual(mean({}, "h"), mean({}, "h"))
-
-
-class ClusterFileTests(SynchronousTestCase):
-    """cluster_file writes the packaged cluster with fresh ports, local data and overrides."""
-
-    def test_cluster_file(self) -> None:
-        """Every listener gets its own port; data lives under the directory; overrides apply."""
-        directory = Path(self.mktemp())
-        path, ports = cluster_file(directory, order={"max_batch": 1})
-        cluster = load(str(path))
-        self.assertEqual(len(set(ports.values())), 9)
-        self.assertEqual(cluster.catalog.lines, f"tcp:{ports['catalog_lines']}:interface=127.0.0.1")
-        self.assertEqual(cluster.order.replica(2).connect, f"tcp:host=127.0.0.1:port={ports['lines2']}")
-        self.assertEqual(cluster.order.data_dir, str(directory / "order-{id}"))
-        self.assertEqual(cluster.order.max_batch, 1)
-        self.assertEqual(cluster.order.min_insync, load().order.min_insync)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Factory
 from twisted.protocols import portforward
 
@@ -41,6 +42,8 @@ class _Client(portforward.ProxyClient):
 
 
 class _ClientFactory(portforward.ProxyClientFactory):
+    """Makes the proxy's connection to the target for each accepted one."""
+
     protocol = _Client
 
 
@@ -83,33 +86,34 @@ class _Server(portforward.ProxyServer):
 
 class Proxy:
     """
-    A proxy from a free loopback port to ``127.0.0.1:target``.
+    A proxy from a free port to ``host:target``.
 
     :ivar port: the port it listens on, once :meth:`start` ran.
     """
 
-    def __init__(self, reactor: Any, target: int, name: str = "") -> None:
+    def __init__(self, reactor: Any, target: int, name: str = "", host: str = "127.0.0.1") -> None:
         self.reactor = reactor
         self.target = target
-        self.name = name or f"proxy to {target}"
+        self.host = host
+        self.name = name or f"proxy to {host}:{target}"
         self.mode = "pass"
         self.connections: set[_Server] = set()
         self._listening: Any = None
         self.port = 0
 
-    def start(self, port: int = 0) -> int:
-        """Listen (on ``port``, or a free one); return the port."""
+    def start(self, port: int = 0, interface: str = "127.0.0.1") -> int:
+        """Listen on ``interface`` (on ``port``, or a free one); return the port."""
         factory = Factory.forProtocol(_Server)
-        factory.host, factory.port, factory.proxy = "127.0.0.1", self.target, self  # type: ignore[attr-defined]
-        self._listening = self.reactor.listenTCP(port, factory, interface="127.0.0.1")
+        factory.host, factory.port, factory.proxy = self.host, self.target, self  # type: ignore[attr-defined]
+        self._listening = self.reactor.listenTCP(port, factory, interface=interface)
         self.port = self._listening.getHost().port
         return self.port
 
-    def stop(self) -> Any:
-        """Stop listening and abort every connection."""
+    def stop(self) -> Deferred[None]:
+        """Stop listening (if it still does) and abort every connection."""
         for connection in list(self.connections):
             connection.abort()
-        return self._listening.stopListening()
+        return maybeDeferred(self._listening.stopListening)
 
     def cut(self) -> None:
         self.mode = "cut"

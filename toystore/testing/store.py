@@ -1,0 +1,394 @@
+"""
+One store's processes, started as real ``twistd -n --pidfile=
+toystore-...`` children, and what an operator would ask them.
+
+Processes are named ``catalog``, ``order-<id>`` and ``frontend`` (further
+front-ends ``frontend-2``, ...).  A :class:`Store` starts any of them, in any
+order, each awaited until its ready line; kills (SIGKILL), pauses (SIGSTOP),
+resumes and restarts them; asks for replica statuses, ``/health`` and the
+leader; and stops them all.  With ``proxies``, a :class:`~.proxy.Proxy` sits
+in front of every replica's lines port for each kind of caller
+(:class:`Proxies`).  Where a process runs and what address it has is its
+launcher's business (:mod:`.launch`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from twisted.internet.defer import DeferredList
+
+from ..catalog.store import read_ledger
+from ..config import ClusterConfig, load
+from ..supervise import Child, Supervisor
+from ..wire import WireProtocol
+from .calls import connect, health, replica_status, sleep, wait_for_leader
+from .clusterfile import cluster_file, listeners
+from .launch import LocalLauncher, Site
+from .proxy import Proxy
+
+
+def child_env() -> dict[str, str]:
+    """Environment for children that must import this package wherever it is (a checkout too)."""
+    home = str(Path(__file__).resolve().parents[2])
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [home, os.environ.get("PYTHONPATH")]))}
+
+
+@dataclass
+class Proxies:
+    """
+    Two proxies in front of every replica's lines port: ``peer[i]`` for the
+    other replicas (the cluster file's ``peer_connect``: the log stream,
+    fencing and pulls) and ``frontend[i]`` for the front-ends (its
+    ``connect``).  Cutting ``peer[leader]`` partitions the leader from its
+    followers while the front-ends still reach it; dropping on
+    ``frontend[leader]`` loses replies on their way back.
+    """
+
+    peer: dict[int, Proxy]
+    frontend: dict[int, Proxy]
+
+    @classmethod
+    def start(cls, reactor: Any, here: str, sites: dict[str, Site]) -> Proxies:
+        """Listen on ``here`` in front of the replicas of ``sites``."""
+        replicas = {int(name.split("-")[1]): site for name, site in sites.items() if name.startswith("order-")}
+        peer, frontend = {}, {}
+        for i, site in replicas.items():
+            peer[i] = Proxy(reactor, site.ports["lines"], f"peers -> replica {i}", site.host)
+            frontend[i] = Proxy(reactor, site.ports["lines"], f"front-end -> replica {i}", site.host)
+            peer[i].start(interface=here)
+            frontend[i].start(interface=here)
+        return cls(peer, frontend)
+
+    def routes(self, here: str) -> dict[int, dict[str, str]]:
+        """Each replica's ``peer_connect`` and ``connect``, through its proxies."""
+        return {
+            i: {
+                "peer_connect": f"tcp:host={here}:port={self.peer[i].port}",
+                "connect": f"tcp:host={here}:port={self.frontend[i].port}",
+            }
+            for i in self.peer
+        }
+
+    def all(self) -> list[Proxy]:
+        """Every proxy."""
+        return [*self.peer.values(), *self.frontend.values()]
+
+    def heal(self) -> None:
+        """Let everything through again."""
+        for proxy in self.all():
+            proxy.heal()
+
+    def stop(self) -> DeferredList:
+        """Stop listening and cut every connection."""
+        return DeferredList([proxy.stop() for proxy in self.all()])
+
+
+class Store:
+    """
+    The processes of one store: started through ``supervisor`` under
+    ``launcher``, data and logs under ``directory`` (each child's output in
+    ``logs/<name>.log``, the catalog's and each replica's data in
+    ``<name>/``).  Make one with :meth:`create` (a cluster file on new
+    addresses) or :meth:`from_file` (an existing one).
+
+    :ivar names: every process of the store, in the order they start.
+    :ivar sites: where each process listens; a ready line corrects it.
+    :ivar children: the newest child of each process started.
+    :ivar paused: the processes stopped with SIGSTOP.
+    :ivar proxies: the fault proxies, or None.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        directory: Path,
+        config: Path | str | None,
+        sites: dict[str, Site],
+        names: Sequence[str],
+        supervisor: Supervisor | None = None,
+        launcher: Any = None,
+        proxies: Proxies | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.directory = directory
+        self.config = config
+        self.cluster: ClusterConfig = load(None if config is None else str(config))
+        self.sites = sites
+        self.names = list(names)
+        self.replicas = tuple(int(name.split("-")[1]) for name in self.names if name.startswith("order-"))
+        self.supervisor = supervisor or Supervisor(reactor, env=child_env())
+        self.launcher = launcher or LocalLauncher()
+        self.proxies = proxies
+        self.children: dict[str, Child] = {}
+        self.paused: set[str] = set()
+        self._connections: dict[str, WireProtocol] = {}
+
+    @classmethod
+    def create(
+        cls,
+        reactor: Any,
+        directory: Path,
+        supervisor: Supervisor | None = None,
+        launcher: Any = None,
+        frontends: int = 1,
+        proxies: bool = False,
+        **overrides: Any,
+    ) -> Store:
+        """
+        A store of the catalog, three replicas and ``frontends`` front-ends
+        (0 too) on the addresses ``launcher`` gives, its cluster file written
+        in ``directory`` with ``overrides`` (``catalog={"initial_stock": 30}``);
+        with ``proxies``, the replicas are reached through :class:`Proxies`
+        (listening from now on).  Nothing runs yet.
+        """
+        launcher = launcher or LocalLauncher()
+        sites = launcher.sites(listeners(frontends))
+        fronts = [name for name in sites if name.startswith("frontend")][:frontends]
+        names = [name for name in sites if not name.startswith("frontend")] + fronts
+        started = Proxies.start(reactor, launcher.here, sites) if proxies else None
+        routes = started.routes(launcher.here) if started else None
+        config = cluster_file(directory, sites, routes, **overrides)
+        return cls(reactor, directory, config, sites, names, supervisor, launcher, started)
+
+    @classmethod
+    def from_file(
+        cls, reactor: Any, directory: Path, config: str | None, supervisor: Supervisor | None = None
+    ) -> Store:
+        """
+        The store the cluster file ``config`` describes (None: the packaged
+        one), as it is: the catalog, its replicas and its front-end, with data
+        and logs under ``directory``.  Raises :class:`~toystore.config.ConfigError`.
+        """
+        cluster = load(config)
+        sites = {"catalog": Site.of({"lines": cluster.catalog.lines, "http": cluster.catalog.http})}
+        sites |= {f"order-{r.id}": Site.of({"lines": r.lines, "http": r.http}) for r in cluster.order.replicas}
+        sites["frontend"] = Site.of({"http": cluster.frontend.http})
+        return cls(reactor, directory, config, sites, list(sites), supervisor)
+
+    # -- the processes ---------------------------------------------------------
+
+    def log_path(self, name: str) -> Path:
+        """Where the output of process ``name`` goes."""
+        return self.directory / "logs" / f"{name}.log"
+
+    def _command(self, name: str) -> tuple[str, list[str]]:
+        """The twistd command of process ``name`` and its flags."""
+        flags = ["--config", str(self.config)] if self.config is not None else []
+        if name == "catalog":
+            return "toystore-catalog", [*flags, "--data-dir", str(self.directory / name)]
+        if name.startswith("order-"):
+            return "toystore-order", [*flags, "--id", name.split("-")[1], "--data-dir", str(self.directory / name)]
+        if name != "frontend":  # another front-end: the cluster file names the first one's port
+            flags += ["--http", self.sites[name].listen("http")]
+        return "toystore-frontend", flags
+
+    async def start(self, name: str, *flags: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> Child:
+        """
+        Start process ``name`` (again, if it ran before) with ``flags`` added
+        and ``env`` added to its environment, and wait until it is ready.
+
+        :raises ChildFailed: when it exits before it is ready.
+        """
+        command, args = self._command(name)
+        wrap = self.launcher.wrap(name)
+        child = await self.supervisor.start(name, command, [*args, *flags], self.log_path(name), timeout, env, wrap)
+        self.children[name] = child
+        self.sites[name] = replace(self.sites[name], ports=child.ports)
+        self._connections.pop(name, None)
+        return child
+
+    async def start_all(self, *frontend_flags: str, names: Sequence[str] | None = None) -> None:
+        """
+        Start ``names`` (default: every process) in the store's order, the
+        front-ends with ``frontend_flags``; if the first front-end is among
+        them, wait for its first election.
+        """
+        wanted = self.names if names is None else [name for name in self.names if name in names]
+        for name in wanted:
+            await self.start(name, *(frontend_flags if name.startswith("frontend") else ()))
+        if "frontend" in wanted:
+            await self.elected()
+
+    def running(self, name: str) -> bool:
+        """Whether process ``name`` was started and has not exited."""
+        return name in self.children and self.children[name].running
+
+    async def kill(self, name: str) -> int:
+        """SIGKILL process ``name`` and wait until it is gone; its status."""
+        child = self.children[name]
+        child.signal("KILL")
+        self.paused.discard(name)
+        return await self.supervisor.wait(child)
+
+    async def restart(self, name: str, *flags: str, env: dict[str, str] | None = None) -> Child:
+        """SIGKILL process ``name`` if it runs, and start it again (with ``flags`` and ``env``)."""
+        if self.running(name):
+            await self.kill(name)
+        return await self.start(name, *flags, env=env)
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP process ``name``."""
+        self.children[name].signal("STOP")
+        self.paused.add(name)
+
+    def resume(self, name: str) -> None:
+        """SIGCONT process ``name``."""
+        self.children[name].signal("CONT")
+        self.paused.discard(name)
+
+    async def heal(self) -> None:
+        """Resume paused processes, heal every proxy, start again every process that is down."""
+        for name in list(self.paused):
+            self.resume(name)
+        if self.proxies:
+            self.proxies.heal()
+        for name in list(self.children):
+            if not self.running(name):
+                await self.start(name)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop the processes (SIGTERM, then SIGKILL after ``grace`` s), the connections and the proxies."""
+        for name in list(self.paused):
+            self.resume(name)
+        await self.supervisor.stop(list(self.children.values()), grace)
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the harness's own connections and proxies; the processes run on."""
+        for connection in self._connections.values():
+            connection.transport.loseConnection()
+        self._connections.clear()
+        if self.proxies:
+            await self.proxies.stop()
+
+    # -- questions -------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The first front-end's base URL."""
+        return self.sites["frontend"].url
+
+    async def call(self, name: str, type: str, /, timeout: float = 5.0, **fields: Any) -> Any:
+        """A wire call with ``fields`` to the lines port of process ``name`` (one connection per process, kept)."""
+        connection = self._connections.get(name)
+        if connection is None or not connection.connected:
+            site = self.sites[name]
+            connection = await connect(self.reactor, site.ports["lines"], self.cluster.wire, site.host)
+            self._connections[name] = connection
+        return await connection.call(type, fields, timeout=timeout)
+
+    async def status(self, i: int, timeout: float = 1.0) -> dict[str, Any] | None:
+        """Replica ``i``'s status, straight from its lines port, or None (down, paused, or no answer)."""
+        name = f"order-{i}"
+        if not self.running(name) or name in self.paused:
+            return None
+        site = self.sites[name]
+        return await replica_status(self.reactor, site.ports["lines"], timeout, self.cluster.wire, site.host)
+
+    async def statuses(self) -> dict[int, dict[str, Any]]:
+        """The status of every replica that answers."""
+        found = {i: await self.status(i) for i in self.replicas}
+        return {i: s for i, s in found.items() if s is not None}
+
+    async def health(self, name: str) -> dict[str, Any] | None:
+        """What process ``name``'s ``/health`` says, or None."""
+        return await health(self.sites[name].url)
+
+    async def elected(self, frontend: str = "frontend", timeout: float = 30.0) -> dict[str, int]:
+        """Wait until ``frontend`` names a leader (its first election runs after it is ready); its ``/leader``."""
+        return await wait_for_leader(self.reactor, self.sites[frontend].url, timeout)
+
+    async def leader(self, timeout: float = 10.0) -> int | None:
+        """The replica that leads the newest epoch, as the replicas say; None if none within ``timeout``."""
+        deadline = self.reactor.seconds() + timeout
+        while True:
+            statuses = await self.statuses()
+            leaders = [s for s in statuses.values() if s["role"] == "leader"]
+            if leaders:
+                newest = max(leaders, key=lambda s: s["epoch"])
+                if newest["epoch"] >= max(s["epoch"] for s in statuses.values()):
+                    return newest["id"]
+            if self.reactor.seconds() >= deadline:
+                return None
+            await sleep(self.reactor, 0.05)
+
+    async def recovered(self, timeout: float = 30.0) -> dict[int, dict[str, Any]] | None:
+        """
+        Wait until one replica leads the newest epoch and every replica holds
+        its whole log on disk, committed; the statuses then, or None.
+        """
+        deadline = self.reactor.seconds() + timeout
+        while self.reactor.seconds() < deadline:
+            statuses = await self.statuses()
+            if len(statuses) == len(self.replicas):
+                leaders = [s for s in statuses.values() if s["role"] == "leader"]
+                lengths = {s["length"] for s in statuses.values()} | {s["durable"] for s in statuses.values()}
+                if len(leaders) == 1 and len(lengths) == 1 and leaders[0]["commit"] == leaders[0]["length"]:
+                    return statuses
+            await sleep(self.reactor, 0.1)
+        return None
+
+    async def caught_up(self, length: int | None = None, replicas: Sequence[int] | None = None) -> None:
+        """Wait until every replica named has ``length`` records on disk (default: the longest log)."""
+        for _ in range(200):
+            statuses = [await self.call(f"order-{i}", "status") for i in replicas or self.replicas]
+            target = length if length is not None else max(s["length"] for s in statuses)
+            if all(s["durable"] == target for s in statuses):
+                return
+            await sleep(self.reactor, 0.05)
+        raise AssertionError(f"replicas did not catch up: {statuses}")
+
+    # -- the front-end's part, where a test or benchmark plays it ---------------
+
+    async def elect(self, epoch: int, leader: int, skip: Sequence[int] = ()) -> None:
+        """Tell replica ``leader`` it leads ``epoch``, check it is ready, tell the others that run."""
+        reply = await self.call(f"order-{leader}", "lead", epoch=epoch, leader=leader)
+        assert reply["ready"], reply
+        for i in self.replicas:
+            if i != leader and i not in skip and self.running(f"order-{i}"):
+                await self.call(f"order-{i}", "lead", epoch=epoch, leader=leader)
+
+    async def order(self, leader: int, key: str, name: str = "Tux", quantity: int = 1) -> int:
+        """An order straight to replica ``leader``; its number."""
+        reply = await self.call(f"order-{leader}", "order", name=name, quantity=quantity, key=key)
+        return reply["order_number"]
+
+    # -- what is on disk -------------------------------------------------------
+
+    def log(self, i: int) -> bytes:
+        """Replica ``i``'s log file."""
+        return (self.directory / f"order-{i}" / "orders.log").read_bytes()
+
+    def logs(self) -> dict[int, bytes]:
+        """Every replica's log file."""
+        return {i: self.log(i) for i in self.replicas}
+
+    def ledger(self) -> tuple[dict[str, dict[str, int]], list[dict[str, Any]]]:
+        """The catalog's ledger and buys, read from its database."""
+        return read_ledger(self.directory / "catalog" / "catalog.sqlite")
+
+
+def scratch(
+    reactor: Any, prefix: str, keep: Callable[[], bool] = lambda: False, on_stop: Callable[[], None] = lambda: None
+) -> tuple[Supervisor, Path]:
+    """
+    A Supervisor for a tool's stores and a new temporary directory for their
+    data.  When the reactor stops (at the end, or on Ctrl-C or SIGTERM) every
+    child is killed and the directory removed, unless ``keep()`` says not to.
+    """
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    supervisor = Supervisor(reactor, env=child_env())
+
+    def stopping() -> DeferredList:
+        on_stop()
+        ended = DeferredList(supervisor.kill_all())
+        return ended.addBoth(lambda _: keep() or shutil.rmtree(directory, ignore_errors=True))
+
+    reactor.addSystemEventTrigger("before", "shutdown", stopping)
+    return supervisor, directory
