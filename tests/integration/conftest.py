@@ -2,10 +2,11 @@
 Fixtures for end-to-end tests: real ``twistd`` processes on free loopback
 ports, driven through pytest-twisted's reactor.
 
-Each process is started with ``tcp:0`` listeners and announces its bound
-ports in its ready line (see :mod:`toystore.runtime`); tests wait for that
-line, never for a fixed time.  Every process a test starts is killed when
-the test ends.
+A test's store is the harness's :class:`~toystore.testing.Store` (the
+``store`` and ``new_store`` fixtures), on free ports with knobs that make
+failures quick to see.  Each process announces its bound ports in its ready
+line (see :mod:`toystore.runtime`); tests wait for that line, never for a
+fixed time.  Every process a test starts is killed when the test ends.
 """
 
 from __future__ import annotations
@@ -14,18 +15,25 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import Deferred, DeferredList
 
 from toystore.supervise import Supervisor
+from toystore.testing import Store
 
 #: The checkout, put on the children's PYTHONPATH so twistd finds this tree's plugins.
 ROOT = Path(__file__).resolve().parents[2]
 #: The children's PYTHONPATH: the checkout first, then whatever this process was given.
 PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+#: The tests' cluster-file knobs: failures quick to see, stock that does not run out.
+QUICK: dict[str, dict[str, Any]] = {
+    "wire": {"reconnect_initial": 0.05, "reconnect_max": 0.5},
+    "catalog": {"initial_stock": 100_000},
+    "order": {"commit_timeout": 3.0, "ack_timeout": 1.0, "discovery_interval": 0.5},
+}
 
 
 def run_script(name: str, *flags: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -81,3 +89,36 @@ def supervisor(reactor: Any) -> Any:
     pending = started.kill_all()
     if pending:
         pytest_twisted.blockon(DeferredList(pending).addTimeout(10, reactor))
+
+
+@pytest.fixture
+def new_store(reactor: Any, supervisor: Supervisor, tmp_path: Path) -> Any:
+    """
+    Makes this test's stores: ``new_store(directory=None, frontends=1,
+    proxies=False, **overrides)`` is a :meth:`Store.create
+    <toystore.testing.Store.create>` in ``directory`` (default: the test's
+    own) with :data:`QUICK` knobs, ``overrides`` replacing them one by one;
+    each is closed when the test ends, and the supervisor kills its processes.
+    """
+    made: list[Store] = []
+
+    def make(directory: Path | None = None, frontends: int = 1, proxies: bool = False, **overrides: Any) -> Store:
+        knobs = {section: {**QUICK.get(section, {}), **overrides.get(section, {})} for section in {*QUICK, *overrides}}
+        store = Store.create(reactor, directory or tmp_path, supervisor, None, frontends, proxies, **knobs)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        pytest_twisted.blockon(Deferred.fromCoroutine(store.close()))
+
+
+@pytest.fixture
+def store(new_store: Callable[..., Store]) -> Store:
+    """This test's store: catalog, three replicas and a front-end, on free ports (started by the test)."""
+    return new_store()
+
+
+async def gather(*coroutines: Any) -> list[tuple[bool, Any]]:
+    """Run ``coroutines`` at once; each one's (succeeded, result or failure), in order."""
+    return await DeferredList([Deferred.fromCoroutine(c) for c in coroutines], consumeErrors=True)

@@ -17,8 +17,8 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import deferLater
 
 from toystore.envelope import ApiError
-from toystore.localcluster import connect
 from toystore.supervise import Supervisor, twistd_executable
+from toystore.testing import connect
 from toystore.wire import WireProtocol
 
 from .conftest import ROOT

@@ -18,8 +18,8 @@ from twisted.internet.endpoints import clientFromString
 
 from toystore.config import load
 from toystore.envelope import Unauthorized
-from toystore.localcluster import connect, start_store
 from toystore.supervise import Supervisor
+from toystore.testing import Store, connect
 from toystore.wire import WireFactory
 
 pytestmark = pytest.mark.integration
@@ -34,17 +34,18 @@ async def test_store_with_a_secret(reactor: Any, supervisor: Supervisor, tmp_pat
     through; a raw connection to the catalog's lines port that does not give
     the secret gets a 401 and is closed, and so does one with a wrong secret.
     """
-    store = await start_store(reactor, supervisor, tmp_path, wire={"secret": SECRET})
-    url = store["url"]
+    store = Store.create(reactor, tmp_path, supervisor, wire={"secret": SECRET})
+    await store.start_all()
+    url = store.url
     for n in range(3):
         response = await treq.post(f"{url}/orders", json={"name": "Tux", "quantity": 1}, persistent=False)
         assert (response.code, await response.json()) == (200, {"data": {"order_number": n}})
     response = await treq.get(f"{url}/orders/2", persistent=False)
     assert response.code == 200
 
-    wire = load(str(store["config"]), environ={}).wire
+    wire = load(str(store.config), environ={}).wire
     assert wire.secret == SECRET
-    port = store["ports"]["catalog_lines"]
+    port = store.sites["catalog"].ports["lines"]
     trusted = await connect(reactor, port, wire)
     try:
         assert (await trusted.call("query", {"name": "Tux"}))["quantity"] == 97

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,22 +21,13 @@ from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import HTTPConnectionPool
 
-from toystore.supervise import Supervisor
+from toystore.testing import Store
 
-from .cluster import Cluster, gather
-from .conftest import ROOT
+from .conftest import ROOT, gather
 
 pytestmark = pytest.mark.integration
 
 PROCESSES = ["frontend", "catalog", "order-1", "order-2", "order-3"]
-
-
-@pytest.fixture
-def store(reactor: Any, supervisor: Supervisor, tmp_path: Path) -> Any:
-    """A store for this test (started by the test)."""
-    cluster = Cluster(reactor, supervisor, tmp_path)
-    yield cluster
-    cluster.close()
 
 
 async def fetch(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
@@ -46,9 +36,9 @@ async def fetch(method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_every_request_kind(store: Cluster) -> None:
+async def test_every_request_kind(store: Store) -> None:
     """Each kind of request and each error path, over real HTTP, as the public API lists them."""
-    await store.start_store()
+    await store.start_all()
     url = store.url
     code, toy = await fetch("GET", f"{url}/products/Tux")
     assert code == 200 and set(toy["data"]) == {"name", "price", "quantity"}
@@ -85,19 +75,19 @@ async def test_every_request_kind(store: Cluster) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_insufficient_stock_and_the_push(store: Cluster) -> None:
+async def test_insufficient_stock_and_the_push(store: Store) -> None:
     """
     A buy behind the front-end's back (straight to the catalog) reaches the
     cached reply through the catalog's push; ordering more than is left is
     a 409.
     """
-    await store.start_store()
+    await store.start_all()
     url = store.url
     code, toy = await fetch("GET", f"{url}/products/Kite")
     code, leader = await fetch("GET", f"{url}/leader")
     assert code == 200, leader
-    sold = await store.call_catalog(
-        "buy", name="Kite", quantity=toy["data"]["quantity"] - 1, key="direct", epoch=leader["data"]["epoch"]
+    sold = await store.call(
+        "catalog", "buy", name="Kite", quantity=toy["data"]["quantity"] - 1, key="direct", epoch=leader["data"]["epoch"]
     )
     assert sold["remaining"] == 1
     for _ in range(100):
@@ -115,13 +105,13 @@ async def test_insufficient_stock_and_the_push(store: Cluster) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_leader_killed_while_clients_order(store: Cluster) -> None:
+async def test_leader_killed_while_clients_order(store: Store) -> None:
     """
     Four clients order through the front-end, each on a keep-alive
     connection; the leader is SIGKILLed meanwhile.  No client sees an
     error, and every acknowledged order reads back with its content.
     """
-    await store.start_store()
+    await store.start_all()
     url = store.url
     acknowledged: dict[int, dict[str, Any]] = {}
     failures: list[Any] = []
@@ -143,7 +133,7 @@ async def test_leader_killed_while_clients_order(store: Cluster) -> None:
     async def kill_leader() -> None:
         while len(acknowledged) < 40:
             await deferLater(store.reactor, 0.01)
-        store.replicas[3].signal("KILL")
+        await store.kill("order-3")
 
     results = await gather(kill_leader(), *(client(c) for c in range(4)))
     assert all(ok for ok, _ in results), [r for ok, r in results if not ok]
@@ -155,15 +145,15 @@ async def test_leader_killed_while_clients_order(store: Cluster) -> None:
         assert (code, body["data"]) == (200, {"number": number, **order})
     code, leader = await fetch("GET", f"{url}/leader")
     assert leader["data"]["leader"] == 2
-    await store.start_replica(3)
+    await store.start("order-3")
     await store.caught_up()
     assert store.log(1) == store.log(2) == store.log(3)
 
 
 @pytest_twisted.ensureDeferred
-async def test_toystore_status(store: Cluster) -> None:
+async def test_toystore_status(store: Store) -> None:
     """toystore status shows each process up with its role; a dead one is down, and the exit status says so."""
-    await store.start_store()
+    await store.start_all()
     await fetch("POST", f"{store.url}/orders", json={"name": "Tux", "quantity": 1})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = ("-m", "toystore", "status", "--config", str(store.config))
@@ -172,17 +162,16 @@ async def test_toystore_status(store: Cluster) -> None:
     assert code == 0, err
     assert [line.split()[:2] for line in lines[1:]] == [[name, "up"] for name in PROCESSES]
     assert lines[-1].split()[2:5] == ["leader", "1", "0"]
-    store.replicas[1].signal("KILL")
-    await store.supervisor.wait(store.replicas[1])
+    await store.kill("order-1")
     out, err, code = await getProcessOutputAndValue(sys.executable, argv, env=env)
     assert code == 1
     assert out.decode().splitlines()[3].split()[:2] == ["order-1", "down"]
 
 
 @pytest_twisted.ensureDeferred
-async def test_toystore_client(store: Cluster) -> None:
+async def test_toystore_client(store: Store) -> None:
     """toystore client runs its shoppers against the store, checks every order and exits 0."""
-    await store.start_store()
+    await store.start_all()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = ("-m", "toystore", "client", "--url", store.url, "--clients", "3", "--iterations", "20", "-p", "0.8")
     out, err, code = await getProcessOutputAndValue(sys.executable, (*argv, "--seed", "4", "--json"), env=env)
@@ -211,9 +200,9 @@ class _Output(ProcessProtocol):
 
 
 @pytest_twisted.ensureDeferred
-async def test_toystore_client_forever(store: Cluster, reactor: Any) -> None:
+async def test_toystore_client_forever(store: Store, reactor: Any) -> None:
     """With --forever the client runs until Ctrl-C, then reads back its orders, reports, and exits 0."""
-    await store.start_store()
+    await store.start_all()
     child = _Output()
     argv = [sys.executable, "-m", "toystore", "client", "--url", store.url, "--clients", "2", "-p", "1", "--forever"]
     process = reactor.spawnProcess(child, sys.executable, argv, env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -18,10 +18,10 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-from toystore.localcluster import REPLICAS
 from toystore.supervise import Supervisor
+from toystore.testing import REPLICAS, Store
 
-from .cluster import Cluster
+from .conftest import QUICK
 
 pytestmark = pytest.mark.integration
 
@@ -66,10 +66,10 @@ def error_problem(status: int, headers: dict[str, str], body: bytes) -> str | No
     return None
 
 
-async def snapshot(cluster: Cluster) -> dict[str, Any]:
+async def snapshot(cluster: Store) -> dict[str, Any]:
     """Every toy's stock (from the catalog) and every replica's log length."""
-    toys = (await cluster.call_catalog("list"))["toys"]
-    logs = {i: (await cluster.call(i, "status"))["length"] for i in REPLICAS}
+    toys = (await cluster.call("catalog", "list"))["toys"]
+    logs = {i: (await cluster.call(f"order-{i}", "status"))["length"] for i in REPLICAS}
     return {"stock": {toy["name"]: toy["quantity"] for toy in toys}, "logs": logs}
 
 
@@ -260,10 +260,10 @@ async def test_hostile_requests_get_json_4xx_and_change_nothing(
     Each request of the table gets its 4xx and a JSON error envelope; no
     stock or order log changes; no process dies or logs a traceback.
     """
-    cluster = Cluster(reactor, supervisor, tmp_path)
+    cluster = Store.create(reactor, tmp_path, supervisor, **QUICK)
     try:
-        await cluster.start_store()
-        port = cluster.ports["frontend"]
+        await cluster.start_all()
+        port = cluster.sites["frontend"].ports["http"]
         placed = await deferToThread(send, port, _post(_order(), FIRST_KEY_HEADER)[1], "POST")
         assert placed[0] == 200, placed
         await cluster.caught_up()
@@ -275,7 +275,7 @@ async def test_hostile_requests_get_json_4xx_and_change_nothing(
         after = await snapshot(cluster)
         still = await deferToThread(send, port, request_bytes("GET", b"/products/Tux"))
     finally:
-        cluster.close()
+        await cluster.close()
     assert not failures, f"{len(failures)} of {len(cases)} cases failed:\n" + "\n".join(failures)
     assert after == before, f"a refused request changed the store: {before} -> {after}"
     assert still[0] == 200, still

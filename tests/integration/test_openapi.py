@@ -23,9 +23,9 @@ import pytest_twisted
 from twisted.internet.utils import getProcessOutputAndValue
 
 from toystore.supervise import Supervisor
+from toystore.testing import Store
 
-from .cluster import Cluster
-from .conftest import ROOT
+from .conftest import QUICK, ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -65,9 +65,9 @@ def schemathesis_executable() -> str:
 @pytest_twisted.ensureDeferred
 async def test_store_answers_as_documented(reactor: Any, supervisor: Supervisor, tmp_path: Path) -> None:
     """schemathesis finds no reply of the live front-end that the OpenAPI document does not allow."""
-    cluster = Cluster(reactor, supervisor, tmp_path / "store")
+    cluster = Store.create(reactor, tmp_path / "store", supervisor, **QUICK)
     try:
-        await cluster.start_store()
+        await cluster.start_all()
         args = [
             "--no-color",
             "run",
@@ -85,7 +85,7 @@ async def test_store_answers_as_documented(reactor: Any, supervisor: Supervisor,
             schemathesis_executable(), args, env=dict(os.environ), path=str(tmp_path)
         )
     finally:
-        cluster.close()
+        await cluster.close()
     report = (out + err).decode("utf-8", "replace")
     assert code == 0, f"schemathesis exited {code}:\n{report}"
     assert "No issues found" in report, report

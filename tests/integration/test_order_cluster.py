@@ -3,7 +3,7 @@ End-to-end tests of the order replicas: a real catalog and three real
 ``twistd -n toystore-order`` processes, SIGKILL and SIGSTOP, and the
 invariants: acknowledged orders survive, numbers have no gaps or repeats,
 and recovered logs are byte-identical.  The tests play the front-end's part
-(leader notices) where it is not built yet.
+(leader notices), so that they choose who leads.
 """
 
 from __future__ import annotations
@@ -23,23 +23,26 @@ from twisted.internet.task import deferLater
 from toystore.envelope import ApiError
 from toystore.order.journal import Log, scan
 from toystore.runtime import EXIT_DISK_FAILED
-from toystore.supervise import Supervisor
+from toystore.testing import REPLICAS, Store
 
-from .cluster import REPLICAS, Cluster, gather
-from .conftest import ROOT
+from .conftest import ROOT, gather
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def cluster(reactor: Any, supervisor: Supervisor, tmp_path: Path) -> Any:
-    """A store of catalog and three replicas for this test (started by the test)."""
-    store = Cluster(reactor, supervisor, tmp_path)
-    yield store
-    store.close()
+def cluster(new_store: Any) -> Store:
+    """A store of catalog and three replicas for this test (started by the test), no front-end."""
+    return new_store(frontends=0)
 
 
-def orders_in(cluster: Cluster, i: int) -> dict[str, int]:
+async def start(cluster: Store) -> None:
+    """Start the catalog and three replicas, replica 3 leading epoch 1."""
+    await cluster.start_all()
+    await cluster.elect(1, 3)
+
+
+def orders_in(cluster: Store, i: int) -> dict[str, int]:
     """Key -> order number in replica ``i``'s log file."""
     return Log(scan(cluster.directory / f"order-{i}" / "orders.log").lines).keys
 
@@ -49,27 +52,26 @@ def assert_numbered_without_gaps(keys: dict[str, int]) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_follower_killed_and_restarted_catches_up(cluster: Cluster) -> None:
+async def test_follower_killed_and_restarted_catches_up(cluster: Store) -> None:
     """
     Orders go through the leader; a follower is SIGKILLed, more orders are
     placed (a majority is still up), the follower restarts, finds the leader
     by itself and catches up: all three logs are byte-identical.
     """
-    await cluster.start()
+    await start(cluster)
     first = [await cluster.order(3, f"a{n}") for n in range(10)]
     assert first == list(range(10))
-    cluster.replicas[1].signal("KILL")
-    assert await cluster.supervisor.wait(cluster.replicas[1]) == -9
+    assert await cluster.kill("order-1") == -9
     later = [r for ok, r in await gather(*(cluster.order(3, f"b{n}") for n in range(20))) if ok]
     assert sorted(later) == list(range(10, 30))
-    await cluster.start_replica(1)
+    await cluster.start("order-1")
     await cluster.caught_up()
     assert cluster.log(1) == cluster.log(2) == cluster.log(3)
     assert_numbered_without_gaps(orders_in(cluster, 1))
 
 
 @pytest_twisted.ensureDeferred
-async def test_leader_killed_under_load(cluster: Cluster) -> None:
+async def test_leader_killed_under_load(cluster: Store) -> None:
     """
     Four clients order concurrently; the leader is SIGKILLed mid-stream and
     replica 2 is promoted; clients retry their failed order with the same
@@ -77,7 +79,7 @@ async def test_leader_killed_under_load(cluster: Cluster) -> None:
     key once, numbers without gaps; the old leader rejoins and all logs end
     byte-identical.
     """
-    await cluster.start()
+    await start(cluster)
     leader = {"id": 3}
     acked: dict[str, int] = {}
     promoted: list[Any] = []
@@ -100,8 +102,7 @@ async def test_leader_killed_under_load(cluster: Cluster) -> None:
     async def nemesis() -> None:
         while len(acked) < 30:
             await deferLater(cluster.reactor, 0.01)
-        cluster.replicas[3].signal("KILL")
-        await cluster.supervisor.wait(cluster.replicas[3])
+        await cluster.kill("order-3")
 
         async def promote() -> None:
             await cluster.elect(2, 2, skip=(3,))
@@ -115,7 +116,7 @@ async def test_leader_killed_under_load(cluster: Cluster) -> None:
     assert len(acked) == 100
     assert len(set(acked.values())) == 100, "an order number was given twice"
 
-    await cluster.start_replica(3)
+    await cluster.start("order-3")
     await cluster.caught_up()
     for i in REPLICAS:
         keys = orders_in(cluster, i)
@@ -126,7 +127,7 @@ async def test_leader_killed_under_load(cluster: Cluster) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_keys_come_back_from_the_log(cluster: Cluster) -> None:
+async def test_keys_come_back_from_the_log(cluster: Store) -> None:
     """
     The leader is SIGKILLed and its key store deleted (a crash can leave it
     behind its log, never ahead of it for long); it restarts, writes the
@@ -134,15 +135,14 @@ async def test_keys_come_back_from_the_log(cluster: Cluster) -> None:
     meanwhile and, leading again, answers every retried key with its first
     number and places nothing twice.
     """
-    await cluster.start()
+    await start(cluster)
     placed = {f"k{n}": await cluster.order(3, f"k{n}") for n in range(20)}
-    cluster.replicas[3].signal("KILL")
-    assert await cluster.supervisor.wait(cluster.replicas[3]) == -9
+    assert await cluster.kill("order-3") == -9
     for name in ("keys.sqlite", "keys.sqlite-wal", "keys.sqlite-shm"):
         (cluster.directory / "order-3" / name).unlink(missing_ok=True)
     await cluster.elect(2, 2, skip=(3,))
     placed.update({f"m{n}": await cluster.order(2, f"m{n}") for n in range(10)})
-    await cluster.start_replica(3)
+    await cluster.start("order-3")
     await cluster.caught_up()
     await cluster.elect(3, 3)
     assert {key: await cluster.order(3, key) for key in placed} == placed
@@ -151,24 +151,24 @@ async def test_keys_come_back_from_the_log(cluster: Cluster) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_paused_leader_commits_nothing(cluster: Cluster) -> None:
+async def test_paused_leader_commits_nothing(cluster: Store) -> None:
     """
     The leader is SIGSTOPped, replica 2 is promoted and takes orders, the old
     leader is SIGCONTinued: an order sent to it is refused (the catalog
     fences its epoch and it steps down) and appears in no log; told who
     leads, it follows and its log ends identical to the others.
     """
-    await cluster.start()
+    await start(cluster)
     for n in range(5):
         await cluster.order(3, f"a{n}")
     await cluster.caught_up()
-    cluster.replicas[3].signal("STOP")
+    cluster.pause("order-3")
     try:
         await cluster.elect(2, 2, skip=(3,))
         for n in range(5):
             assert await cluster.order(2, f"b{n}") == 5 + n
     finally:
-        cluster.replicas[3].signal("CONT")
+        cluster.resume("order-3")
     with pytest.raises(ApiError) as refused:
         await cluster.order(3, "from-the-past")
     # Expected: 421 (the catalog refused epoch 1, the old leader stepped down).  Once, in a
@@ -178,7 +178,7 @@ async def test_paused_leader_commits_nothing(cluster: Cluster) -> None:
         for child in cluster.supervisor.children:
             print(f"===== {child.name}\n{child.output()[-8000:]}")
     assert refused.value.code in (421, 503), refused.value
-    status = await cluster.call(3, "status")
+    status = await cluster.call("order-3", "status")
     assert status["role"] == "follower"
     await cluster.elect(2, 2)
     await cluster.caught_up()
@@ -188,44 +188,43 @@ async def test_paused_leader_commits_nothing(cluster: Cluster) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_no_majority_no_acknowledgement(cluster: Cluster) -> None:
+async def test_no_majority_no_acknowledgement(cluster: Store) -> None:
     """With both followers down, an order is refused (503), not acknowledged; it commits once one returns."""
-    await cluster.start()
+    await start(cluster)
     assert await cluster.order(3, "a0") == 0
     for i in (1, 2):
-        cluster.replicas[i].signal("KILL")
-        await cluster.supervisor.wait(cluster.replicas[i])
+        await cluster.kill(f"order-{i}")
     with pytest.raises(ApiError) as refused:
         await cluster.order(3, "lonely")
     assert refused.value.code == 503
-    await cluster.start_replica(1)
+    await cluster.start("order-1")
     assert await cluster.order(3, "lonely") == 1, "the retry with the same key gives the same order"
     assert await cluster.order(3, "after") == 2
 
 
 @pytest_twisted.ensureDeferred
-async def test_get_and_health(cluster: Cluster, reactor: Any) -> None:
+async def test_get_and_health(cluster: Store, reactor: Any) -> None:
     """get over the wire and GET /orders/<n> and /health over HTTP, on the leader and a follower."""
-    await cluster.start()
+    await start(cluster)
     number = await cluster.order(3, "k", name="Whale", quantity=2)
     await cluster.caught_up()
-    assert await cluster.call(3, "get", number=number) == {"number": number, "name": "Whale", "quantity": 2}
+    assert await cluster.call("order-3", "get", number=number) == {"number": number, "name": "Whale", "quantity": 2}
     with pytest.raises(ApiError) as missing:
-        await cluster.call(3, "get", number=99)
+        await cluster.call("order-3", "get", number=99)
     assert missing.value.code == 404
-    response = await treq.get(f"http://127.0.0.1:{cluster.ports['http1']}/orders/{number}")
+    response = await treq.get(f"{cluster.sites['order-1'].url}/orders/{number}")
     assert (await response.json())["data"] == {"number": number, "name": "Whale", "quantity": 2}
-    response = await treq.get(f"http://127.0.0.1:{cluster.ports['http1']}/orders/x1")
+    response = await treq.get(f"{cluster.sites['order-1'].url}/orders/x1")
     assert response.code == 400
     await response.content()
-    response = await treq.get(f"http://127.0.0.1:{cluster.ports['http3']}/health")
+    response = await treq.get(f"{cluster.sites['order-3'].url}/health")
     health = (await response.json())["data"]
     assert (health["id"], health["role"], health["epoch"], health["last_order"]) == (3, "leader", 1, 0)
     assert health["in_sync"] == [1, 2]
 
 
 @pytest_twisted.ensureDeferred
-async def test_corrupt_log_stops_the_start(cluster: Cluster, tmp_path: Path) -> None:
+async def test_corrupt_log_stops_the_start(cluster: Store, tmp_path: Path) -> None:
     """A replica whose log has a bad record before good ones exits 1 with one line naming it; a torn tail is cut."""
     log = Log()
     log.append_leader(1, 3)
@@ -240,8 +239,8 @@ async def test_corrupt_log_stops_the_start(cluster: Cluster, tmp_path: Path) -> 
     assert len(errors) == 1 and "the order log is corrupt" in errors[0] and "record 2" in errors[0], child.output()
 
     (directory / "orders.log").write_bytes(b"".join(log.lines) + log.lines[0][:7])
-    child = await cluster.start_replica(1)
-    assert (await cluster.call(1, "status"))["length"] == 3
+    child = await cluster.start("order-1")
+    assert (await cluster.call("order-1", "status"))["length"] == 3
     assert (directory / "orders.log").read_bytes() == b"".join(log.lines)
 
 

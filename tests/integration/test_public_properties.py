@@ -27,8 +27,9 @@ from twisted.internet.threads import blockingCallFromThread, deferToThread
 
 from toystore.catalog.seed import TOYS
 from toystore.supervise import Supervisor
+from toystore.testing import Store
 
-from .cluster import Cluster
+from .conftest import QUICK
 from .test_hostile_input import request_bytes, send, snapshot
 
 pytestmark = pytest.mark.integration
@@ -94,7 +95,7 @@ def envelope_problem(status: int, body: bytes) -> str | None:
     return None
 
 
-async def settled(cluster: Cluster) -> dict[str, Any]:
+async def settled(cluster: Store) -> dict[str, Any]:
     """The store's state once every replica holds every record."""
     await cluster.caught_up()
     return await snapshot(cluster)
@@ -138,10 +139,10 @@ async def test_generated_requests(reactor: Any, supervisor: Supervisor, tmp_path
     Generated orders and paths never get a 5xx or a non-JSON reply; a
     refused order changes nothing, and reading changes nothing at all.
     """
-    cluster = Cluster(reactor, supervisor, tmp_path)
+    cluster = Store.create(reactor, tmp_path, supervisor, **QUICK)
     try:
-        await cluster.start_store()
-        port = cluster.ports["frontend"]
+        await cluster.start_all()
+        port = cluster.sites["frontend"].ports["http"]
 
         def state() -> dict[str, Any]:
             return blockingCallFromThread(reactor, lambda: Deferred.fromCoroutine(settled(cluster)))
@@ -151,7 +152,7 @@ async def test_generated_requests(reactor: Any, supervisor: Supervisor, tmp_path
         await deferToThread(check_paths, port)
         after = await settled(cluster)
     finally:
-        cluster.close()
+        await cluster.close()
     assert after == before, "reading changed the store"
     dead = [child.name for child in supervisor.children if not child.running]
     assert not dead, f"processes died: {dead}"

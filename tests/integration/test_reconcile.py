@@ -18,8 +18,9 @@ from toystore.envelope import ApiError
 from toystore.failpoints import ENVIRONMENT, EXIT_STATUS
 from toystore.order.journal import Log
 from toystore.supervise import Supervisor
+from toystore.testing import Store
 
-from .cluster import Cluster
+from .conftest import QUICK
 
 pytestmark = pytest.mark.integration
 
@@ -27,21 +28,21 @@ pytestmark = pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_leader_dies_between_buy_and_log(reactor: Any, supervisor: Supervisor, tmp_path: Path) -> None:
     """Replica 3 leads and dies after its second buy; replica 2 leads next and logs that buy as an order."""
-    store = Cluster(reactor, supervisor, tmp_path)
+    store = Store.create(reactor, tmp_path, supervisor, frontends=0, **QUICK)
     try:
-        await store.start_catalog()
+        await store.start("catalog")
         for i in (1, 2):
-            await store.start_replica(i)
-        await store.start_replica(3, env={ENVIRONMENT: "order.after-buy"})
+            await store.start(f"order-{i}")
+        await store.start("order-3", env={ENVIRONMENT: "order.after-buy"})
         await store.elect(1, 2)
         assert await store.order(2, "before", name="Tux", quantity=1) == 0
         await store.elect(2, 3)
         with pytest.raises(ApiError):  # the connection drops: the outcome is unknown to the caller
             await store.order(3, "crash-1", name="Fox", quantity=3)
-        assert await supervisor.wait(store.replicas[3]) == EXIT_STATUS
+        assert await supervisor.wait(store.children["order-3"]) == EXIT_STATUS
 
         await store.elect(3, 2, skip=(3,))  # no retry of crash-1 anywhere
-        await store.start_replica(3)
+        await store.start("order-3")
         await store.caught_up()
         logs = {i: store.log(i) for i in (1, 2, 3)}
         assert logs[1] == logs[2] == logs[3]
@@ -64,4 +65,4 @@ async def test_leader_dies_between_buy_and_log(reactor: Any, supervisor: Supervi
         assert await store.order(2, "crash-1", name="Fox", quantity=3) == 1
         assert len(store.ledger()[1]) == 2
     finally:
-        store.close()
+        await store.close()

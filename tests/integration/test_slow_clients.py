@@ -21,8 +21,8 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
-from toystore.localcluster import start_store
 from toystore.supervise import Supervisor
+from toystore.testing import Store
 
 pytestmark = pytest.mark.integration
 
@@ -110,18 +110,20 @@ async def test_slow_clients_do_not_hold_the_front_end(reactor: Any, supervisor: 
     request succeeds.  Prints the buyers' median latency without and with the
     slow connections.
     """
-    store = await start_store(
+    store = Store.create(
         reactor,
-        supervisor,
         tmp_path,
+        supervisor,
         frontend={"request_timeout": REQUEST_TIMEOUT},
         catalog={"initial_stock": 100_000},
     )
-    url = store["url"]
+    await store.start_all()
+    url = store.url
     count = itertools.count()
     quiet = await buy(reactor, url, buyers=4, keep_going=lambda: next(count) < 200)
 
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", store["ports"]["frontend"])
+    site = store.sites["frontend"]
+    endpoint = TCP4ClientEndpoint(reactor, site.host, site.ports["http"])
     slow: list[SlowClient] = []
     attacking = True
 

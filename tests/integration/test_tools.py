@@ -18,11 +18,11 @@ import pytest_twisted
 import treq
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from .cluster import write_cluster
-from .conftest import PYTHONPATH, ROOT, run_script
+from toystore.testing import Store, sleep
+
+from .conftest import PYTHONPATH, QUICK, ROOT, run_script
 
 pytestmark = pytest.mark.integration
 
@@ -50,13 +50,17 @@ class Watched(ProcessProtocol):
         self.ended.callback(-reason.value.signal if code is None else code)
 
 
-def start_up(reactor: Any, tmp_path: Path) -> tuple[dict[str, int], Watched, Any]:
-    """``toystore up`` on a cluster of free ports in ``tmp_path``: its ports, its watched output, its process."""
-    config, ports = write_cluster(tmp_path)
+def start_up(reactor: Any, tmp_path: Path) -> tuple[str, Watched, Any]:
+    """
+    ``toystore up`` on the cluster file of a store on free ports in
+    ``tmp_path`` (which starts nothing itself): the front-end's URL, its
+    watched output, its process.
+    """
+    store = Store.create(reactor, tmp_path, **QUICK)
     child = Watched(b"toystore is up at")
     env = {**os.environ, "PYTHONPATH": PYTHONPATH}
-    argv = [sys.executable, "-m", "toystore", "up", "--config", str(config), "--data-dir", str(tmp_path / "var")]
-    return ports, child, reactor.spawnProcess(child, sys.executable, argv, env=env)
+    argv = [sys.executable, "-m", "toystore", "up", "--config", str(store.config), "--data-dir", str(tmp_path / "var")]
+    return store.url, child, reactor.spawnProcess(child, sys.executable, argv, env=env)
 
 
 @pytest_twisted.ensureDeferred
@@ -75,7 +79,7 @@ async def test_children_stop_when_up_is_killed(reactor: Any, tmp_path: Path) -> 
         alive = [pid for pid in pids if _alive(pid)]
         if not alive:
             break
-        await deferLater(reactor, 0.05)
+        await sleep(reactor, 0.05)
     assert alive == [], f"children still running after their supervisor died: {alive}"
 
 
@@ -95,13 +99,12 @@ async def test_up_starts_and_stops_the_store(reactor: Any, tmp_path: Path) -> No
     which elects a leader and answers at the URL printed; SIGTERM stops them
     all and toystore up exits with status 0.
     """
-    ports, child, process = start_up(reactor, tmp_path)
+    url, child, process = start_up(reactor, tmp_path)
     try:
         await child.seen.addTimeout(60, reactor)
         output = child.output.decode()
         for name in ("catalog", "order-1", "order-2", "order-3", "frontend"):
             assert re.search(rf"^  {name} +ready +pid \d+", output, re.MULTILINE), output
-        url = f"http://127.0.0.1:{ports['frontend']}"
         assert f"toystore is up at {url}" in output
         before = (await (await treq.get(f"{url}/products/Tux")).json())["data"]["quantity"]
         response = await treq.post(f"{url}/orders", json={"name": "Tux", "quantity": 2})
