@@ -4,7 +4,8 @@ The ``toystore`` command.
 ``toystore status`` asks every process of the cluster file for its
 ``/health`` and prints one line each: up or down, role, epoch, last order.
 
-``toystore up`` runs the store on this machine: every service as a child
+``toystore up`` runs the store of the cluster file on this machine with
+the harness (:class:`toystore.testing.Store`): every service as a child
 process (``twistd -n --pidfile= toystore-<service>``), started in order, each
 awaited until it reports ready.  It prints where the store answers, reports
 any child that exits, and stops them all on Ctrl-C or SIGTERM.  Each child's
@@ -15,43 +16,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import treq
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import react
 
 from . import loadgen
-from .config import ClusterConfig, ConfigError, load
+from .config import ConfigError, load
 from .measure import table
 from .supervise import Child, ChildFailed, Supervisor
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One service of the store as ``toystore up`` starts it."""
-
-    name: str
-    command: str
-    args: list[str]
-
-
-def plan(config: ClusterConfig, config_path: str | None, data_dir: Path, no_cache: bool = False) -> list[Plan]:
-    """The services to start, in order, with their flags."""
-    common = ["--config", config_path] if config_path else []
-    replicas = [
-        Plan(
-            f"order-{r.id}",
-            "toystore-order",
-            [*common, "--id", str(r.id), "--data-dir", str(data_dir / f"order-{r.id}")],
-        )
-        for r in config.order.replicas
-    ]
-    catalog = Plan("catalog", "toystore-catalog", [*common, "--data-dir", str(data_dir / "catalog")])
-    frontend = Plan("frontend", "toystore-frontend", [*common, *(["--no-cache"] * no_cache)])
-    return [catalog, *replicas, frontend]
+from .testing import Site, Store, health
 
 
 def say(message: str) -> None:
@@ -61,30 +36,31 @@ def say(message: str) -> None:
 
 async def up(reactor: Any, options: argparse.Namespace) -> None:
     """Start the store, report on it, and stop it when told to."""
-    try:
-        config = load(options.config)
-    except ConfigError as e:
-        raise SystemExit(f"toystore: error: {e}") from None
     data_dir = Path(options.data_dir)
     supervisor = Supervisor(reactor)
+    try:
+        store = Store.from_file(reactor, data_dir, options.config, supervisor)
+    except ConfigError as e:
+        raise SystemExit(f"toystore: error: {e}") from None
     reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(stop(supervisor)))
     say(f"toystore: starting the store; data and logs in {data_dir}/")
-    for service in plan(config, options.config, data_dir, options.no_cache):
-        log_path = data_dir / "logs" / f"{service.name}.log"
+    for service in store.names:
+        log_path = store.log_path(service)
         try:
-            child = await supervisor.start(service.name, service.command, service.args, log_path)
+            child = await store.start(service, *(["--no-cache"] * (options.no_cache and service == "frontend")))
         except ChildFailed as e:
             say(f"toystore: {e}; the end of its log ({log_path}):")
             say("\n".join(e.output.splitlines()[-15:]))
             raise SystemExit(1) from None
         except Exception as e:
-            say(f"toystore: {service.name} did not start: {e!r}; see {log_path}")
+            say(f"toystore: {service} did not start: {e!r}; see {log_path}")
             raise SystemExit(1) from None
         ports = "  ".join(f"{name} :{port}" for name, port in sorted(child.ports.items()))
-        say(f"  {service.name:<10} ready   pid {child.pid:<7} {ports}")
+        say(f"  {service:<10} ready   pid {child.pid:<7} {ports}")
         watch(supervisor, child, log_path)
     say(status_line(supervisor))
-    say(f"toystore is up at {config.frontend.url}  (try {config.frontend.url}/products/Tux)   Ctrl-C stops it.")
+    url = store.cluster.frontend.url
+    say(f"toystore is up at {url}  (try {url}/products/Tux)   Ctrl-C stops it.")
     await Deferred()  # until the reactor stops
 
 
@@ -115,31 +91,14 @@ async def stop(supervisor: Supervisor) -> None:
         say("toystore: stopped.")
 
 
-def operator_url(listen: str) -> str:
-    """The HTTP URL of a listening endpoint string (``tcp:8100:interface=127.0.0.1``)."""
-    parts = listen.split(":")
-    port = next((p for p in parts[1:] if p.isdigit()), "0")
-    interface = next((p.split("=", 1)[1] for p in parts if p.startswith("interface=")), "")
-    host = interface if interface not in ("", "0.0.0.0", "::") else "127.0.0.1"
-    return f"http://{host}:{port}"
-
-
 async def status(reactor: Any, options: argparse.Namespace) -> None:
     """Print each process of the store: up or down, role, epoch, last order number."""
     try:
         config = load(options.config)
     except ConfigError as e:
         raise SystemExit(f"toystore: error: {e}") from None
-    targets = [("frontend", config.frontend.url), ("catalog", operator_url(config.catalog.http))]
-    targets += [(f"order-{r.id}", operator_url(r.http)) for r in config.order.replicas]
-
-    async def health(url: str) -> dict[str, Any] | None:
-        try:
-            response = await treq.get(f"{url}/health", timeout=2.0, persistent=False)
-            return (await response.json())["data"]
-        except Exception:
-            return None
-
+    targets = [("frontend", config.frontend.url), ("catalog", Site.of({"http": config.catalog.http}).url)]
+    targets += [(f"order-{r.id}", Site.of({"http": r.http}).url) for r in config.order.replicas]
     found = await DeferredList([Deferred.fromCoroutine(health(url)) for _, url in targets])
     rows = []
     for (name, url), (_, data) in zip(targets, found, strict=True):
