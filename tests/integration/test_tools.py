@@ -142,7 +142,7 @@ def test_up_reports_a_bad_config(tmp_path: Path) -> None:
 def test_bench_wire_smoke(tmp_path: Path) -> None:
     """The wire benchmark runs in smoke mode and reports both set-ups."""
     out = tmp_path / "wire.json"
-    result = run_script("bench_wire.py", "--smoke", "--json", str(out), timeout=120)
+    result = run_script("bench_wire", "--smoke", "--json", str(out), timeout=120)
     assert result.returncode == 0, result.stderr
     assert "same process" in result.stdout and "two processes" in result.stdout
     rows = json.loads(out.read_text())["results"]
