@@ -440,16 +440,16 @@ class LoopbackClient(Service):
     def call(
         self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None, encoded: bool = False
     ) -> Deferred[Any]:
-        """Make a call over the connection (connecting first, if need be), as :meth:`WireClient.call` does."""
+        """
+        Make a call over the connection, connecting first if need be: a
+        Deferred of the reply's data, or of the failures a WireClient's
+        call has (the peer's error, ``NotConnected``, ``CallTimeout``,
+        ``ConnectionDropped``).
+        """
         self.calls.append((type, dict(fields or {})))
-        current = self._current
-        if current is not None and current.connected:
-            return current.call(type, fields, timeout, encoded)
-        return Deferred.fromCoroutine(self._call_when_connected(type, fields, timeout, encoded))
+        return Deferred.fromCoroutine(self._call(type, fields, timeout, encoded))
 
-    async def _call_when_connected(
-        self, type: str, fields: dict[str, Any] | None, timeout: float | None, encoded: bool
-    ) -> Any:
+    async def _call(self, type: str, fields: dict[str, Any] | None, timeout: float | None, encoded: bool) -> Any:
         connection = await self.connection(timeout)
         return await connection.call(type, fields, timeout, encoded)
 
