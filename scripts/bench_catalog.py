@@ -1,8 +1,9 @@
 """
 Benchmark of durable buys per second of the real catalog process.
 
-It starts its own ``twistd -n toystore-catalog`` (data in a new temporary
-directory, 100,000,000 of every toy), or targets a running one given
+It starts its own ``twistd -n toystore-catalog`` with the store harness
+(:class:`toystore.testing.Store`: data in a new temporary directory,
+100,000,000 of every toy, free loopback ports), or targets a running one given
 ``--lines-port`` and ``--http-port``.  Over ONE wire connection, C coroutine
 workers loop ``buy`` calls (1 item, toys in rotation, a unique key each) for
 ``--seconds``, ``--repeats`` times per concurrency level C.  Each buy is
@@ -31,7 +32,6 @@ import itertools
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -41,14 +41,13 @@ from typing import Any
 import treq
 from twisted.copyright import version as twisted_version
 from twisted.internet import task, threads
-from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.defer import Deferred, gatherResults
 
-from scripts import ROOT
 from toystore.catalog.seed import TOYS
 from toystore.envelope import ApiError, Unavailable
-from toystore.localcluster import connect
 from toystore.measure import delta, fsync_rate, mean, percentile, scrape, table
-from toystore.supervise import ChildFailed, Supervisor
+from toystore.supervise import ChildFailed
+from toystore.testing import Store, connect, scratch
 from toystore.wire import WireProtocol
 
 NAMES = list(TOYS)
@@ -213,34 +212,21 @@ def parse(argv: list[str]) -> argparse.Namespace:
 async def main(reactor: Any, *argv: str) -> None:
     """Start a catalog (unless told of a running one), measure it, stop it, print the figures."""
     args = parse(list(argv))
-    directory = tempfile.mkdtemp(prefix="bench-catalog-")
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    supervisor = Supervisor(reactor, env={"PYTHONPATH": pythonpath})
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: DeferredList(supervisor.kill_all()))  # on ^C
+    supervisor, directory = scratch(reactor, "bench-catalog-")  # killed and removed at the end, or on ^C
     try:
         if args.lines_port is None:
-            flags = [
-                "--data-dir",
-                os.path.join(directory, "catalog"),
-                "--initial-stock",
-                "100000000",
-                "--lines",
-                "tcp:0:interface=127.0.0.1",
-                "--http",
-                "tcp:0:interface=127.0.0.1",
-            ]
+            store = Store.create(reactor, directory, supervisor, catalog={"initial_stock": 100_000_000})
             try:
-                child = await supervisor.start("catalog", "toystore-catalog", flags)
+                child = await store.start("catalog")
             except ChildFailed as e:
                 raise SystemExit(f"{e}:\n{e.output}") from None
             lines, http = child.ports["lines"], child.ports["http"]
         else:
             lines, http = args.lines_port, args.http_port
         rows = await run_levels(reactor, lines, http, args)
-        fsyncs = await threads.deferToThread(fsync_rate, directory, args.fsync_seconds)
+        fsyncs = await threads.deferToThread(fsync_rate, str(directory), args.fsync_seconds)
     finally:
         await supervisor.stop_all()
-        shutil.rmtree(directory, ignore_errors=True)
     print(format_rows(rows))
     print(f"reference: {fsyncs:,.0f} fsync/s (write 4 KiB + fsync, one thread, in {tempfile.gettempdir()})")
     if args.json:

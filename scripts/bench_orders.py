@@ -2,13 +2,14 @@
 Benchmark of durable orders per second through the leader of three real
 order replicas.
 
-It writes a cluster file with every listener on a free loopback port (data
-in a new temporary directory, 100,000,000 of every toy, ``order.min_insync``
-2) and starts, with :class:`toystore.supervise.Supervisor`, the catalog
-(``twistd -n toystore-catalog``) and three replicas (``twistd -n
-toystore-order --id N``).  There is no front-end yet, so the benchmark plays
-its part: it elects replica 3 for epoch 1 (``lead`` to replica 3, then to 1
-and 2) and waits until both followers are in the leader's in-sync set.
+It starts, with the store harness (:class:`toystore.testing.Store`: a
+cluster file with every listener on a free loopback port, data in a new
+temporary directory, 100,000,000 of every toy, ``order.min_insync`` 2), the
+catalog (``twistd -n toystore-catalog``) and three replicas (``twistd -n
+toystore-order --id N``), and no front-end: the benchmark plays its part, so
+that it measures the replicas alone.  It elects replica 3 for epoch 1
+(``lead`` to replica 3, then to 1 and 2) and waits until both followers are
+in the leader's in-sync set.
 
 C clients, each on its OWN wire connection to the leader's lines port, loop
 ``order`` calls (1 item, toys in rotation, a unique key each) for
@@ -55,14 +56,12 @@ from twisted.copyright import version as twisted_version
 from twisted.internet import task, threads
 from twisted.internet.defer import Deferred, DeferredList
 
-from toystore import localcluster
 from toystore.catalog.seed import TOYS
-from toystore.config import WireConfig, load
 from toystore.envelope import ApiError
-from toystore.localcluster import REPLICAS, cluster_file, connect
 from toystore.measure import delta, fsync_rate, mean, percentile, scrape, table
 from toystore.order.journal import Log, scan
 from toystore.supervise import ChildFailed, Supervisor
+from toystore.testing import REPLICAS, Store, connect, scratch, sleep
 from toystore.wire import ConnectionDropped, NotConnected, WireProtocol
 
 NAMES = list(TOYS)
@@ -72,14 +71,9 @@ EPOCH = 1
 POLL = 0.05  # seconds between two looks while waiting for a state
 
 
-def sleep(reactor: Any, seconds: float) -> Deferred[None]:
-    """A Deferred that fires after ``seconds`` of reactor time (never ``time.sleep``)."""
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-async def all_metrics(ports: dict[str, int]) -> dict[int, dict[str, float]]:
+async def all_metrics(store: Store) -> dict[int, dict[str, float]]:
     """Every replica's ``/metrics``, by replica id."""
-    return {i: await scrape(ports[f"http{i}"]) for i in REPLICAS}
+    return {i: await scrape(store.sites[f"order-{i}"].ports["http"]) for i in REPLICAS}
 
 
 def fsync_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -92,31 +86,15 @@ def fsync_figures(before: dict[str, float], after: dict[str, float]) -> dict[str
     }
 
 
-async def status(reactor: Any, ports: dict[str, int], wire: WireConfig, i: int) -> dict[str, Any]:
-    """Replica ``i``'s ``status``, over a connection of its own."""
-    connection = await connect(reactor, ports[f"lines{i}"], wire)
-    try:
-        return await connection.call("status")
-    finally:
-        connection.transport.loseConnection()
-
-
-async def elect(reactor: Any, ports: dict[str, int], wire: WireConfig, timeout: float = 15.0) -> None:
+async def elect(reactor: Any, store: Store, timeout: float = 15.0) -> None:
     """
     The front-end's part: tell replica 3 it leads epoch 1, wait for it to be
     ready, tell the other two, and wait until both are in its in-sync set.
     """
-    for i in (LEADER, *(i for i in REPLICAS if i != LEADER)):
-        connection = await connect(reactor, ports[f"lines{i}"], wire)
-        try:
-            reply = await connection.call("lead", {"epoch": EPOCH, "leader": LEADER})
-        finally:
-            connection.transport.loseConnection()
-        if i == LEADER and not reply.get("ready"):
-            raise SystemExit(f"replica {LEADER} did not become ready to lead: {reply}")
+    await store.elect(EPOCH, LEADER)
     followers = sorted(i for i in REPLICAS if i != LEADER)
     deadline = reactor.seconds() + timeout
-    while (leader := await status(reactor, ports, wire, LEADER))["in_sync"] != followers:
+    while (leader := await store.call(f"order-{LEADER}", "status"))["in_sync"] != followers:
         if reactor.seconds() > deadline:
             raise SystemExit(f"the followers did not get in sync within {timeout} s: {leader}")
         await sleep(reactor, POLL)
@@ -154,19 +132,22 @@ async def measure(
 
 
 async def run_levels(
-    reactor: Any, ports: dict[str, int], wire: WireConfig, max_batch: int, args: argparse.Namespace
+    reactor: Any, store: Store, max_batch: int, args: argparse.Namespace
 ) -> tuple[list[dict[str, Any]], int]:
     """Measure every client count against the leader; one result row per count, and the orders acknowledged."""
-    clients = [await connect(reactor, ports[f"lines{LEADER}"], wire) for _ in range(max(args.clients))]
+    leader = store.sites[f"order-{LEADER}"]
+    clients = [
+        await connect(reactor, leader.ports["lines"], store.cluster.wire, leader.host) for _ in range(max(args.clients))
+    ]
     keys, dropped, acknowledged = itertools.count(), [], 0
     try:
         warm = await measure(reactor, clients, args.seconds / 3, keys, dropped)
         acknowledged += len(warm["latencies"])
         rows = []
         for c in args.clients:
-            before = await all_metrics(ports)
+            before = await all_metrics(store)
             runs = [await measure(reactor, clients[:c], args.seconds, keys, dropped) for _ in range(args.repeats)]
-            after = await all_metrics(ports)
+            after = await all_metrics(store)
             latencies = [x for run in runs for x in run["latencies"]]
             errors = [x for run in runs for x in run["errors"]]
             acknowledged += len(latencies)
@@ -197,27 +178,20 @@ async def run_levels(
             connection.transport.loseConnection()
 
 
-def read_logs(directory: Path) -> dict[int, bytes]:
-    """The three replicas' log files, by replica id."""
-    return {i: (directory / f"order-{i}" / "orders.log").read_bytes() for i in REPLICAS}
-
-
-async def check_logs(
-    reactor: Any, ports: dict[str, int], wire: WireConfig, directory: Path, timeout: float = 30.0
-) -> dict[str, Any]:
+async def check_logs(reactor: Any, store: Store, timeout: float = 30.0) -> dict[str, Any]:
     """
     Wait until every replica has its whole log on disk and all have the same
     length, then compare the three log files byte for byte.
     """
     deadline = reactor.seconds() + timeout
     while True:
-        statuses = {i: await status(reactor, ports, wire, i) for i in REPLICAS}
+        statuses = {i: await store.call(f"order-{i}", "status") for i in REPLICAS}
         lengths = {s["length"] for s in statuses.values()} | {s["durable"] for s in statuses.values()}
         if len(lengths) == 1 or reactor.seconds() > deadline:
             break
         await sleep(reactor, POLL)
-    logs = await threads.deferToThread(read_logs, directory)
-    orders = Log(scan(directory / f"order-{LEADER}" / "orders.log").lines).keys
+    logs = await threads.deferToThread(store.logs)
+    orders = Log(scan(store.directory / f"order-{LEADER}" / "orders.log").lines).keys
     return {
         "identical": len(set(logs.values())) == 1,
         "caught_up": len(lengths) == 1,
@@ -233,29 +207,27 @@ async def check_logs(
 async def run_setting(reactor: Any, supervisor: Supervisor, directory: Path, max_batch: int, args: Any) -> Any:
     """Start a fresh cluster with ``max_batch``, measure it, check its logs, stop it; the figures."""
     directory.mkdir()
-    config, ports = cluster_file(
+    store = Store.create(
+        reactor,
         directory,
+        supervisor,
+        frontends=0,
         wire={"reconnect_initial": 0.05, "reconnect_max": 0.5},
         catalog={"initial_stock": 100_000_000},
         order={"min_insync": 2, "max_batch": max_batch},
     )
-    wire = load(str(config)).wire
-    logs = directory / "logs"
     first = len(supervisor.children)  # the children of earlier settings have been stopped already
     try:
         try:
-            await supervisor.start("catalog", "toystore-catalog", ["--config", str(config)], logs / "catalog.log")
-            for i in REPLICAS:
-                flags = ["--config", str(config), "--id", str(i)]
-                await supervisor.start(f"order-{i}", "toystore-order", flags, logs / f"order-{i}.log")
+            await store.start_all()
         except ChildFailed as e:
             raise SystemExit(f"{e}:\n{e.output}") from None
-        await elect(reactor, ports, wire)
-        rows, acknowledged = await run_levels(reactor, ports, wire, max_batch, args)
-        logs_check = await check_logs(reactor, ports, wire, directory)
+        await elect(reactor, store)
+        rows, acknowledged = await run_levels(reactor, store, max_batch, args)
+        logs_check = await check_logs(reactor, store)
         crashed = [child.name for child in supervisor.children[first:] if not child.running]
     finally:
-        await supervisor.stop_all()
+        await store.stop()
     return {
         "max_batch": max_batch,
         "rows": rows,
@@ -325,7 +297,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 async def main(reactor: Any, *argv: str) -> None:
     """Start a fresh cluster per max_batch setting, measure it, stop it, print the figures."""
     args = parse(list(argv))
-    supervisor, directory = localcluster.scratch(reactor, "bench-orders-", keep=lambda: args.keep)
+    supervisor, directory = scratch(reactor, "bench-orders-", keep=lambda: args.keep)
     runs = []
     try:
         for max_batch in args.settings:

@@ -54,52 +54,42 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 
 from scripts import ROOT
-from toystore import localcluster
 from toystore.loadgen import KINDS, Report, run
-from toystore.localcluster import REPLICAS
 from toystore.measure import percentile, table
 from toystore.order.journal import CorruptJournal, decode, scan
 from toystore.supervise import ChildFailed, Supervisor
+from toystore.testing import REPLICAS, Store, scratch, sleep
 
 POLL = 0.05  # seconds between two looks while waiting for a state
 RECOVERY = 30.0  # seconds the replicas get to agree after the load stops
 WINDOW = 2.0  # seconds after a follower kill in which the slowest buy is reported
 
 
-def sleep(reactor: Any, seconds: float) -> Deferred[None]:
-    """A Deferred that fires after ``seconds`` of reactor time (never ``time.sleep``)."""
-    return task.deferLater(reactor, max(0.0, seconds), lambda: None)
-
-
-async def start_store(reactor: Any, supervisor: Supervisor, directory: Path, stock: int) -> dict[str, Any]:
+async def start_store(reactor: Any, supervisor: Supervisor, directory: Path, stock: int) -> Store:
     """A fresh store in ``directory``: catalog, three replicas, front-end, first leader elected."""
+    store = Store.create(reactor, directory, supervisor, catalog={"initial_stock": stock})
     try:
-        store = await localcluster.start_store(reactor, supervisor, directory, catalog={"initial_stock": stock})
+        await store.start_all()
     except ChildFailed as e:
         raise SystemExit(f"{e}:\n{e.output}") from None
     await current_leader(reactor, store)
     return store
 
 
-async def status(reactor: Any, store: dict[str, Any], i: int) -> dict[str, Any] | None:
-    """Replica ``i``'s ``status`` over its lines port, or None if it does not answer within a second."""
-    return await localcluster.replica_status(reactor, store["ports"][f"lines{i}"])
-
-
-async def current_leader(reactor: Any, store: dict[str, Any], timeout: float = 30.0) -> int:
+async def current_leader(reactor: Any, store: Store, timeout: float = 30.0) -> int:
     """The replica the front-end names in ``GET /leader`` once that replica also says it leads that epoch."""
     deadline = reactor.seconds() + timeout
     last: Any = None
     while reactor.seconds() < deadline:
-        named = await localcluster.wait_for_leader(reactor, store["url"], max(0.1, deadline - reactor.seconds()))
-        last = await status(reactor, store, named["leader"])
+        named = await store.elected(timeout=max(0.1, deadline - reactor.seconds()))
+        last = await store.status(named["leader"])
         if last and last["role"] == "leader" and last["epoch"] == named["epoch"]:
             return named["leader"]
         await sleep(reactor, POLL)  # the named leader just died, or has not opened its epoch yet
     raise RuntimeError(f"no leader confirmed within {timeout} s (last answer: {last})")
 
 
-async def nemesis(reactor: Any, supervisor: Supervisor, store: dict[str, Any], args: Any) -> list[dict[str, Any]]:
+async def nemesis(reactor: Any, store: Store, args: Any) -> list[dict[str, Any]]:
     """Kill a replica every ``--period`` s (the leader in even rounds) and restart it ``--down`` s later."""
     rng = random.Random(args.seed)
     kills: list[dict[str, Any]] = []
@@ -108,13 +98,11 @@ async def nemesis(reactor: Any, supervisor: Supervisor, store: dict[str, Any], a
         await sleep(reactor, due - reactor.seconds())
         leader = await current_leader(reactor, store)
         victim = leader if round_ % 2 == 0 else rng.choice([i for i in REPLICAS if i != leader])
-        child = store["replicas"][victim]
         killed = reactor.seconds()
-        child.signal("KILL")
-        await supervisor.wait(child)
+        await store.kill(f"order-{victim}")
         await sleep(reactor, killed + args.down - reactor.seconds())
         restarted = reactor.seconds()
-        await localcluster.start_replica(supervisor, store, victim)  # also recorded in store["replicas"]
+        await store.start(f"order-{victim}")
         kill = {"replica": victim, "leader": victim == leader, "killed_at": killed, "restarted_at": restarted}
         kills.append({**kill, "ready_at": reactor.seconds()})
         due = max(killed + args.period, reactor.seconds())  # never two replicas down at once
@@ -122,11 +110,11 @@ async def nemesis(reactor: Any, supervisor: Supervisor, store: dict[str, Any], a
     return kills
 
 
-async def recover(reactor: Any, store: dict[str, Any]) -> dict[str, Any]:
+async def recover(reactor: Any, store: Store) -> dict[str, Any]:
     """Wait (at most RECOVERY s) until every replica reports the same length, all of it durable."""
     started = reactor.seconds()
     while True:
-        statuses = {i: await status(reactor, store, i) for i in REPLICAS}
+        statuses = {i: await store.status(i) for i in REPLICAS}
         answered = [s for s in statuses.values() if s is not None]
         agreed = {(s["length"], s["durable"]) for s in answered}
         done = len(answered) == len(REPLICAS) and len(agreed) == 1 and len(set(agreed.pop())) == 1
@@ -351,7 +339,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 async def main(reactor: Any, *argv: str) -> None:
     """Start the store, load it while the nemesis kills, stop, check, plot, report."""
     args = parse(list(argv))
-    supervisor, directory = localcluster.scratch(
+    supervisor, directory = scratch(
         reactor, "failover-", keep=lambda: args.keep, on_stop=lambda: setattr(args, "stopping", True)
     )
     stop: Deferred[None] = Deferred()
@@ -361,10 +349,10 @@ async def main(reactor: Any, *argv: str) -> None:
         store = await start_store(reactor, supervisor, directory, args.stock)
         t0 = reactor.seconds()
         load = Deferred.fromCoroutine(
-            run(reactor, store["url"], args.clients, None, args.p, args.seed, stop, report=report)
+            run(reactor, store.url, args.clients, None, args.p, args.seed, stop, report=report)
         )
         try:
-            kills = await nemesis(reactor, supervisor, store, args)
+            kills = await nemesis(reactor, store, args)
         finally:
             stopped = reactor.seconds() - t0
             if not stop.called:

@@ -5,8 +5,8 @@ orders go unacknowledged when the order leader dies.
 
 Each store is a fresh cluster on free loopback ports (a new temporary
 directory, 100,000,000 of every toy so orders never run dry, other knobs as
-packaged) started with :class:`toystore.supervise.Supervisor` in the order of
-the end-to-end tests: catalog, three order replicas, front-end, then
+packaged) started with the store harness (:class:`toystore.testing.Store`)
+as in the end-to-end tests: catalog, three order replicas, front-end, then
 ``GET /leader`` until its first election is over.  ``--clients`` clients,
 each a treq ``HTTPClient`` on its OWN one-connection persistent pool (a
 keep-alive session), loop each request type for ``--seconds``:
@@ -51,20 +51,14 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from toystore import localcluster
-from toystore.localcluster import connect
 from toystore.measure import percentile, table
 from toystore.supervise import ChildFailed, Supervisor
+from toystore.testing import Store, scratch, sleep
 
 TOYS = ["Tux", "Whale", "Elephant", "Dolphin", "Fox"]  # orders rotate over these
 KINDS = ["product (cached)", "product (uncached)", "order", "order query"]
 POLL = 0.05  # seconds between two looks while waiting for a state
 TIMEOUT = 30.0  # seconds before a request without an answer counts as an error
-
-
-def sleep(reactor: Any, seconds: float) -> Deferred[None]:
-    """A Deferred that fires after ``seconds`` of reactor time (never ``time.sleep``)."""
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 def session(reactor: Any) -> tuple[HTTPClient, HTTPConnectionPool]:
@@ -87,14 +81,14 @@ async def call(http: Any, method: str, url: str, body: Any = None) -> tuple[int,
         return response.code, content.decode("utf-8", "replace")
 
 
-async def start_store(reactor: Any, supervisor: Supervisor, directory: Path, *flags: str) -> dict[str, Any]:
+async def start_store(reactor: Any, supervisor: Supervisor, directory: Path, *flags: str) -> Store:
     """A fresh store in ``directory`` (``flags`` for the front-end), its first leader elected."""
+    store = Store.create(reactor, directory, supervisor, catalog={"initial_stock": 100_000_000})
     try:
-        return await localcluster.start_store(
-            reactor, supervisor, directory, flags, catalog={"initial_stock": 100_000_000}
-        )
+        await store.start_all(*flags)
     except ChildFailed as e:
         raise SystemExit(f"{e}:\n{e.output}") from None
+    return store
 
 
 def request(kind: str, url: str, i: int, k: int, numbers: list[int]) -> tuple[str, str, Any]:
@@ -157,21 +151,15 @@ def figures(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def in_sync(reactor: Any, port: int) -> Any:
-    """The in-sync followers the replica on lines ``port`` reports (its ``status``)."""
-    try:
-        connection = await connect(reactor, port)
-        try:
-            return (await connection.call("status"))["in_sync"]
-        finally:
-            connection.transport.loseConnection()
-    except Exception as e:
-        return f"no status: {e}"
+async def in_sync(store: Store, i: int) -> Any:
+    """The in-sync followers replica ``i`` reports (its ``status``)."""
+    status = await store.status(i, timeout=5.0)
+    return status["in_sync"] if status is not None else "no status"
 
 
-async def failover(reactor: Any, supervisor: Supervisor, store: dict[str, Any], args: Any) -> dict[str, Any]:
+async def failover(reactor: Any, store: Store, args: Any) -> dict[str, Any]:
     """One client orders back to back while the leader is SIGKILLed and restarted ``--kills`` times."""
-    url, sent = store["url"], []  # sent: (sent at, answered at, status, reply)
+    url, sent = store.url, []  # sent: (sent at, answered at, status, reply)
     kills: list[dict[str, Any]] = []
     stop: list[bool] = []
 
@@ -193,13 +181,10 @@ async def failover(reactor: Any, supervisor: Supervisor, store: dict[str, Any], 
     try:
         for _ in range(args.kills):
             await sleep(reactor, args.failover_period)
-            victim = (await localcluster.wait_for_leader(reactor, url))["leader"]
-            followers = await in_sync(reactor, store["ports"][f"lines{victim}"])
-            child = store["replicas"][victim]
+            victim = (await store.elected())["leader"]
+            followers = await in_sync(store, victim)
             killed = reactor.seconds()
-            child.signal("KILL")
-            await child.when_ended()
-            await localcluster.start_replica(supervisor, store, victim)  # also recorded in store["replicas"]
+            await store.restart(f"order-{victim}")  # SIGKILL, then start it at once
             kills.append({"replica": victim, "in_sync": followers, "killed_at": killed})
             kills[-1]["restarted_after_s"] = reactor.seconds() - killed
         deadline = reactor.seconds() + 30  # the last kill's first ack
@@ -271,19 +256,19 @@ def report(results: dict[str, Any], ratio: float, failovers: dict[str, Any], cra
 async def main(reactor: Any, *argv: str) -> None:
     """Measure phases A and C on one store and phase B on another, stop everything, print the figures."""
     args = parse(list(argv))
-    supervisor, directory = localcluster.scratch(reactor, "latency-", keep=lambda: args.keep)
+    supervisor, directory = scratch(reactor, "latency-", keep=lambda: args.keep)
     cache: dict[str, Any] = {}
     try:
         store = await start_store(reactor, supervisor, directory / "cache-on")
-        runs = await loops(reactor, store["url"], args, ["product (cached)", "order", "order query"])
-        cache["on"] = (await call(treq, "GET", f"{store['url']}/cache"))[1]  # hits, misses
-        failovers = await failover(reactor, supervisor, store, args)
+        runs = await loops(reactor, store.url, args, ["product (cached)", "order", "order query"])
+        cache["on"] = (await call(treq, "GET", f"{store.url}/cache"))[1]  # hits, misses
+        failovers = await failover(reactor, store, args)
         exited = [child.name for child in supervisor.children if not child.running and child.status != -9]
         await supervisor.stop_all()
         first = len(supervisor.children)
         store = await start_store(reactor, supervisor, directory / "cache-off", "--no-cache")
-        runs.update(await loops(reactor, store["url"], args, ["product (uncached)"]))
-        cache["off"] = (await call(treq, "GET", f"{store['url']}/cache"))[1]
+        runs.update(await loops(reactor, store.url, args, ["product (uncached)"]))
+        cache["off"] = (await call(treq, "GET", f"{store.url}/cache"))[1]
         exited += [child.name for child in supervisor.children[first:] if not child.running]
     finally:
         await supervisor.stop_all()

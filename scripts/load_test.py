@@ -5,8 +5,8 @@ the LRU cache replaces its entries under that load.
 
 Each mode gets a fresh store (a new temporary directory, free loopback ports,
 every knob as packaged: 100 of each toy, restocked to 100 every 10 s once
-sold out, a cache of 10 of the 15 toys) started with
-:class:`toystore.supervise.Supervisor` like the end-to-end tests: catalog,
+sold out, a cache of 10 of the 15 toys) started with the store harness
+(:class:`toystore.testing.Store`) like the end-to-end tests: catalog,
 three order replicas, front-end (``--no-cache`` in the second mode), then
 ``GET /leader`` until its first election is over.  On it, for each p of
 ``--p``, :func:`toystore.loadgen.run` drives ``--clients`` keep-alive
@@ -65,21 +65,16 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from scripts import ROOT
-from toystore import loadgen, localcluster
+from toystore import loadgen
 from toystore.catalog.seed import TOYS
-from toystore.config import load
 from toystore.measure import table
 from toystore.supervise import ChildFailed, Supervisor
+from toystore.testing import Store, scratch, sleep
 
 matplotlib.use("Agg")  # the plots go to files: no display
 
 MODES = ("on", "off")
 MARKERS = {"evicted": ("x", "tab:red"), "invalidated": ("o", "tab:blue"), "cleared": ("D", "tab:gray")}
-
-
-def sleep(reactor: Any, seconds: float) -> Deferred[None]:
-    """A Deferred that fires after ``seconds`` of reactor time (never ``time.sleep``)."""
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -120,11 +115,12 @@ async def start_store(reactor: Any, supervisor: Supervisor, directory: Path, mod
     """A fresh store in ``directory``, cache ``mode``, its first leader elected: its URL and configuration."""
     overrides = {"catalog": {"restock_interval": args.restock_interval}} if args.restock_interval else {}
     flags = ("--no-cache",) if mode == "off" else ()
+    store = Store.create(reactor, directory, supervisor, **overrides)
     try:
-        store = await localcluster.start_store(reactor, supervisor, directory, flags, **overrides)
+        await store.start_all(*flags)
     except ChildFailed as e:
         raise SystemExit(f"{e}:\n{e.output}") from None
-    return store["url"], load(str(store["config"]))
+    return store.url, store.cluster
 
 
 async def poll_cache(reactor: Any, http: Any, url: str, every: float, t0: float, polls: list, stop: list) -> None:
@@ -347,7 +343,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
 async def main(reactor: Any, *argv: str) -> None:
     """Run every p with the cache on, then off, on fresh stores; write the outputs; exit 1 on errors."""
     args = parse(list(argv))
-    supervisor, directory = localcluster.scratch(reactor, "load-test-", keep=lambda: args.keep)
+    supervisor, directory = scratch(reactor, "load-test-", keep=lambda: args.keep)
     phases: dict[str, dict] = {}
     crashed: list[str] = []
     try:

@@ -5,11 +5,12 @@ twisted.web on this machine.
 The store is a fresh cluster on free loopback ports (a new temporary
 directory, 100,000,000 of every toy so orders never run dry, other knobs as
 packaged: three replicas, every log write fsynced, an order acknowledged
-once two of them hold it), started like ``toystore up`` does; or ``--url``
-names a running one.  The ceiling is a bare twisted.web server
-(``scripts/bench/ceiling.py``) in one process, like the front-end, that
-answers every request with the bytes of a cached product reply and the same
-headers: what the stack itself can do here, with no store behind it.
+once two of them hold it), started with the store harness as ``toystore
+up`` does; or ``--url`` names a running one.  The ceiling is a bare
+twisted.web server (``scripts/bench/ceiling.py``) in one process, like the
+front-end, that answers every request with the bytes of a cached product
+reply and the same headers: what the stack itself can do here, with no store
+behind it.
 
 wrk (``scripts/bench/wrk.lua`` builds the requests and reports the figures)
 drives each case in turn, at 1, 5, 16 and 64 keep-alive connections,
@@ -83,9 +84,9 @@ from scripts.bench import hotspots
 from scripts.bench.procs import cpu_all, rss_kib, running
 from scripts.bench.references import CASE_PROCESSES, REFERENCES, start_references
 from scripts.bench.results import CASES, mean_ceiling, report, targets, with_ratios
-from toystore import localcluster
 from toystore.catalog.seed import TOYS
 from toystore.supervise import Child, ChildFailed, Supervisor
+from toystore.testing import Store, scratch, sleep
 
 LUA = Path(__file__).resolve().parent / "wrk.lua"
 STOCK = 100_000_000
@@ -97,24 +98,14 @@ INSTALL = (
 )
 
 
-def sleep(reactor: Any, seconds: float) -> Deferred[None]:
-    """A Deferred that fires after ``seconds`` of reactor time (never ``time.sleep``)."""
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-async def swap_frontend(reactor: Any, supervisor: Supervisor, store: dict[str, Any]) -> str:
-    """Stop the store's front-end and start one with ``--no-cache`` on the same port; its URL."""
-    for child in supervisor.children:
-        if child.name == "frontend" and child.running:
-            child.signal("TERM")
-            await child.when_ended()
-    flags = ["--config", str(store["config"]), "--no-cache"]
+async def swap_frontend(store: Store) -> str:
+    """Stop the store's front-end and start it again with ``--no-cache`` on the same port; its URL."""
     try:
-        await supervisor.start("frontend-nocache", "toystore-frontend", flags, store["logs"] / "frontend-nocache.log")
+        await store.restart("frontend", "--no-cache")
     except ChildFailed as e:
         raise SystemExit(f"{e}:\n{e.output}") from None
-    await localcluster.wait_for_leader(reactor, store["url"])
-    return store["url"]
+    await store.elected()
+    return store.url
 
 
 # -- wrk ----------------------------------------------------------------------------
@@ -290,18 +281,17 @@ async def rss_run(reactor: Any, args: argparse.Namespace, url: str, pids: dict[s
 
 async def run(reactor: Any, args: argparse.Namespace, supervisor: Supervisor, directory: Path) -> dict[str, Any]:
     """Start what is needed, measure every case asked for, return everything for the JSON."""
-    store: dict[str, Any] | None = None
+    store: Store | None = None
     swapped: list[Child] = []  # the front-end stopped on purpose for the uncached case
     if args.url:
         url = args.url.rstrip("/")
     else:
+        store = Store.create(reactor, directory / "store", supervisor, catalog={"initial_stock": STOCK})
         try:
-            store = await localcluster.start_store(
-                reactor, supervisor, directory / "store", (), catalog={"initial_stock": STOCK}
-            )
+            await store.start_all()
         except ChildFailed as e:
             raise SystemExit(f"{e}:\n{e.output}") from None
-        url = store["url"]
+        url = store.url
     body = await product_reply(url, args.product)
     ceiling_url, forwarder_url = await start_references(reactor, supervisor, directory, body)
     pids = running(supervisor)
@@ -338,7 +328,7 @@ async def run(reactor: Any, args: argparse.Namespace, supervisor: Supervisor, di
         uncached_url = (args.uncached_url or "").rstrip("/") or None
         if store is not None:
             swapped = [c for c in supervisor.children if c.name == "frontend"]
-            uncached_url = await swap_frontend(reactor, supervisor, store)
+            uncached_url = await swap_frontend(store)
             pids = running(supervisor)
             print(f"processes: {', '.join(f'{name} {pid}' for name, pid in pids.items())}", file=sys.stderr)
         if uncached_url:
@@ -428,7 +418,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 async def main(reactor: Any, *argv: str) -> None:
     """Measure, stop everything, print the table, write the JSON."""
     args = parse(list(argv))
-    supervisor, directory = localcluster.scratch(reactor, "bench-", keep=lambda: args.keep)
+    supervisor, directory = scratch(reactor, "bench-", keep=lambda: args.keep)
     try:
         results = await run(reactor, args, supervisor, directory)
     finally:
