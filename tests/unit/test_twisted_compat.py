@@ -89,6 +89,8 @@ class BadRequestHookTests(CompatCase):
         calls: list[str] = []
 
         class Recording(BadRequestHook):
+            """Counts each kind of malformed request that reaches bad_request."""
+
             def bad_request(self) -> None:
                 calls.append(kind)
                 super().bad_request()
@@ -146,11 +148,15 @@ class ClientServiceProxyTests(CompatCase):
         built: list[Protocol] = []
 
         class Connection(Protocol):
+            """A protocol with the ``connection`` property of WireProtocol."""
+
             @property
             def connection(self) -> Protocol:
                 return self
 
         class Building(Factory):
+            """Keeps each protocol it builds."""
+
             def buildProtocol(self, addr: Any) -> Protocol:
                 built.append(Connection())
                 return built[-1]

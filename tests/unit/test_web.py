@@ -518,7 +518,10 @@ class QuietConnectionPoolTests(SynchronousTestCase):
 
         @implementer(IStreamClientEndpoint)
         class Endpoint:
-            factories: list[Any] = []
+            """Keeps the factory of each connection asked for, and connects nothing."""
+
+            def __init__(self) -> None:
+                self.factories: list[Any] = []
 
             def connect(self, factory: Any) -> Deferred[Any]:
                 self.factories.append(factory)

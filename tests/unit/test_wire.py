@@ -424,6 +424,19 @@ class WireClientTests(SynchronousTestCase):
         self.assertIn("int or str", error.message)
 
 
+class ModuleTests(SynchronousTestCase):
+    """The wire's split into modules by concern keeps the names other code imports."""
+
+    def test_protocol_module_keeps_its_names(self) -> None:
+        """toystore.wire.protocol still offers every name it defined before the split, the same objects."""
+        import toystore.wire
+        import toystore.wire.protocol
+
+        for name in toystore.wire.protocol.__all__:
+            with self.subTest(name=name):
+                self.assertIs(getattr(toystore.wire.protocol, name), getattr(toystore.wire, name))
+
+
 class NoDelayTests(SynchronousTestCase):
     """Wire connections and HTTP channels turn Nagle's algorithm off (small writes must not wait 40 ms)."""
 
