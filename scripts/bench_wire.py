@@ -32,11 +32,11 @@ import statistics
 import sys
 from typing import Any
 
-import twisted
 from twisted.internet import endpoints, stdio, task
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import ProcessProtocol, Protocol
 
+import twisted
 from scripts import ROOT
 from toystore.config import WireConfig
 from toystore.measure import table

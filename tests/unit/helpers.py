@@ -13,8 +13,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from toystore.config import WireConfig
+from toystore.contract import int_field
 from toystore.envelope import Conflict
-from toystore.wire import Reply, WireProtocol, require
+from toystore.wire import Reply, WireProtocol
 
 WIRE = WireConfig(call_timeout=5.0, max_line=4096, reconnect_initial=1.0, reconnect_max=8.0)
 
@@ -76,7 +77,7 @@ class Handler:
         self.lost: list[WireProtocol] = []
 
     def call_add(self, message: dict[str, Any], connection: WireProtocol) -> dict[str, int]:
-        return {"sum": require(message, "a", int) + require(message, "b", int)}
+        return {"sum": int_field(message, "a", 0, 100) + int_field(message, "b", 0, 100)}
 
     def call_wait(self, message: dict[str, Any], connection: WireProtocol) -> Deferred[Any]:
         self.waiting[message["tag"]] = Deferred()

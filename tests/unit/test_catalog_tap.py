@@ -57,7 +57,6 @@ class ReadyTests(SynchronousTestCase):
         self.assertEqual(ready["command"], "toystore-test")
         self.assertEqual(json.loads(ready["ports"]), {"lines": 8101, "http": 8100})
 
-
     def test_ready_freezes_what_start_made(self) -> None:
         """At ready, the objects made while starting leave the cyclic collector's generations (gc.freeze)."""
         import gc

@@ -54,7 +54,7 @@ The modules, one concern each
 - :mod:`~toystore.wire.calls`: the calls a connection makes (ids, pending
   calls, the one timer of their deadlines, replies, ``encoded=True``);
 - :mod:`~toystore.wire.dispatch`: requests and pushes served by the handler's
-  methods, their answers and ``call_finished``; :class:`Reply`, :func:`require`;
+  methods, their answers and ``call_finished``; :class:`Reply`;
 - :mod:`~toystore.wire.admission`: the cluster secret (the ``auth`` call);
 - :mod:`~toystore.wire.stall`: dropping a peer that stops reading;
 - :mod:`~toystore.wire.protocol`: :class:`WireProtocol`, which composes them,
@@ -64,7 +64,7 @@ The modules, one concern each
 
 from .calls import CallTimeout, ConnectionDropped, NotConnected
 from .client import WireClient
-from .dispatch import Reply, require
+from .dispatch import Reply
 from .framing import no_delay
 from .protocol import WireFactory, WireProtocol
 
@@ -77,5 +77,4 @@ __all__ = [
     "WireFactory",
     "WireProtocol",
     "no_delay",
-    "require",
 ]

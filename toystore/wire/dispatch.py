@@ -7,8 +7,8 @@ what the handler returns (at once when it is plain data, once it fires when
 it is a Deferred or coroutine, then runs a :class:`Reply`'s ``after``), turns
 an :class:`~toystore.envelope.ApiError` into an error reply and anything else
 into a logged 500, and tells the handler's hooks (``connection_made``,
-``connection_lost``, ``call_finished``).  :func:`require` is how a handler
-checks a field of its request.
+``connection_lost``, ``call_finished``).  A handler checks the fields of a
+request with its description in :mod:`toystore.contract`.
 """
 
 from __future__ import annotations
@@ -37,24 +37,6 @@ class Reply:
     def __init__(self, data: Any, after: Callable[[], None]) -> None:
         self.data = data
         self.after = after
-
-
-def require(message: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    """
-    The field ``name`` of a request, checked to be of ``kind``.
-
-    Booleans are not accepted where integers are expected.
-
-    :raises BadRequest: naming the field, when it is missing or ill-typed.
-    """
-    if name not in message:
-        raise BadRequest(f"field {name!r} is missing")
-    value = message[name]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        expected = " or ".join(k.__name__ for k in kinds)
-        raise BadRequest(f"field {name!r} must be of type {expected}, not {value!r}")
-    return value
 
 
 def usable_id(value: Any) -> bool:

@@ -23,22 +23,10 @@ from twisted.python.failure import Failure
 from ..config import WireConfig
 from ..envelope import BadRequest, loads
 from .admission import Admission
-from .calls import Calls, CallTimeout, ConnectionDropped, NotConnected
-from .dispatch import Dispatch, Reply, require
+from .calls import Calls
+from .dispatch import Dispatch
 from .framing import Framing, no_delay
 from .stall import StallDetection
-
-# The names this module has always offered, some now defined in the modules above.
-__all__ = [
-    "CallTimeout",
-    "ConnectionDropped",
-    "NotConnected",
-    "Reply",
-    "WireFactory",
-    "WireProtocol",
-    "no_delay",
-    "require",
-]
 
 
 class WireProtocol(Admission, Dispatch, Calls, StallDetection, Framing):
