@@ -20,7 +20,7 @@ setup(
     packages=find_packages(include=["toystore", "toystore.*"]) + ["twisted.plugins"],
     package_data={"toystore": ["cluster.toml"], "twisted.plugins": ["toystore_plugins.py"]},
     install_requires=[
-        "Twisted >= 24.7, < 27",
+        "Twisted >= 25.5, < 27",
         "treq >= 24.9",
         "prometheus_client >= 0.20",
         "tqdm >= 4.60",
