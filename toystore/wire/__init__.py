@@ -1,32 +1,10 @@
 """
 The internal wire: JSON lines over persistent TCP connections.
 
-Every call, push and stream between toystore services travels here.  A
-connection carries one JSON object per line (``\\n``-terminated, UTF-8, at
-most ``wire.max_line`` bytes).  Three kinds of line share it::
-
-    request  {"id": 7, "type": "buy", ...fields}        expects one reply
-    reply    {"id": 7, "data": {...}}                    success
-             {"id": 7, "error": {"code": 409, "message": "..."}}
-    push     {"type": "invalidate", ...fields}           no id, no reply
-
-Either side may send requests; replies may come in any order, matched by
-``id`` (an integer or string chosen by the caller), so many calls share one
-connection at once.  ``id`` and ``type`` are reserved: no message uses them
-as fields of its own.  Bad input (invalid JSON, a line that is not an object, an
-unknown type, a missing field) is answered with an error reply, with
-``"id": null`` when the line had no usable id; a line longer than the limit
-is answered with an error and the connection is closed, since its framing is
-lost.  Error codes are HTTP status codes (see :mod:`toystore.envelope`).
-
-Every message (its fields, its reply, its errors) is documented in
-``docs/wire.rst``; a new message is added there together with its handler.
-Every lines port answers ``ping`` with ``{"pong": true}``.
-
-With a cluster secret (``wire.secret``) the accepting side of a connection
-serves nothing until the first line, an ``auth`` call, has carried it (else:
-401 and the connection closed); the connecting side sends it with
-:meth:`WireProtocol.authenticate`, as :class:`WireClient` does by itself.
+Every call, push and stream between toystore services travels here.  What
+a line is, its three kinds (request, reply, push) and every message are in
+``docs/wire.rst``, the one place they are written down; why the wire is built
+this way is in ``docs/architecture.rst`` ("The internal wire").
 
 Using it
 ========
