@@ -116,8 +116,10 @@ class ReplicaCase(SynchronousTestCase):
     def restart(self) -> None:
         """Stop every replica and start new ones on the same data directories."""
         self.stop()
-        # The old processes are gone: nothing is told about the connections between them.
-        self.network.pipes[:] = [pipe for pipe in self.network.pipes if pipe.target not in self.replicas]
+        # The old processes are gone, and the connections to them with them.
+        for replica_id in self.replicas:
+            self.network.drop(replica_id)
+        self.network.flush()
         self.make()
 
     def endpoint(self, target: int) -> NetworkEndpoint:

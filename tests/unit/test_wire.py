@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from toystore.envelope import ApiError, Conflict, Encoded, dumps
 from toystore.wire import CallTimeout, ConnectionDropped, NotConnected, WireClient, WireProtocol
+from toystore.wire.testing import Network
 
 from .helpers import WIRE, Handler, ScriptedEndpoint, connect, feed, sent
 
@@ -416,6 +417,66 @@ class WireClientTests(SynchronousTestCase):
         self.successResultOf(stopped)
         d = self.client.call("ping")
         self.failureResultOf(d, NotConnected)
+
+
+class PreparingTests(SynchronousTestCase):
+    """
+    A connection lost, or a client stopped, while a new connection is being
+    prepared (a subscription, a follower's sync): an ordinary drop, retried
+    after the backoff delay, and a stop that closes the connection.
+    """
+
+    class Slow:
+        """A peer whose ``subscribe`` answers only when the test says."""
+
+        def __init__(self) -> None:
+            self.waiting: list[Deferred[Any]] = []
+
+        def call_subscribe(self, message: dict[str, Any], connection: WireProtocol) -> Deferred[Any]:
+            self.waiting.append(Deferred())
+            return self.waiting[-1]
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.network = Network(self.clock, WIRE)
+        self.peer = self.Slow()
+        self.network.listen("catalog", self.peer)
+        self.client = WireClient(
+            self.network.endpoint("catalog"),
+            self.clock,
+            WIRE,
+            prepare=lambda connection: connection.call("subscribe"),
+            name="catalog",
+            jitter=lambda: 0,
+        )
+        self.client.startService()
+        self.network.flush()
+        self.assertEqual((len(self.network.to("catalog")), len(self.peer.waiting)), (1, 1))
+
+    def test_drop_while_preparing(self) -> None:
+        """The drop fails the waiting call, and the next connection is made and prepared after the backoff."""
+        d = self.client.call("ping")
+        self.network.drop("catalog")  # raised NoTransition when ClientService awaited the preparation
+        self.network.flush()
+        self.failureResultOf(d, ConnectionDropped)
+        self.clock.advance(WIRE.reconnect_max)
+        self.network.flush()
+        self.assertEqual(len(self.peer.waiting), 2, "no new connection after the backoff delay")
+        d = self.client.call("ping")
+        self.assertNoResult(d)
+        self.peer.waiting[-1].callback({"subscribed": True})
+        self.network.flush()
+        self.assertEqual(self.successResultOf(d), {"pong": True})
+
+    def test_stop_while_preparing(self) -> None:
+        """Stopping closes the connection under preparation; nothing is left open to fail later."""
+        d = self.client.call("ping")
+        stopped = self.client.stopService()
+        self.network.flush()
+        self.successResultOf(stopped)
+        self.assertEqual(self.network.to("catalog"), [], "the connection stayed open after the stop")
+        self.failureResultOf(d, ConnectionDropped)
+        self.failureResultOf(self.client.call("ping"), NotConnected)
 
 
 class NoDelayTests(SynchronousTestCase):

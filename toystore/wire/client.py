@@ -1,6 +1,16 @@
 """
 :class:`WireClient`: a persistent connection to one peer's lines port,
 reconnected with backoff, through which a service makes its calls.
+
+Twisted's ``ClientService`` keeps the connection.  A new connection is
+authenticated and prepared (``prepare``: a subscription, a follower's sync)
+here, once ``ClientService`` holds it as connected, not in its
+``prepareConnection`` hook: a connection lost while that hook's Deferred is
+pending reaches a state machine with no transition for it (Twisted 26.10
+raises ``NoTransition`` from ``connectionLost``), and a client stopped then
+cancels the hook but leaves the connection open.  Held as connected, a
+drop during preparation is an ordinary drop (reconnected with backoff) and a
+stop closes the connection.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybe
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..config import WireConfig
 from ..envelope import Unauthorized
@@ -54,13 +65,23 @@ class WireClient(Service):
         policy = backoffPolicy(config.reconnect_initial, config.reconnect_max, jitter=spread)
         self._prepare = prepare
         self._current: WireProtocol | None = None  # the connection calls use, once prepared
+        # connection -> the callers waiting for its preparation to end, while it runs
+        self._preparing: dict[WireProtocol, list[Deferred[WireProtocol]]] = {}
         self._service = ClientService(
             endpoint,
             WireFactory(handler, clock, config, client=True),
             retryPolicy=policy,
             clock=clock,
-            prepareConnection=lambda proxy: Deferred.fromCoroutine(self._ready(proxy.connection)),
+            prepareConnection=lambda proxy: self._begin(proxy.connection),
         )
+
+    def _begin(self, connection: WireProtocol) -> None:
+        """
+        A new connection: prepare it in the background (see the module's
+        docstring for why ``ClientService`` does not wait for that).
+        """
+        self._preparing[connection] = []
+        Deferred.fromCoroutine(self._ready(connection)).addBoth(self._prepared, connection)
 
     async def _ready(self, connection: WireProtocol) -> None:
         """Authenticate a new connection, then run ``prepare`` on it."""
@@ -71,7 +92,27 @@ class WireClient(Service):
             raise NotConnected(f"{self.name} refuses this process's cluster secret ({e.message})") from None
         if self._prepare is not None:
             await maybeDeferred(self._prepare, connection)
-        self._current = connection
+
+    def _prepared(self, result: None | Failure, connection: WireProtocol) -> None:
+        """
+        A connection's preparation ended: it serves calls from now on, or,
+        having failed, it is closed (``ClientService`` connects again after
+        its backoff delay).  Either way the callers waiting for it hear.
+        """
+        waiting = self._preparing.pop(connection, [])
+        if isinstance(result, Failure):
+            if connection.connected:
+                connection.transport.loseConnection()
+            for d in waiting:
+                d.errback(result)
+            return
+        if connection.connected:
+            self._current = connection
+            for d in waiting:
+                d.callback(connection)
+        else:
+            for d in waiting:
+                d.errback(NotConnected(f"connection to {self.name} closed while it was being prepared"))
 
     def startService(self) -> None:
         super().startService()
@@ -92,7 +133,7 @@ class WireClient(Service):
         if current is not None and current.connected:
             return current
         limit = self._timeout if timeout is None else timeout
-        waiting = self._service.whenConnected(failAfterFailures=1)
+        waiting = Deferred.fromCoroutine(self._next_prepared())
         try:
             return await waiting.addTimeout(limit, self._clock)
         except TimeoutError:
@@ -101,6 +142,18 @@ class WireClient(Service):
             raise NotConnected(f"connection to {self.name} is stopped") from None
         except ConnectError as e:
             raise NotConnected(f"cannot connect to {self.name}: {e}") from None
+
+    async def _next_prepared(self) -> WireProtocol:
+        """The next connection made, once it is prepared; or its failure, or the attempt's."""
+        connection: WireProtocol = await self._service.whenConnected(failAfterFailures=1)
+        waiting = self._preparing.get(connection)
+        if waiting is None:  # prepared already, or failed and closed
+            if connection is self._current and connection.connected:
+                return connection
+            raise NotConnected(f"connection to {self.name} closed while it was being prepared")
+        prepared: Deferred[WireProtocol] = Deferred()
+        waiting.append(prepared)
+        return await prepared
 
     def call(
         self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None, encoded: bool = False
