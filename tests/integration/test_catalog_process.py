@@ -14,11 +14,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
-from twisted.internet.task import deferLater
 
 from toystore.envelope import ApiError
 from toystore.supervise import Supervisor, twistd_executable
-from toystore.testing import connect
+from toystore.testing import connect, sleep
 from toystore.wire import WireProtocol
 
 from .conftest import ROOT
@@ -69,7 +68,7 @@ async def test_acknowledged_buys_survive_sigkill(reactor: Any, supervisor: Super
     attempted: dict[str, tuple] = {}
     buyers = gatherResults([Deferred.fromCoroutine(buyer(connection, name, acked, attempted)) for name in TOYS])
     while len(acked) < 200:
-        await deferLater(reactor, 0.01)
+        await sleep(reactor, 0.01)
     process.signal("KILL")
     await buyers
     assert await supervisor.wait(process) == -9

@@ -17,11 +17,10 @@ import pytest_twisted
 import treq
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import HTTPConnectionPool
 
-from toystore.testing import Store
+from toystore.testing import Store, sleep
 
 from .conftest import ROOT, gather
 
@@ -94,7 +93,7 @@ async def test_insufficient_stock_and_the_push(store: Store) -> None:
         code, now = await fetch("GET", f"{url}/products/Kite")
         if now["data"]["quantity"] == 1:
             break
-        await deferLater(store.reactor, 0.02)
+        await sleep(store.reactor, 0.02)
     assert now["data"]["quantity"] == 1, "the push did not invalidate the cached reply"
     code, error = await fetch("POST", f"{url}/orders", json={"name": "Kite", "quantity": 2})
     assert (code, error["error"]["code"]) == (409, 409)
@@ -132,7 +131,7 @@ async def test_leader_killed_while_clients_order(store: Store) -> None:
 
     async def kill_leader() -> None:
         while len(acknowledged) < 40:
-            await deferLater(store.reactor, 0.01)
+            await sleep(store.reactor, 0.01)
         await store.kill("order-3")
 
     results = await gather(kill_leader(), *(client(c) for c in range(4)))
@@ -212,7 +211,7 @@ async def test_toystore_client_forever(store: Store, reactor: Any) -> None:
             await response.content()
             if response.code == 200:
                 break
-            await deferLater(reactor, 0.05)
+            await sleep(reactor, 0.05)
         process.signalProcess("INT")
         assert await child.ended.addTimeout(30, reactor) == 0, child.output.decode()
     finally:

@@ -18,12 +18,11 @@ import pytest_twisted
 import treq
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError
-from twisted.internet.task import deferLater
 
 from toystore.envelope import ApiError
 from toystore.order.journal import Log, scan
 from toystore.runtime import EXIT_DISK_FAILED
-from toystore.testing import REPLICAS, Store
+from toystore.testing import REPLICAS, Store, sleep
 
 from .conftest import ROOT, gather
 
@@ -95,13 +94,13 @@ async def test_leader_killed_under_load(cluster: Store) -> None:
                     if promoted:
                         await promoted[0]
                     else:
-                        await deferLater(cluster.reactor, 0.05)
+                        await sleep(cluster.reactor, 0.05)
             else:
                 raise AssertionError(f"{key} was never acknowledged")
 
     async def nemesis() -> None:
         while len(acked) < 30:
-            await deferLater(cluster.reactor, 0.01)
+            await sleep(cluster.reactor, 0.01)
         await cluster.kill("order-3")
 
         async def promote() -> None:
