@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
+from toystore.envelope import BadRequest
 from toystore.frontend.election import LeaderTracker
 from toystore.frontend.resources import frontend_root
 from toystore.frontend.service import RETRY_PAUSE, FrontendService
@@ -233,6 +234,14 @@ class APITests(ReplicaCase):
         self.feed.release()
         self.request("GET", "/products/Tux")
         self.assertEqual(self.queries(), 3)
+
+    def test_malformed_push_changes_nothing(self) -> None:
+        """A push whose names are not a list of strings is refused by the contract; the cache keeps its entry."""
+        self.request("GET", "/products/Tux")
+        for bad in ({"names": "Tux", "reason": "buy"}, {"names": ["Tux", 3], "reason": "buy"}, {"names": ["Tux"]}):
+            with self.subTest(push=bad):
+                self.assertRaises(BadRequest, self.frontend.push_invalidate, bad, None)
+        self.assertEqual(self.frontend.cache.keys(), ["Tux"])
 
     def test_order_and_query(self) -> None:
         """An order placed is readable in all three forms."""

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..config import ClusterConfig
-from ..contract import int_field, parse
+from ..contract import INVALIDATE, int_field, parse
 from ..envelope import (
     ApiError,
     BadRequest,
@@ -131,12 +131,10 @@ class FrontendService(Service):
 
     def push_invalidate(self, message: dict[str, Any], connection: WireProtocol) -> None:
         """The catalog says these toys changed."""
-        names = message.get("names")
-        if isinstance(names, list):
-            self.metrics.pushes.inc()
-            for name in names:
-                if isinstance(name, str):
-                    self.cache.invalidate(name)
+        names, _ = INVALIDATE.parse(message)
+        self.metrics.pushes.inc()
+        for name in names:
+            self.cache.invalidate(name)
 
     # -- products ----------------------------------------------------------------
 

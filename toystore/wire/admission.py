@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.logger import Logger
 
+from ..contract import parse
 from ..envelope import BadRequest, Unauthorized, loads
 from .dispatch import usable_id
 
@@ -69,8 +70,7 @@ class Admission:
 
     def _auth(self, message: dict[str, Any], connection: Any) -> dict[str, bool]:
         """Serve an ``auth`` call: the secret must match (any will do on a port without one)."""
-        given = message.get("secret")
-        given = given.encode() if isinstance(given, str) else b""
+        given = parse(message, "secret").encode()
         if self._secret and not hmac.compare_digest(given, self._secret.encode()):
             raise Unauthorized("wrong secret")
         return {"authenticated": True}
