@@ -27,12 +27,13 @@ below the next calendar-year release those tests have not passed on.
    only once its whole first line has come.
 
 Relied on without naming a private: ``ClientService`` hands
-``prepareConnection`` and the result of ``whenConnected`` the protocol
-wrapped in a ``_ReconnectingProtocolProxy`` that forwards attribute access
-to it, as its documentation ("the protocol ... may call methods on the
-protocol") promises.  :class:`~toystore.wire.WireClient` reads the
-connection's ``connection`` property through it to reach the
-:class:`~toystore.wire.WireProtocol` itself; the tests check that too.
+``prepareConnection`` the protocol wrapped in a ``_ReconnectingProtocolProxy``
+that forwards attribute access to it, as its documentation ("the protocol
+... may call methods on the protocol") promises, and ``whenConnected`` (in
+26.10) the protocol itself.  :class:`~toystore.wire.WireClient` reads the
+``connection`` property of either to reach the
+:class:`~toystore.wire.WireProtocol` itself, so it depends on neither form;
+the tests check that ``connection`` reaches it through both.
 """
 
 from __future__ import annotations

@@ -475,8 +475,44 @@ class PreparingTests(SynchronousTestCase):
         self.network.flush()
         self.successResultOf(stopped)
         self.assertEqual(self.network.to("catalog"), [], "the connection stayed open after the stop")
-        self.failureResultOf(d, ConnectionDropped)
+        self.assertIn("stopped", self.failureResultOf(d, NotConnected).value.message)
         self.failureResultOf(self.client.call("ping"), NotConnected)
+
+    def test_prepared_after_stop(self) -> None:
+        """A preparation that ends after the stop does not make its closing connection the one calls go onto."""
+
+        class Late:
+            """A prepare that ends when the test says, whatever happens to the connection."""
+
+            done: Deferred[None] = Deferred()
+
+            def __call__(self, connection: WireProtocol) -> Deferred[None]:
+                return self.done
+
+        late = Late()
+        client = WireClient(self.network.endpoint("catalog"), self.clock, WIRE, prepare=late, jitter=lambda: 0)
+        client.startService()
+        self.network.flush()
+        client.stopService()  # the connection is closing, not closed yet
+        late.done.callback(None)
+        d = client.call("ping")  # not onto the closing connection, to fail with ConnectionDropped
+        self.network.flush()
+        self.assertIn("stopped", self.failureResultOf(d, NotConnected).value.message)
+
+    def test_refused_preparations_back_off(self) -> None:
+        """A peer that fails every preparation is tried again after growing delays, not the first one each time."""
+        delays = []
+        for attempt in range(3):
+            self.peer.waiting[-1].errback(ApiError("not now", 503))
+            self.network.flush()
+            waited = 0.0
+            while len(self.peer.waiting) == attempt + 1:
+                self.clock.advance(0.25)
+                self.network.flush()
+                waited += 0.25
+            delays.append(waited)
+        self.assertEqual(delays, sorted(delays))
+        self.assertLess(delays[0], delays[-1], f"the delays did not grow: {delays}")
 
 
 class NoDelayTests(SynchronousTestCase):

@@ -65,12 +65,15 @@ class WireClient(Service):
         policy = backoffPolicy(config.reconnect_initial, config.reconnect_max, jitter=spread)
         self._prepare = prepare
         self._current: WireProtocol | None = None  # the connection calls use, once prepared
-        # connection -> the callers waiting for its preparation to end, while it runs
-        self._preparing: dict[WireProtocol, list[Deferred[WireProtocol]]] = {}
+        # Preparations failed in a row.  ClientService counts a connection made as a success, so
+        # these are added to its count of failed attempts: a peer that keeps refusing is backed off.
+        self._failed_preparations = 0
+        # connection -> (its preparation, the callers waiting for it to end), while it runs
+        self._preparing: dict[WireProtocol, tuple[Deferred[None], list[Deferred[WireProtocol]]]] = {}
         self._service = ClientService(
             endpoint,
             WireFactory(handler, clock, config, client=True),
-            retryPolicy=policy,
+            retryPolicy=lambda attempt: policy(attempt + self._failed_preparations),
             clock=clock,
             prepareConnection=lambda proxy: self._begin(proxy.connection),
         )
@@ -80,39 +83,32 @@ class WireClient(Service):
         A new connection: prepare it in the background (see the module's
         docstring for why ``ClientService`` does not wait for that).
         """
-        self._preparing[connection] = []
-        Deferred.fromCoroutine(self._ready(connection)).addBoth(self._prepared, connection)
-
-    async def _ready(self, connection: WireProtocol) -> None:
-        """Authenticate a new connection, then run ``prepare`` on it."""
-        try:
-            await connection.authenticate()
-        except Unauthorized as e:  # the peer closes the connection
-            self.log.error("{name} refuses this process's cluster secret: {error}", name=self.name, error=e.message)
-            raise NotConnected(f"{self.name} refuses this process's cluster secret ({e.message})") from None
-        if self._prepare is not None:
-            await maybeDeferred(self._prepare, connection)
+        preparation = Deferred.fromCoroutine(prepare_connection(connection, self.name, self._prepare))
+        self._preparing[connection] = (preparation, [])
+        preparation.addBoth(self._prepared, connection)
 
     def _prepared(self, result: None | Failure, connection: WireProtocol) -> None:
         """
         A connection's preparation ended: it serves calls from now on, or,
-        having failed, it is closed (``ClientService`` connects again after
-        its backoff delay).  Either way the callers waiting for it hear.
+        having failed (or ended with the connection gone or the client
+        stopped), it is closed and ``ClientService`` connects again after
+        its backoff delay.  Either way the callers waiting for it hear.
         """
-        waiting = self._preparing.pop(connection, [])
+        _, waiting = self._preparing.pop(connection, (None, []))
+        if result is None and not (connection.connected and self.running):
+            result = Failure(NotConnected(f"connection to {self.name} closed while it was being prepared"))
         if isinstance(result, Failure):
+            if self.running:
+                self._failed_preparations += 1
             if connection.connected:
                 connection.transport.loseConnection()
             for d in waiting:
                 d.errback(result)
             return
-        if connection.connected:
-            self._current = connection
-            for d in waiting:
-                d.callback(connection)
-        else:
-            for d in waiting:
-                d.errback(NotConnected(f"connection to {self.name} closed while it was being prepared"))
+        self._failed_preparations = 0
+        self._current = connection
+        for d in waiting:
+            d.callback(connection)
 
     def startService(self) -> None:
         super().startService()
@@ -121,6 +117,8 @@ class WireClient(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self._current = None
+        for preparation, _ in list(self._preparing.values()):
+            preparation.cancel()
         return self._service.stopService()
 
     async def connection(self, timeout: float | None = None) -> WireProtocol:
@@ -145,14 +143,15 @@ class WireClient(Service):
 
     async def _next_prepared(self) -> WireProtocol:
         """The next connection made, once it is prepared; or its failure, or the attempt's."""
-        connection: WireProtocol = await self._service.whenConnected(failAfterFailures=1)
-        waiting = self._preparing.get(connection)
-        if waiting is None:  # prepared already, or failed and closed
+        # .connection: the protocol itself, whether ClientService hands it out bare or proxied
+        connection: WireProtocol = (await self._service.whenConnected(failAfterFailures=1)).connection
+        entry = self._preparing.get(connection)
+        if entry is None:  # prepared already, or failed and closed
             if connection is self._current and connection.connected:
                 return connection
             raise NotConnected(f"connection to {self.name} closed while it was being prepared")
         prepared: Deferred[WireProtocol] = Deferred()
-        waiting.append(prepared)
+        entry[1].append(prepared)
         return await prepared
 
     def call(
@@ -178,3 +177,21 @@ class WireClient(Service):
     ) -> Any:
         connection = await self.connection(timeout)
         return await connection.call(type, fields, timeout, encoded)
+
+
+async def prepare_connection(
+    connection: WireProtocol, name: str, prepare: Callable[[WireProtocol], object] | None
+) -> None:
+    """
+    What a client does with a new connection before any call may use it:
+    give the cluster secret (when there is one), then run ``prepare``.
+
+    :raises NotConnected: when the peer ``name`` refuses the secret.
+    """
+    try:
+        await connection.authenticate()
+    except Unauthorized as e:  # the peer closes the connection
+        WireClient.log.error("{name} refuses this process's cluster secret: {error}", name=name, error=e.message)
+        raise NotConnected(f"{name} refuses this process's cluster secret ({e.message})") from None
+    if prepare is not None:
+        await maybeDeferred(prepare, connection)

@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, TimeoutError, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.error import (
     ConnectError,
     ConnectionAborted,
@@ -59,8 +59,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..config import WireConfig
-from ..envelope import Unauthorized
 from . import NotConnected, WireFactory, WireProtocol
+from .client import prepare_connection
 
 #: Rounds of delivery after which :meth:`Network.flush` gives up: the sides never stop talking.
 MAX_ROUNDS = 100_000
@@ -493,12 +493,7 @@ class LoopbackClient(Service):
             pipe.hold()
         connection: WireProtocol = pipe.client  # type: ignore[assignment]
         try:
-            try:
-                await connection.authenticate()
-            except Unauthorized as e:  # the peer closes the connection
-                raise NotConnected(f"{self.name} refuses this process's cluster secret ({e.message})") from None
-            if self._prepare is not None:
-                await maybeDeferred(self._prepare, connection)
+            await prepare_connection(connection, self.name, self._prepare)
             if not self.running:
                 raise NotConnected(f"connection to {self.name} is stopped")
         except BaseException:
