@@ -167,9 +167,8 @@ class CatchUpTests(DiskCase):
         log = orders_log(100)
         self.make({1: (log.lines, 1), 2: (log.lines[:2], 1), 3: (log.lines, 1)})
         self.assertGreater(self.replicas[1].order_log.first_in_memory, 80)
-        self.network.cut(3)
+        self.network.cut(3)  # down: refused at once
         promoting = self.drive(self.replicas[2].lead(2, 2))
-        self.clock.advance(1.0)
         self.network.flush()
         self.assertTrue(self.successResultOf(promoting)["ready"])
         self.successResultOf(self.drive(self.replicas[1].lead(2, 2)))
