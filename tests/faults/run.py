@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from toystore.supervise import Supervisor
-from toystore.testing import Store
+from toystore.testing import QUICK, Store, with_knobs
 
 from .buyers import Buyers
 from .checker import check, orders_of
@@ -18,12 +18,8 @@ from .nemesis import FAULTS, Nemesis
 
 #: Seconds the store gets to agree again once healed.
 RECOVERY = 30.0
-#: Knobs that make failures quick to see, and stock that runs out and is restocked.
-KNOBS: dict[str, dict[str, Any]] = {
-    "wire": {"reconnect_initial": 0.05, "reconnect_max": 0.5},
-    "catalog": {"initial_stock": 30, "restock_interval": 2.0, "restock_quantity": 30},
-    "order": {"commit_timeout": 3.0, "ack_timeout": 1.0, "discovery_interval": 0.5},
-}
+#: The harness's quick knobs, with stock that runs out and is restocked.
+KNOBS = with_knobs(QUICK, {"catalog": {"initial_stock": 30, "restock_interval": 2.0, "restock_quantity": 30}})
 
 
 def fault_store(reactor: Any, supervisor: Supervisor, directory: Path) -> Store:

@@ -22,18 +22,13 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList
 
 from toystore.supervise import Supervisor
-from toystore.testing import Store
+from toystore.testing import QUICK, Store, with_knobs
+from toystore.testing.store import child_env
 
 #: The checkout, put on the children's PYTHONPATH so twistd finds this tree's plugins.
 ROOT = Path(__file__).resolve().parents[2]
-#: The children's PYTHONPATH: the checkout first, then whatever this process was given.
-PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-#: The tests' cluster-file knobs: failures quick to see, stock that does not run out.
-QUICK: dict[str, dict[str, Any]] = {
-    "wire": {"reconnect_initial": 0.05, "reconnect_max": 0.5},
-    "catalog": {"initial_stock": 100_000},
-    "order": {"commit_timeout": 3.0, "ack_timeout": 1.0, "discovery_interval": 0.5},
-}
+#: The children's PYTHONPATH: this checkout first, then whatever this process was given.
+PYTHONPATH = child_env()["PYTHONPATH"]
 
 
 def run_script(name: str, *flags: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -84,7 +79,7 @@ def reactor() -> Any:
 @pytest.fixture
 def supervisor(reactor: Any) -> Any:
     """A Supervisor for this test's children; every child is killed when the test ends."""
-    started = Supervisor(reactor, env={"PYTHONPATH": PYTHONPATH})
+    started = Supervisor(reactor, env=child_env())
     yield started
     pending = started.kill_all()
     if pending:
@@ -96,15 +91,16 @@ def new_store(reactor: Any, supervisor: Supervisor, tmp_path: Path) -> Any:
     """
     Makes this test's stores: ``new_store(directory=None, frontends=1,
     proxies=False, **overrides)`` is a :meth:`Store.create
-    <toystore.testing.Store.create>` in ``directory`` (default: the test's
-    own) with :data:`QUICK` knobs, ``overrides`` replacing them one by one;
+    <toystore.testing.Store.create>` in ``directory`` (default: a new
+    ``store-N`` in the test's own) with :data:`QUICK` knobs, ``overrides`` replacing them one by one;
     each is closed when the test ends, and the supervisor kills its processes.
     """
     made: list[Store] = []
 
     def make(directory: Path | None = None, frontends: int = 1, proxies: bool = False, **overrides: Any) -> Store:
-        knobs = {section: {**QUICK.get(section, {}), **overrides.get(section, {})} for section in {*QUICK, *overrides}}
-        store = Store.create(reactor, directory or tmp_path, supervisor, None, frontends, proxies, **knobs)
+        directory = directory or tmp_path / f"store-{len(made) + 1}"
+        knobs = with_knobs(QUICK, overrides)
+        store = Store.create(reactor, directory, supervisor, frontends=frontends, proxies=proxies, **knobs)
         made.append(store)
         return store
 

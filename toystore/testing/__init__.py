@@ -16,7 +16,7 @@ the end-to-end tests, the fault-injection suite and the evaluation scripts.
 """
 
 from .calls import connect, health, replica_status, sleep, wait_for_leader
-from .clusterfile import REPLICAS, cluster_file, listeners
+from .clusterfile import QUICK, REPLICAS, cluster_file, listeners, with_knobs
 from .launch import LocalLauncher, Site
 from .proxy import Proxy
 from .store import Proxies, Store, scratch
@@ -26,6 +26,7 @@ __all__ = [
     "LocalLauncher",
     "Proxies",
     "Proxy",
+    "QUICK",
     "Site",
     "Store",
     "cluster_file",
@@ -36,4 +37,5 @@ __all__ = [
     "scratch",
     "sleep",
     "wait_for_leader",
+    "with_knobs",
 ]

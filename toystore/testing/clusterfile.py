@@ -14,6 +14,17 @@ from .launch import Site
 
 #: The replica ids of a store the harness writes the cluster file of.
 REPLICAS = (1, 2, 3)
+#: Knobs for a store under test: failures quick to see, stock that does not run out.
+QUICK: dict[str, dict[str, Any]] = {
+    "wire": {"reconnect_initial": 0.05, "reconnect_max": 0.5},
+    "catalog": {"initial_stock": 100_000},
+    "order": {"commit_timeout": 3.0, "ack_timeout": 1.0, "discovery_interval": 0.5},
+}
+
+
+def with_knobs(base: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The knobs of ``base`` with those of ``overrides`` replacing them one by one, section by section."""
+    return {section: {**base.get(section, {}), **overrides.get(section, {})} for section in {*base, *overrides}}
 
 
 def frontend_name(k: int) -> str:

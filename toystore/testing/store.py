@@ -50,6 +50,7 @@ class Proxies:
     ``frontend[leader]`` loses replies on their way back.
     """
 
+    here: str
     peer: dict[int, Proxy]
     frontend: dict[int, Proxy]
 
@@ -63,14 +64,14 @@ class Proxies:
             frontend[i] = Proxy(reactor, site.ports["lines"], f"front-end -> replica {i}", site.host)
             peer[i].start(interface=here)
             frontend[i].start(interface=here)
-        return cls(peer, frontend)
+        return cls(here, peer, frontend)
 
-    def routes(self, here: str) -> dict[int, dict[str, str]]:
+    def routes(self) -> dict[int, dict[str, str]]:
         """Each replica's ``peer_connect`` and ``connect``, through its proxies."""
         return {
             i: {
-                "peer_connect": f"tcp:host={here}:port={self.peer[i].port}",
-                "connect": f"tcp:host={here}:port={self.frontend[i].port}",
+                "peer_connect": Site(self.here, {"lines": self.peer[i].port}).connect("lines"),
+                "connect": Site(self.here, {"lines": self.frontend[i].port}).connect("lines"),
             }
             for i in self.peer
         }
@@ -149,11 +150,14 @@ class Store:
         """
         launcher = launcher or LocalLauncher()
         sites = launcher.sites(listeners(frontends))
-        fronts = [name for name in sites if name.startswith("frontend")][:frontends]
-        names = [name for name in sites if not name.startswith("frontend")] + fronts
+        names = [name for name in sites if frontends or not name.startswith("frontend")]
         started = Proxies.start(reactor, launcher.here, sites) if proxies else None
-        routes = started.routes(launcher.here) if started else None
-        config = cluster_file(directory, sites, routes, **overrides)
+        try:
+            config = cluster_file(directory, sites, started.routes() if started else None, **overrides)
+        except BaseException:
+            if started is not None:
+                started.stop()  # a bad override: nothing else will stop them
+            raise
         return cls(reactor, directory, config, sites, names, supervisor, launcher, started)
 
     @classmethod
