@@ -43,11 +43,11 @@ from twisted.copyright import version as twisted_version
 from twisted.internet import task, threads
 from twisted.internet.defer import Deferred, gatherResults
 
+import scripts
 from toystore.catalog.seed import TOYS
 from toystore.envelope import ApiError, Unavailable
 from toystore.measure import delta, fsync_rate, mean, percentile, scrape, table
-from toystore.supervise import ChildFailed
-from toystore.testing import Store, connect, scratch
+from toystore.testing import connect, scratch
 from toystore.wire import WireProtocol
 
 NAMES = list(TOYS)
@@ -189,7 +189,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement (default 3)")
     parser.add_argument(
         "--concurrency",
-        type=lambda s: [int(c) for c in s.split(",")],
+        type=scripts.int_list,
         default=[1, 16, 64],
         help="buys in flight on the connection, comma-separated (default 1,16,64)",
     )
@@ -215,12 +215,10 @@ async def main(reactor: Any, *argv: str) -> None:
     supervisor, directory = scratch(reactor, "bench-catalog-")  # killed and removed at the end, or on ^C
     try:
         if args.lines_port is None:
-            store = Store.create(reactor, directory, supervisor, catalog={"initial_stock": 100_000_000})
-            try:
-                child = await store.start("catalog")
-            except ChildFailed as e:
-                raise SystemExit(f"{e}:\n{e.output}") from None
-            lines, http = child.ports["lines"], child.ports["http"]
+            store = await scripts.start_store(
+                reactor, supervisor, directory, frontends=0, names=["catalog"], catalog={"initial_stock": 100_000_000}
+            )
+            lines, http = store.sites["catalog"].ports["lines"], store.sites["catalog"].ports["http"]
         else:
             lines, http = args.lines_port, args.http_port
         rows = await run_levels(reactor, lines, http, args)

@@ -56,11 +56,12 @@ from twisted.copyright import version as twisted_version
 from twisted.internet import task, threads
 from twisted.internet.defer import Deferred, DeferredList
 
+import scripts
 from toystore.catalog.seed import TOYS
 from toystore.envelope import ApiError
 from toystore.measure import delta, fsync_rate, mean, percentile, scrape, table
 from toystore.order.journal import Log, scan
-from toystore.supervise import ChildFailed, Supervisor
+from toystore.supervise import Supervisor
 from toystore.testing import REPLICAS, Store, connect, scratch, sleep
 from toystore.wire import ConnectionDropped, NotConnected, WireProtocol
 
@@ -207,21 +208,17 @@ async def check_logs(reactor: Any, store: Store, timeout: float = 30.0) -> dict[
 async def run_setting(reactor: Any, supervisor: Supervisor, directory: Path, max_batch: int, args: Any) -> Any:
     """Start a fresh cluster with ``max_batch``, measure it, check its logs, stop it; the figures."""
     directory.mkdir()
-    store = Store.create(
+    first = len(supervisor.children)  # the children of earlier settings have been stopped already
+    store = await scripts.start_store(
         reactor,
-        directory,
         supervisor,
+        directory,
         frontends=0,
         wire={"reconnect_initial": 0.05, "reconnect_max": 0.5},
         catalog={"initial_stock": 100_000_000},
         order={"min_insync": 2, "max_batch": max_batch},
     )
-    first = len(supervisor.children)  # the children of earlier settings have been stopped already
     try:
-        try:
-            await store.start_all()
-        except ChildFailed as e:
-            raise SystemExit(f"{e}:\n{e.output}") from None
         await elect(reactor, store)
         rows, acknowledged = await run_levels(reactor, store, max_batch, args)
         logs_check = await check_logs(reactor, store)
@@ -266,7 +263,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement (default 3)")
     parser.add_argument(
         "--clients",
-        type=lambda s: [int(c) for c in s.split(",")],
+        type=scripts.int_list,
         default=[1, 16],
         help="client connections ordering at once, comma-separated (default 1,16)",
     )

@@ -36,6 +36,7 @@ from twisted.internet import endpoints, stdio, task
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import ProcessProtocol, Protocol
 
+import scripts
 import twisted
 from scripts import ROOT
 from toystore.config import WireConfig
@@ -177,7 +178,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement (default 3)")
     parser.add_argument(
         "--concurrency",
-        type=lambda s: [int(c) for c in s.split(",")],
+        type=scripts.int_list,
         default=[1, 16, 64],
         help="calls in flight on the connection, comma-separated (default 1,16,64)",
     )

@@ -53,11 +53,12 @@ from twisted.copyright import version as twisted_version
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
+import scripts
 from scripts import ROOT
 from toystore.loadgen import KINDS, Report, run
 from toystore.measure import percentile, table
 from toystore.order.journal import CorruptJournal, decode, scan
-from toystore.supervise import ChildFailed, Supervisor
+from toystore.supervise import Supervisor
 from toystore.testing import REPLICAS, Store, scratch, sleep
 
 POLL = 0.05  # seconds between two looks while waiting for a state
@@ -67,11 +68,7 @@ WINDOW = 2.0  # seconds after a follower kill in which the slowest buy is report
 
 async def start_store(reactor: Any, supervisor: Supervisor, directory: Path, stock: int) -> Store:
     """A fresh store in ``directory``: catalog, three replicas, front-end, first leader elected."""
-    store = Store.create(reactor, directory, supervisor, catalog={"initial_stock": stock})
-    try:
-        await store.start_all()
-    except ChildFailed as e:
-        raise SystemExit(f"{e}:\n{e.output}") from None
+    store = await scripts.start_store(reactor, supervisor, directory, catalog={"initial_stock": stock})
     await current_leader(reactor, store)
     return store
 

@@ -51,8 +51,9 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.web.client import Agent, HTTPConnectionPool
 
+import scripts
 from toystore.measure import percentile, table
-from toystore.supervise import ChildFailed, Supervisor
+from toystore.supervise import Supervisor
 from toystore.testing import Store, scratch, sleep
 
 TOYS = ["Tux", "Whale", "Elephant", "Dolphin", "Fox"]  # orders rotate over these
@@ -83,12 +84,7 @@ async def call(http: Any, method: str, url: str, body: Any = None) -> tuple[int,
 
 async def start_store(reactor: Any, supervisor: Supervisor, directory: Path, *flags: str) -> Store:
     """A fresh store in ``directory`` (``flags`` for the front-end), its first leader elected."""
-    store = Store.create(reactor, directory, supervisor, catalog={"initial_stock": 100_000_000})
-    try:
-        await store.start_all(*flags)
-    except ChildFailed as e:
-        raise SystemExit(f"{e}:\n{e.output}") from None
-    return store
+    return await scripts.start_store(reactor, supervisor, directory, *flags, catalog={"initial_stock": 100_000_000})
 
 
 def request(kind: str, url: str, i: int, k: int, numbers: list[int]) -> tuple[str, str, Any]:

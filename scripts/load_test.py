@@ -64,12 +64,13 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, succeed
 from twisted.web.client import Agent, HTTPConnectionPool
 
+import scripts
 from scripts import ROOT
 from toystore import loadgen
 from toystore.catalog.seed import TOYS
 from toystore.measure import table
-from toystore.supervise import ChildFailed, Supervisor
-from toystore.testing import Store, scratch, sleep
+from toystore.supervise import Supervisor
+from toystore.testing import scratch, sleep
 
 matplotlib.use("Agg")  # the plots go to files: no display
 
@@ -115,11 +116,7 @@ async def start_store(reactor: Any, supervisor: Supervisor, directory: Path, mod
     """A fresh store in ``directory``, cache ``mode``, its first leader elected: its URL and configuration."""
     overrides = {"catalog": {"restock_interval": args.restock_interval}} if args.restock_interval else {}
     flags = ("--no-cache",) if mode == "off" else ()
-    store = Store.create(reactor, directory, supervisor, **overrides)
-    try:
-        await store.start_all(*flags)
-    except ChildFailed as e:
-        raise SystemExit(f"{e}:\n{e.output}") from None
+    store = await scripts.start_store(reactor, supervisor, directory, *flags, **overrides)
     return store.url, store.cluster
 
 

@@ -79,6 +79,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.utils import getProcessOutputAndValue
 
+import scripts
 from scripts import ROOT
 from scripts.bench import hotspots
 from scripts.bench.procs import cpu_all, rss_kib, running
@@ -286,11 +287,7 @@ async def run(reactor: Any, args: argparse.Namespace, supervisor: Supervisor, di
     if args.url:
         url = args.url.rstrip("/")
     else:
-        store = Store.create(reactor, directory / "store", supervisor, catalog={"initial_stock": STOCK})
-        try:
-            await store.start_all()
-        except ChildFailed as e:
-            raise SystemExit(f"{e}:\n{e.output}") from None
+        store = await scripts.start_store(reactor, supervisor, directory / "store", catalog={"initial_stock": STOCK})
         url = store.url
     body = await product_reply(url, args.product)
     ceiling_url, forwarder_url = await start_references(reactor, supervisor, directory, body)
@@ -360,7 +357,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=10, help="length of each point, whole seconds (default 10)")
     parser.add_argument(
         "--connections",
-        type=lambda s: [int(c) for c in s.split(",")],
+        type=scripts.int_list,
         default=[1, 5, 16, 64],
         help="keep-alive connections of each point, comma-separated (default 1,5,16,64)",
     )
