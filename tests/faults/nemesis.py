@@ -69,7 +69,7 @@ class Nemesis:
     async def _kill_and_restart(self, name: str, hold: float) -> dict[str, Any]:
         await self.store.kill(name)
         await sleep(self.reactor, hold)
-        await self.store.start(name)
+        await self.store.start(name, *self.store.flags[name])
         return {"target": name}
 
     async def _kill_leader(self, hold: float) -> dict[str, Any]:

@@ -102,6 +102,7 @@ class Store:
     :ivar sites: where each process listens; a ready line corrects it.
     :ivar children: the newest child of each process started.
     :ivar paused: the processes stopped with SIGSTOP.
+    :ivar flags: the flags each process was last started with (``heal`` starts it with them again).
     :ivar proxies: the fault proxies, or None.
     """
 
@@ -128,6 +129,7 @@ class Store:
         self.proxies = proxies
         self.children: dict[str, Child] = {}
         self.paused: set[str] = set()
+        self.flags: dict[str, tuple[str, ...]] = {}
         self._connections: dict[str, WireProtocol] = {}
 
     @classmethod
@@ -203,6 +205,7 @@ class Store:
         wrap = self.launcher.wrap(name)
         child = await self.supervisor.start(name, command, [*args, *flags], self.log_path(name), timeout, env, wrap)
         self.children[name] = child
+        self.flags[name] = flags
         self.sites[name] = replace(self.sites[name], ports=child.ports)
         self._connections.pop(name, None)
         return child
@@ -247,14 +250,14 @@ class Store:
         self.paused.discard(name)
 
     async def heal(self) -> None:
-        """Resume paused processes, heal every proxy, start again every process that is down."""
+        """Resume paused processes, heal every proxy, start again (with its flags) every process that is down."""
         for name in list(self.paused):
             self.resume(name)
         if self.proxies:
             self.proxies.heal()
         for name in list(self.children):
             if not self.running(name):
-                await self.start(name)
+                await self.start(name, *self.flags[name])
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop the processes (SIGTERM, then SIGKILL after ``grace`` s), the connections and the proxies."""
@@ -338,15 +341,21 @@ class Store:
             await sleep(self.reactor, 0.1)
         return None
 
-    async def caught_up(self, length: int | None = None, replicas: Sequence[int] | None = None) -> None:
+    async def caught_up(
+        self, length: int | None = None, replicas: Sequence[int] | None = None, timeout: float = 15.0
+    ) -> None:
         """Wait until every replica named has ``length`` records on disk (default: the longest log)."""
-        for _ in range(200):
-            statuses = [await self.call(f"order-{i}", "status") for i in replicas or self.replicas]
-            target = length if length is not None else max(s["length"] for s in statuses)
-            if all(s["durable"] == target for s in statuses):
-                return
+        deadline = self.reactor.seconds() + timeout
+        while True:
+            statuses = {i: await self.status(i) for i in replicas or self.replicas}
+            known = [s for s in statuses.values() if s is not None]
+            if known and len(known) == len(statuses):
+                target = length if length is not None else max(s["length"] for s in known)
+                if all(s["durable"] == target for s in known):
+                    return
+            if self.reactor.seconds() >= deadline:
+                raise AssertionError(f"replicas did not catch up within {timeout} s: {statuses}")
             await sleep(self.reactor, 0.05)
-        raise AssertionError(f"replicas did not catch up: {statuses}")
 
     # -- the front-end's part, where a test or benchmark plays it ---------------
 
