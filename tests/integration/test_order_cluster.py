@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -223,13 +222,13 @@ async def test_get_and_health(cluster: Store, reactor: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_corrupt_log_stops_the_start(cluster: Store, tmp_path: Path) -> None:
+async def test_corrupt_log_stops_the_start(cluster: Store) -> None:
     """A replica whose log has a bad record before good ones exits 1 with one line naming it; a torn tail is cut."""
     log = Log()
     log.append_leader(1, 3)
     log.append_order(1, "Tux", 1, "k0")
     log.append_order(1, "Fox", 1, "k1")
-    directory = tmp_path / "order-1"
+    directory = cluster.directory / "order-1"
     directory.mkdir()
     (directory / "orders.log").write_bytes(log.lines[0] + log.lines[1].replace(b"Tux", b"Tax") + log.lines[2])
     child = cluster.supervisor.spawn("order-1", "toystore-order", ["--config", str(cluster.config), "--id", "1"])
