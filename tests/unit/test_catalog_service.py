@@ -163,6 +163,52 @@ class BuyTests(CatalogCase):
         self.assertEqual(registry.get_sample_value("toystore_catalog_commit_batch_size_count"), 2)
 
 
+class RetryTests(CatalogCase):
+    """
+    A leader retries a buy whose reply it lost with the same key: the
+    catalog looks the key up before it fences the epoch, so the retry gets
+    the first reply even after a newer leader was seen, and only new buys
+    of an older epoch are refused.
+    """
+
+    def test_recorded_key_answered_whatever_the_epoch(self) -> None:
+        """A key recorded at epoch 3, retried at epoch 2 after epoch 5 was seen: the first reply, nothing sold."""
+        first = self.call("buy", name="Tux", quantity=2, key="k1", epoch=3)
+        self.assertEqual(self.call("reconcile", epoch=5, after=0)["data"]["epoch"], 5)
+        again = self.call("buy", name="Tux", quantity=2, key="k1", epoch=2)
+        self.assertEqual(again, first)
+        self.assertEqual(again["data"]["epoch"], 3)
+        self.assertEqual(self.call("query", name="Tux")["data"]["quantity"], 8)
+        self.assertEqual(self.catalog.epoch, 5)
+
+    def test_new_key_of_an_older_epoch_refused(self) -> None:
+        """After epoch 5, a new key at epoch 2 is fenced (412) and sells nothing."""
+        self.call("buy", name="Tux", quantity=2, key="k1", epoch=3)
+        self.call("reconcile", epoch=5, after=0)
+        reply = self.call("buy", name="Tux", quantity=1, key="k2", epoch=2)
+        self.assertEqual(reply["error"]["code"], 412)
+        self.assertEqual(self.call("query", name="Tux")["data"]["quantity"], 8)
+
+    def test_recorded_key_with_another_body(self) -> None:
+        """A recorded key that names another buy is a 422, whatever the epoch: the key is looked at first."""
+        self.call("buy", name="Tux", quantity=2, key="k1", epoch=3)
+        self.call("reconcile", epoch=5, after=0)
+        for fields in ({"name": "Tux", "quantity": 3}, {"name": "Fox", "quantity": 2}):
+            for epoch in (2, 5, 6):
+                with self.subTest(fields=fields, epoch=epoch):
+                    reply = self.call("buy", key="k1", epoch=epoch, **fields)
+                    self.assertEqual(reply["error"]["code"], 422)
+        self.assertEqual(self.call("query", name="Tux")["data"]["quantity"], 8)
+
+    def test_refusal_not_recorded(self) -> None:
+        """A refused buy leaves its key free: its retry is decided afresh, fenced like any new buy."""
+        self.assertEqual(self.call("buy", name="Tux", quantity=11, key="k1", epoch=3)["error"]["code"], 409)
+        self.assertEqual(self.call("buy", name="Tux", quantity=10, key="k1", epoch=3)["data"]["remaining"], 0)
+        self.assertEqual(self.call("buy", name="Fox", quantity=11, key="k2", epoch=3)["error"]["code"], 409)
+        self.call("reconcile", epoch=5, after=0)
+        self.assertEqual(self.call("buy", name="Fox", quantity=1, key="k2", epoch=2)["error"]["code"], 412)
+
+
 class CommitTests(CatalogCase):
     """Writes are committed off the reactor thread, in batches."""
 

@@ -109,13 +109,25 @@ class BuyTests(SynchronousTestCase):
         self.assertIsInstance(self.buy("Unicorn", 1, "k1", 1).value, NotFound)
 
     def test_stale_epoch(self) -> None:
-        """A buy from an older epoch than the newest seen is refused, even with a known key."""
-        self.buy("Tux", 1, "k1", 5)
-        for key in ("k1", "k2"):
-            outcome = self.buy("Tux", 1, key, 4)
-            self.assertIsInstance(outcome.value, StaleEpoch)
-            self.assertEqual(outcome.value.code, 412)
+        """A new buy from an older epoch than the newest seen is refused; a known key is replayed first."""
+        first = self.buy("Tux", 1, "k1", 5)
+        outcome = self.buy("Tux", 1, "k2", 4)
+        self.assertIsInstance(outcome.value, StaleEpoch)
+        self.assertEqual(outcome.value.code, 412)
+        again = self.buy("Tux", 1, "k1", 4)
+        self.assertTrue(again.replayed)
+        self.assertEqual(again.value, first.value)
         self.assertEqual(self.db.toys()["Tux"].quantity, 9)
+        self.assertEqual(self.db.epoch(), 5)
+
+    def test_replay_still_raises_epoch(self) -> None:
+        """A known key from a newer epoch is replayed, and the epoch becomes the newest, as for any buy."""
+        self.buy("Tux", 1, "k1", 2)
+        again = self.buy("Tux", 1, "k1", 6)
+        self.assertTrue(again.replayed)
+        self.assertEqual(again.value["epoch"], 2)
+        self.assertEqual(self.db.epoch(), 6)
+        self.assertIsInstance(self.buy("Tux", 1, "k2", 5).value, StaleEpoch)
 
     def test_refused_buy_still_raises_epoch(self) -> None:
         """The catalog learns a newer epoch even from a buy it refuses."""

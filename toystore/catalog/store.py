@@ -180,13 +180,18 @@ class CatalogDB:
                     outcomes.append(Outcome(e))
         return outcomes
 
-    def _fence(self, epoch: int) -> None:
-        """Refuse ``epoch`` if a newer one was seen; else make it the newest."""
+    def _see(self, epoch: int) -> int:
+        """Make ``epoch`` the newest seen if it is newer; return the newest seen before it."""
         newest = self.epoch()
-        if epoch < newest:
-            raise StaleEpoch(f"epoch {epoch} is older than epoch {newest}, the newest seen")
         if epoch > newest:
             self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('epoch', ?)", (epoch,))
+        return newest
+
+    def _fence(self, epoch: int) -> None:
+        """Refuse ``epoch`` if a newer one was seen; else make it the newest."""
+        newest = self._see(epoch)
+        if epoch < newest:
+            raise StaleEpoch(f"epoch {epoch} is older than epoch {newest}, the newest seen")
 
     def _reconcile(self, reconcile: Reconcile) -> Outcome:
         self._fence(reconcile.epoch)
@@ -198,9 +203,15 @@ class CatalogDB:
         return Outcome({"epoch": reconcile.epoch, "buys": buys[: reconcile.limit], "more": len(buys) > reconcile.limit})
 
     def _buy(self, buy: Buy) -> Outcome:
-        self._fence(buy.epoch)
+        # The key first: a recorded buy is answered with its first reply whatever the epoch, so that
+        # a leader that lost the reply (the catalog died after the commit, the connection dropped)
+        # gets a definite answer to its retry even after a newer leader was seen.  Only a new buy
+        # is fenced.  A newer epoch is news either way.
         recorded = self._db.execute("SELECT seq, name, quantity, reply FROM buys WHERE key = ?", (buy.key,)).fetchone()
-        if recorded is not None:
+        if recorded is None:
+            self._fence(buy.epoch)
+        else:
+            self._see(buy.epoch)
             seq, name, quantity, reply = recorded
             if (name, quantity) != (buy.name, buy.quantity):
                 raise Unprocessable(
