@@ -12,6 +12,11 @@ Points in use:
 
 ``order.after-buy``
     A leader's buy succeeded at the catalog; the order is not yet in the log.
+
+``catalog.after-commit``
+    The catalog committed a buy that sold stock; its reply (and the
+    subscribers' push) is not yet sent, so the leader does not know the
+    outcome.  Replayed and refused buys pass.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from toystore.catalog.service import CatalogService
+from toystore.catalog.service import DB_FILE, CatalogService
+from toystore.catalog.store import read_ledger
 from toystore.config import load
 from toystore.runtime import StartupError
 
@@ -51,10 +52,13 @@ class CatalogCase(SynchronousTestCase):
         self.clock = Clock()
         base = load().catalog
         self.config = base.__class__(**{**base.__dict__, "data_dir": self.mktemp(), "initial_stock": 10})
-        self.catalog = CatalogService(self.config, self.clock, self.run_in_thread)
+        self.catalog = CatalogService(self.config, self.clock, self.run_in_thread, self.failpoint)
         self.catalog.startService()
         self.addCleanup(self.stop)
         self.protocol, self.transport = connect(self.catalog, self.clock)
+
+    def failpoint(self, name: str) -> None:
+        """Where :func:`toystore.failpoints.reach` would be called: nothing is armed here."""
 
     def stop(self) -> None:
         if self.catalog.running:
@@ -207,6 +211,35 @@ class RetryTests(CatalogCase):
         self.assertEqual(self.call("buy", name="Fox", quantity=11, key="k2", epoch=3)["error"]["code"], 409)
         self.call("reconcile", epoch=5, after=0)
         self.assertEqual(self.call("buy", name="Fox", quantity=1, key="k2", epoch=2)["error"]["code"], 412)
+
+
+class FailpointTests(CatalogCase):
+    """catalog.after-commit is reached once a sale is on disk, before its reply or push leaves."""
+
+    def setUp(self) -> None:
+        self.reached: list[tuple[str, bytes, bytes, list[str]]] = []
+        super().setUp()
+        self.feed_protocol, self.feed_transport = self.subscriber()
+
+    def failpoint(self, name: str) -> None:
+        buys = read_ledger(Path(self.config.data_dir) / DB_FILE)[1]
+        self.reached.append((name, self.transport.value(), self.feed_transport.value(), [b["key"] for b in buys]))
+
+    def test_after_commit(self) -> None:
+        """The buy is committed when the point is reached, and neither its reply nor its push is written yet."""
+        reply = self.call("buy", name="Tux", quantity=1, key="k1", epoch=1)
+        self.assertEqual(reply["data"]["seq"], 1)
+        self.assertEqual(self.reached, [("catalog.after-commit", b"", b"", ["k1"])])
+
+    def test_only_sales(self) -> None:
+        """A replay, a refusal and a restock pass the point: they leave nothing in doubt."""
+        self.call("buy", name="Tux", quantity=10, key="k1", epoch=1)
+        del self.reached[:]
+        self.call("buy", name="Tux", quantity=10, key="k1", epoch=1)
+        self.call("buy", name="Tux", quantity=1, key="k2", epoch=1)
+        self.call("reconcile", epoch=2, after=0)
+        self.clock.advance(self.config.restock_interval)
+        self.assertEqual(self.reached, [])
 
 
 class CommitTests(CatalogCase):

@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from .. import failpoints
 from ..batch import BatchQueue, timed_in_thread
 from ..config import CatalogConfig
 from ..contract import BUY, QUERY, RECONCILE
@@ -84,17 +85,25 @@ class CatalogService(Service):
     :param config: the ``[catalog]`` section.
     :param clock: drives the restock loop and stall timers.
     :param run_in_thread: runs database work off the reactor thread.
+    :param failpoint: :func:`toystore.failpoints.reach`, or a test's stand-in.
     """
 
     log = Logger()
 
-    def __init__(self, config: CatalogConfig, clock: IReactorTime, run_in_thread: RunInThread) -> None:
+    def __init__(
+        self,
+        config: CatalogConfig,
+        clock: IReactorTime,
+        run_in_thread: RunInThread,
+        failpoint: Callable[[str], None] = failpoints.reach,
+    ) -> None:
         self.config = config
         self.clock = clock
         self.metrics = CatalogMetrics()
         self.toys: dict[str, Toy] = {}
         self.epoch = 0
         self._run_in_thread = run_in_thread
+        self._failpoint = failpoint
         self._db: CatalogDB | None = None
         self._writes: BatchQueue[Operation, Outcome] = BatchQueue(self._commit)
         self._subscribers: set[WireProtocol] = set()
@@ -164,6 +173,9 @@ class CatalogService(Service):
         subscribers what changed; raise the operation's error if it had one.
         """
         outcome = await self._writes.submit(operation)
+        if isinstance(operation, Buy) and outcome.changed:
+            # A sale is on disk and nothing of it has left the process yet: no reply, no push.
+            self._failpoint("catalog.after-commit")
         if isinstance(operation, (Buy, Reconcile)):
             # Committed, even when the buy was refused: the epoch is news.
             self.epoch = max(self.epoch, operation.epoch)
