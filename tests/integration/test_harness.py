@@ -13,6 +13,7 @@ import pytest
 import pytest_twisted
 import treq
 
+from toystore.config import load
 from toystore.testing import Store, replica_status
 
 pytestmark = pytest.mark.integration
@@ -28,6 +29,13 @@ async def test_two_frontends_proxies_and_the_operations(new_store: Callable[...,
     """
     store = new_store(frontends=2, proxies=True)
     assert store.names == ["catalog", "order-1", "order-2", "order-3", "frontend", "frontend-2"]
+    views = {i: load(str(store.configs[f"order-{i}"])) for i in store.replicas}
+    for i, view in views.items():  # each replica reaches each other one, and the catalog, through a proxy of its own
+        assert view.catalog.connect.endswith(f"port={store.proxies.catalog[i].port}")
+        for peer in view.order.replicas:
+            if peer.id != i:
+                assert peer.peer_address.endswith(f"port={store.proxies.pair[i, peer.id].port}")
+    assert store.cluster.catalog.connect.endswith(f"port={store.sites['catalog'].ports['lines']}")
     await store.start_all()
     assert store.sites["frontend-2"].url != store.url
     await store.elected("frontend-2")

@@ -47,13 +47,17 @@ def listeners(frontends: int = 1) -> dict[str, tuple[str, ...]]:
 
 
 def cluster_file(
-    directory: Path, sites: dict[str, Site], routes: dict[int, dict[str, str]] | None = None, **overrides: Any
+    directory: Path,
+    sites: dict[str, Site],
+    routes: dict[int, dict[str, str]] | None = None,
+    name: str = "cluster.toml",
+    **overrides: Any,
 ) -> Path:
     """
-    Write ``directory/cluster.toml``: the packaged cluster with the addresses
-    of ``sites`` (by :func:`listeners`' names), data under ``directory``,
-    ``routes`` (settings added to replica *i*'s entry: ``connect`` and
-    ``peer_connect`` through a proxy) and ``overrides``
+    Write ``directory/<name>`` (``cluster.toml``): the packaged cluster with
+    the addresses of ``sites`` (by :func:`listeners`' names), data under
+    ``directory``, ``routes`` (settings added to replica *i*'s entry:
+    ``connect`` and ``peer_connect`` through a proxy) and ``overrides``
     (``order={"max_batch": 1}``) applied per section.
     """
     raw = read_raw(None)
@@ -78,7 +82,7 @@ def cluster_file(
     ]
     for section, values in overrides.items():
         raw[section].update(values)
-    path = directory / "cluster.toml"
+    path = directory / name
     directory.mkdir(parents=True, exist_ok=True)
     path.write_text(dump(raw))
     load(str(path))  # a mistake in the overrides shows here, not in four child processes

@@ -135,3 +135,27 @@ class Proxy:
                 connection.resume()
             elif connection.dropped:
                 connection.abort()
+
+
+class ProxyGroup:
+    """Several proxies cut, stalled, made to drop and healed as one link (all of a replica's peers to it)."""
+
+    def __init__(self, name: str, proxies: list[Proxy]) -> None:
+        self.name = name
+        self.proxies = proxies
+
+    def cut(self) -> None:
+        for proxy in self.proxies:
+            proxy.cut()
+
+    def stall(self) -> None:
+        for proxy in self.proxies:
+            proxy.stall()
+
+    def drop(self) -> None:
+        for proxy in self.proxies:
+            proxy.drop()
+
+    def heal(self) -> None:
+        for proxy in self.proxies:
+            proxy.heal()

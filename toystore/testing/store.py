@@ -7,8 +7,9 @@ front-ends ``frontend-2``, ...).  A :class:`Store` starts any of them, in any
 order, each awaited until its ready line; kills (SIGKILL), pauses (SIGSTOP),
 resumes and restarts them; asks for replica statuses, ``/health`` and the
 leader; and stops them all.  With ``proxies``, a :class:`~.proxy.Proxy` sits
-in front of every replica's lines port for each kind of caller
-(:class:`Proxies`).  Where a process runs and what address it has is its
+on every link to a lines port that a fault may cut: from each replica to
+each other one, from the front-ends to each replica, from each replica to
+the catalog (:class:`Proxies`).  Where a process runs and what address it has is its
 launcher's business (:mod:`.launch`).
 """
 
@@ -28,9 +29,9 @@ from ..config import ClusterConfig, load
 from ..supervise import Child, Supervisor
 from ..wire import WireProtocol
 from .calls import connect, health, replica_status, sleep, wait_for_leader
-from .clusterfile import cluster_file, listeners
+from .clusterfile import cluster_file, listeners, with_knobs
 from .launch import LocalLauncher, Site
-from .proxy import Proxy
+from .proxy import Proxy, ProxyGroup
 
 
 def child_env() -> dict[str, str]:
@@ -42,43 +43,93 @@ def child_env() -> dict[str, str]:
 @dataclass
 class Proxies:
     """
-    Two proxies in front of every replica's lines port: ``peer[i]`` for the
-    other replicas (the cluster file's ``peer_connect``: the log stream,
-    fencing and pulls) and ``frontend[i]`` for the front-ends (its
-    ``connect``).  Cutting ``peer[leader]`` partitions the leader from its
-    followers while the front-ends still reach it; dropping on
+    A proxy on every link between two processes that a fault may cut, each
+    named by its direction (who connects to whom):
+
+    ``pair[(i, j)]``
+        replica *i*'s connections to replica *j*'s lines port (the log
+        stream, fencing, pulls): *i*'s own cluster file names it as *j*'s
+        ``peer_connect``;
+    ``frontend[j]``
+        the front-ends' connections to replica *j*'s lines port (*j*'s
+        ``connect``);
+    ``catalog[i]``
+        replica *i*'s connections to the catalog's lines port (*i*'s own
+        cluster file's ``catalog.connect``); the front-ends reach the
+        catalog straight.
+
+    Replica *i* therefore reads a cluster file of its own
+    (:meth:`replica_view`), the same as everyone's but for those addresses;
+    the front-ends and the catalog read the shared one (:meth:`routes`).
+    ``peer[j]`` is every ``pair[(i, j)]`` as one: cutting ``peer[leader]``
+    partitions the leader from its followers (they cannot reach it, it
+    still reaches them) while the front-ends still reach it; dropping on
     ``frontend[leader]`` loses replies on their way back.
     """
 
     here: str
-    peer: dict[int, Proxy]
+    pair: dict[tuple[int, int], Proxy]
     frontend: dict[int, Proxy]
+    catalog: dict[int, Proxy]
+    sites: dict[str, Site]
 
     @classmethod
     def start(cls, reactor: Any, here: str, sites: dict[str, Site]) -> Proxies:
-        """Listen on ``here`` in front of the replicas of ``sites``."""
+        """Listen on ``here`` in front of the replicas and the catalog of ``sites``."""
         replicas = {int(name.split("-")[1]): site for name, site in sites.items() if name.startswith("order-")}
-        peer, frontend = {}, {}
-        for i, site in replicas.items():
-            peer[i] = Proxy(reactor, site.ports["lines"], f"peers -> replica {i}", site.host)
-            frontend[i] = Proxy(reactor, site.ports["lines"], f"front-end -> replica {i}", site.host)
-            peer[i].start(interface=here)
-            frontend[i].start(interface=here)
-        return cls(here, peer, frontend)
+        catalog_site = sites["catalog"]
+        pair, frontend, catalog = {}, {}, {}
+        for j, site in replicas.items():
+            for i in replicas:
+                if i != j:
+                    pair[i, j] = Proxy(reactor, site.ports["lines"], f"replica {i} -> replica {j}", site.host)
+            frontend[j] = Proxy(reactor, site.ports["lines"], f"front-end -> replica {j}", site.host)
+            catalog[j] = Proxy(reactor, catalog_site.ports["lines"], f"replica {j} -> catalog", catalog_site.host)
+        started = cls(here, pair, frontend, catalog, sites)
+        for proxy in started.all():
+            proxy.start(interface=here)
+        return started
+
+    @property
+    def replicas(self) -> list[int]:
+        return sorted(self.frontend)
+
+    @property
+    def peer(self) -> dict[int, ProxyGroup]:
+        """Each replica's peers' proxies to it, as one."""
+        return {
+            j: ProxyGroup(f"peers -> replica {j}", [p for (_, to), p in sorted(self.pair.items()) if to == j])
+            for j in self.replicas
+        }
+
+    def _through(self, proxy: Proxy) -> str:
+        return Site(self.here, {"lines": proxy.port}).connect("lines")
 
     def routes(self) -> dict[int, dict[str, str]]:
-        """Each replica's ``peer_connect`` and ``connect``, through its proxies."""
+        """
+        Each replica's ``connect`` (through its front-end proxy) and
+        ``peer_connect`` (straight) in the shared cluster file, which no
+        replica of this store reads.
+        """
         return {
-            i: {
-                "peer_connect": Site(self.here, {"lines": self.peer[i].port}).connect("lines"),
-                "connect": Site(self.here, {"lines": self.frontend[i].port}).connect("lines"),
-            }
-            for i in self.peer
+            j: {"connect": self._through(self.frontend[j]), "peer_connect": self.sites[f"order-{j}"].connect("lines")}
+            for j in self.replicas
         }
+
+    def replica_view(self, i: int) -> tuple[dict[int, dict[str, str]], str]:
+        """
+        Replica ``i``'s routes (each other replica's ``peer_connect``
+        through the proxy of that pair) and its ``catalog.connect``.
+        """
+        routes = self.routes()
+        for j in self.replicas:
+            if j != i:
+                routes[j]["peer_connect"] = self._through(self.pair[i, j])
+        return routes, self._through(self.catalog[i])
 
     def all(self) -> list[Proxy]:
         """Every proxy."""
-        return [*self.peer.values(), *self.frontend.values()]
+        return [*self.pair.values(), *self.frontend.values(), *self.catalog.values()]
 
     def heal(self) -> None:
         """Let everything through again."""
@@ -104,6 +155,8 @@ class Store:
     :ivar paused: the processes stopped with SIGSTOP.
     :ivar flags: the flags each process was last started with (``heal`` starts it with them again).
     :ivar proxies: the fault proxies, or None.
+    :ivar configs: the cluster file of each process that reads one of its
+        own (each replica, behind the proxies), instead of ``config``.
     """
 
     def __init__(
@@ -116,6 +169,7 @@ class Store:
         supervisor: Supervisor | None = None,
         launcher: Any = None,
         proxies: Proxies | None = None,
+        configs: dict[str, Path] | None = None,
     ) -> None:
         self.reactor = reactor
         self.directory = directory
@@ -127,6 +181,7 @@ class Store:
         self.supervisor = supervisor or Supervisor(reactor, env=child_env())
         self.launcher = launcher or LocalLauncher()
         self.proxies = proxies
+        self.configs = dict(configs or {})
         self.children: dict[str, Child] = {}
         self.paused: set[str] = set()
         self.flags: dict[str, tuple[str, ...]] = {}
@@ -147,20 +202,27 @@ class Store:
         A store of the catalog, three replicas and ``frontends`` front-ends
         (0 too) on the addresses ``launcher`` gives, its cluster file written
         in ``directory`` with ``overrides`` (``catalog={"initial_stock": 30}``);
-        with ``proxies``, the replicas are reached through :class:`Proxies`
-        (listening from now on).  Nothing runs yet.
+        with ``proxies``, the replicas, and the catalog from the replicas,
+        are reached through :class:`Proxies` (listening from now on), each
+        replica reading a cluster file of its own (``cluster-order-<i>.toml``:
+        its view of those addresses).  Nothing runs yet.
         """
         launcher = launcher or LocalLauncher()
         sites = launcher.sites(listeners(frontends))
         names = [name for name in sites if frontends or not name.startswith("frontend")]
         started = Proxies.start(reactor, launcher.here, sites) if proxies else None
+        configs: dict[str, Path] = {}
         try:
             config = cluster_file(directory, sites, started.routes() if started else None, **overrides)
+            for i in started.replicas if started else ():
+                routes, catalog = started.replica_view(i)
+                view = with_knobs(overrides, {"catalog": {"connect": catalog}})
+                configs[f"order-{i}"] = cluster_file(directory, sites, routes, f"cluster-order-{i}.toml", **view)
         except BaseException:
             if started is not None:
                 started.stop()  # a bad override: nothing else will stop them
             raise
-        return cls(reactor, directory, config, sites, names, supervisor, launcher, started)
+        return cls(reactor, directory, config, sites, names, supervisor, launcher, started, configs)
 
     @classmethod
     def from_file(
@@ -185,7 +247,8 @@ class Store:
 
     def _command(self, name: str) -> tuple[str, list[str]]:
         """The twistd command of process ``name`` and its flags."""
-        flags = ["--config", str(self.config)] if self.config is not None else []
+        config = self.configs.get(name, self.config)
+        flags = ["--config", str(config)] if config is not None else []
         if name == "catalog":
             return "toystore-catalog", [*flags, "--data-dir", str(self.directory / name)]
         if name.startswith("order-"):
