@@ -15,7 +15,9 @@ Every order has a fresh ``Idempotency-Key``.  An attempt is:
 
 After an unknown outcome a buyer retries the same key at times, as a
 careful client would, and now and then repeats a key that succeeded: both
-must give the first reply again (exactly once).
+must give the first reply again (exactly once).  With several front-ends,
+the buyers are dealt out among them (buyer *b* uses front-end *b* mod *n*)
+and each keeps to its own.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import treq
 from twisted.internet.defer import Deferred, DeferredList
@@ -50,14 +52,18 @@ class Attempt:
     error: str = ""
     started: float = 0.0
     ended: float = 0.0
+    url: str = ""
 
 
 class Buyers:
-    """``count`` concurrent buyers against the front-end at ``url``, driven by ``seed``."""
+    """
+    ``count`` concurrent buyers against the front-end at ``urls`` (one URL,
+    or several that the buyers are dealt out among), driven by ``seed``.
+    """
 
-    def __init__(self, reactor: Any, url: str, seed: int, count: int = 4) -> None:
+    def __init__(self, reactor: Any, urls: str | Sequence[str], seed: int, count: int = 4) -> None:
         self.reactor = reactor
-        self.url = url
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
         self.seed = seed
         self.count = count
         self.attempts: list[Attempt] = []
@@ -78,22 +84,23 @@ class Buyers:
 
     async def _buyer(self, b: int) -> None:
         rng = random.Random(f"{self.seed}-{b}")
+        url = self.urls[b % len(self.urls)]
         toys = sorted(TOYS)
         succeeded: list[Attempt] = []
         n = 0
         while not self._stopping:
             if succeeded and rng.random() < 0.05:
                 earlier = rng.choice(succeeded)
-                again = await self.attempt(earlier.key, earlier.name, earlier.quantity)
+                again = await self.attempt(earlier.key, earlier.name, earlier.quantity, url)
                 if again.outcome == "ok" and again.number != earlier.number:
                     self.mismatches.append(f"{earlier.key}: {earlier.number} then {again.number}")
                 continue
             n += 1
             key, name, quantity = f"s{self.seed}-b{b}-{n}", rng.choice(toys), rng.randint(1, 3)
-            first = await self.attempt(key, name, quantity)
+            first = await self.attempt(key, name, quantity, url)
             if first.outcome == "unknown" and rng.random() < 0.5:
                 await sleep(self.reactor, 0.2)
-                second = await self.attempt(key, name, quantity)
+                second = await self.attempt(key, name, quantity, url)
                 if first.number is not None and second.number not in (None, first.number):
                     self.mismatches.append(f"{key}: {first.number} then {second.number}")
                 first = second
@@ -102,13 +109,14 @@ class Buyers:
             else:
                 await sleep(self.reactor, 0.05)  # do not spin while the store is down
 
-    async def attempt(self, key: str, name: str, quantity: int) -> Attempt:
-        """POST one order and record what came back."""
-        attempt = Attempt(key, name, quantity, "unknown", started=self.reactor.seconds())
+    async def attempt(self, key: str, name: str, quantity: int, url: str | None = None) -> Attempt:
+        """POST one order to the front-end at ``url`` (default: the first) and record what came back."""
+        url = url or self.urls[0]
+        attempt = Attempt(key, name, quantity, "unknown", started=self.reactor.seconds(), url=url)
         body = json.dumps({"name": name, "quantity": quantity}).encode()
         try:
             response = await treq.post(
-                f"{self.url}/orders",
+                f"{url}/orders",
                 data=body,
                 headers={"Content-Type": "application/json", "Idempotency-Key": key},
                 timeout=TIMEOUT,
