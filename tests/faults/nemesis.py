@@ -1,19 +1,45 @@
 """
 The nemesis: one fault at a time, drawn from a seed, each healed before the
-next.
+next.  Each kind is named by what it blocks; every one is held for the run's
+hold (``--hold``; by default 0.5 to 3 s, drawn from the seed).
 
-=================  ===========================================================
-``kill-leader``     SIGKILL the leader; restart it after a delay
-``kill-follower``   SIGKILL a follower; restart it after a delay
-``kill-catalog``    SIGKILL the catalog; restart it after a delay
-``kill-frontend``   SIGKILL the front-end; restart it after a delay
-``pause-leader``    SIGSTOP the leader; SIGCONT once another replica leads
-                    (or after 10 s)
-``partition``       cut the leader's peer proxy: its followers cannot stream
-                    from it, the front-end still reaches it
-``stall``           stall the leader's peer proxy: the stream hangs
-``drop-replies``    the front-end's proxy to the leader drops every reply
-=================  ===========================================================
+=============================  ===============================================
+``kill-leader``                SIGKILL the leader; restart it after the hold
+``kill-follower``              SIGKILL a follower; restart it after the hold
+``kill-catalog``               SIGKILL the catalog; restart it after the hold
+``kill-frontend``              SIGKILL a front-end (one of them, if there are
+                               two); restart it after the hold
+``pause-leader``               SIGSTOP the leader; SIGCONT once another
+                               replica leads (at most 10 s), or after the hold
+                               when ``--hold`` is given
+``cut-leader-lines``           the leader's lines port unreachable from its
+                               followers (they cannot reach it; it still
+                               reaches theirs; the front-ends still reach it);
+                               ``partition`` is its old name
+``cut-leader-both``            the leader and its followers cut both ways:
+                               neither side reaches the other's lines port
+                               (the front-ends still reach every replica)
+``cut-frontend-leader``        the front-ends cannot reach the leader's lines
+                               port; the replicas still reach each other and
+                               the catalog
+``cut-leader-catalog``         the leader cannot reach the catalog; the
+                               front-ends and the other replicas still do
+``stall``                      stall the followers' connections to the
+                               leader: the stream hangs with its connections
+                               open
+``drop-replies``               the front-ends' proxy to the leader drops every
+                               reply (requests still arrive and are served)
+``catalog-dies-after-commit``  restart the catalog with the failpoint
+                               ``catalog.after-commit`` armed: it exits right
+                               after it commits the next buy; restart it
+                               normally after the hold (not drawn unless
+                               named: see :data:`EXTRA`)
+=============================  ===============================================
+
+A fault's record says when it began (``at``: the moment it was applied,
+after the leader was looked up) and when it was healed (``healed``: the
+process restarted and ready, resumed, or the proxies healed), on the
+buyers' clock, for the availability figures of :mod:`.checker`.
 """
 
 from __future__ import annotations
@@ -21,32 +47,65 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from toystore.failpoints import ENVIRONMENT, EXIT_STATUS
 from toystore.testing import Store, sleep
 
+#: The faults drawn by default.
 FAULTS = (
     "kill-leader",
     "kill-follower",
     "kill-catalog",
     "kill-frontend",
     "pause-leader",
-    "partition",
+    "cut-leader-lines",
+    "cut-leader-both",
+    "cut-frontend-leader",
+    "cut-leader-catalog",
     "stall",
     "drop-replies",
 )
+#: Faults drawn only when named: the catalog's failpoint ``catalog.after-commit``
+#: is not in :mod:`toystore.failpoints` yet (until it is, the catalog armed with
+#: it just runs until the hold ends, and the record says it did not die).
+EXTRA = ("catalog-dies-after-commit",)
+#: Every kind the nemesis knows.
+KINDS = FAULTS + EXTRA
+#: Old names still accepted, and the kinds they stand for.
+ALIASES = {"partition": "cut-leader-lines"}
+#: The failpoint of ``catalog-dies-after-commit``.
+CATALOG_AFTER_COMMIT = "catalog.after-commit"
+
+
+def kinds_of(names: str) -> tuple[str, ...]:
+    """
+    The kinds named in ``names`` (comma-separated, old names allowed).
+
+    :raises ValueError: naming the unknown ones.
+    """
+    faults = tuple(ALIASES.get(f, f) for f in names.split(",") if f)
+    unknown = sorted(set(faults) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown faults: {unknown}; known: {', '.join(KINDS)}")
+    return faults
 
 
 class Nemesis:
     """
     Injects faults into ``store`` (made with its proxies) until told to
-    stop; ``seed`` decides which, where and for how long.
+    stop; ``seed`` decides which, where and for how long (``hold`` seconds
+    each, when given).
     """
 
-    def __init__(self, store: Store, seed: int, faults: tuple[str, ...] = FAULTS) -> None:
+    def __init__(
+        self, store: Store, seed: int, faults: tuple[str, ...] = FAULTS, hold: float | None = None
+    ) -> None:
         self.store = store
         self.reactor = store.reactor
         self.rng = random.Random(f"nemesis-{seed}")
-        self.faults = faults
+        self.faults = tuple(ALIASES.get(f, f) for f in faults)
+        self.hold = hold
         self.done: list[dict[str, Any]] = []
+        self._at = 0.0
 
     async def run(self, duration: float) -> list[dict[str, Any]]:
         """Inject faults for ``duration`` seconds (the last one is healed after), then heal everything."""
@@ -54,19 +113,29 @@ class Nemesis:
         await sleep(self.reactor, self.rng.uniform(0.5, 1.5))
         while self.reactor.seconds() < end:
             fault = self.rng.choice(self.faults)
-            hold = self.rng.uniform(0.5, 3.0)
-            started = self.reactor.seconds()
+            hold = self.rng.uniform(0.5, 3.0)  # drawn even when fixed: the same seed, the same schedule
+            if self.hold is not None:
+                hold = self.hold
+            self._at = self.reactor.seconds()
             detail = await getattr(self, "_" + fault.replace("-", "_"))(hold)
-            self.done.append({"fault": fault, "at": round(started, 2), "hold": round(hold, 2), **detail})
+            healed = self.reactor.seconds()
+            self.done.append(
+                {"fault": fault, "at": round(self._at, 3), "healed": round(healed, 3), "hold": round(hold, 2), **detail}
+            )
             await sleep(self.reactor, self.rng.uniform(0.5, 2.0))
         await self.store.heal()
         return self.done
+
+    def _begin(self) -> None:
+        """The fault is applied now."""
+        self._at = self.reactor.seconds()
 
     async def _leader(self) -> int:
         leader = await self.store.leader(timeout=10.0)
         return leader if leader is not None else self.rng.choice(self.store.replicas)
 
     async def _kill_and_restart(self, name: str, hold: float) -> dict[str, Any]:
+        self._begin()
         await self.store.kill(name)
         await sleep(self.reactor, hold)
         await self.store.start(name, *self.store.flags[name])
@@ -84,36 +153,74 @@ class Nemesis:
         return await self._kill_and_restart("catalog", hold)
 
     async def _kill_frontend(self, hold: float) -> dict[str, Any]:
-        return await self._kill_and_restart("frontend", hold)
+        frontends = [name for name in self.store.names if name.startswith("frontend")]
+        # One front-end: no draw, so that the schedules of one front-end stay as they were.
+        name = self.rng.choice(frontends) if len(frontends) > 1 else frontends[0]
+        return await self._kill_and_restart(name, hold)
 
     async def _pause_leader(self, hold: float) -> dict[str, Any]:
         leader = await self._leader()
         name = f"order-{leader}"
+        self._begin()
         self.store.pause(name)
-        deadline = self.reactor.seconds() + 10.0
         successor = None
-        while self.reactor.seconds() < deadline:
-            successor = await self.store.leader(timeout=0.5)
-            if successor is not None and successor != leader:
-                break
-            await sleep(self.reactor, 0.1)
+        if self.hold is not None:
+            await sleep(self.reactor, hold)
+            successor = await self.store.leader(timeout=0.0)
+        else:
+            deadline = self.reactor.seconds() + 10.0
+            while self.reactor.seconds() < deadline:
+                successor = await self.store.leader(timeout=0.5)
+                if successor is not None and successor != leader:
+                    break
+                await sleep(self.reactor, 0.1)
         self.store.resume(name)
         return {"target": name, "successor": successor}
 
-    async def _proxy_fault(self, proxy: Any, action: str, hold: float, leader: int) -> dict[str, Any]:
-        getattr(proxy, action)()
+    async def _proxy_fault(self, proxies: list[Any], action: str, hold: float, leader: int) -> dict[str, Any]:
+        self._begin()
+        for proxy in proxies:
+            getattr(proxy, action)()
         await sleep(self.reactor, hold)
-        proxy.heal()
-        return {"target": f"order-{leader}", "proxy": proxy.name}
+        for proxy in proxies:
+            proxy.heal()
+        return {"target": f"order-{leader}", "proxy": ", ".join(proxy.name for proxy in proxies)}
 
-    async def _partition(self, hold: float) -> dict[str, Any]:
+    async def _cut_leader_lines(self, hold: float) -> dict[str, Any]:
         leader = await self._leader()
-        return await self._proxy_fault(self.store.proxies.peer[leader], "cut", hold, leader)
+        return await self._proxy_fault([self.store.proxies.peer[leader]], "cut", hold, leader)
+
+    async def _cut_leader_both(self, hold: float) -> dict[str, Any]:
+        leader = await self._leader()
+        pair = self.store.proxies.pair
+        links = [pair[ends] for ends in sorted(pair) if leader in ends]
+        return await self._proxy_fault(links, "cut", hold, leader)
+
+    async def _cut_frontend_leader(self, hold: float) -> dict[str, Any]:
+        leader = await self._leader()
+        return await self._proxy_fault([self.store.proxies.frontend[leader]], "cut", hold, leader)
+
+    async def _cut_leader_catalog(self, hold: float) -> dict[str, Any]:
+        leader = await self._leader()
+        return await self._proxy_fault([self.store.proxies.catalog[leader]], "cut", hold, leader)
 
     async def _stall(self, hold: float) -> dict[str, Any]:
         leader = await self._leader()
-        return await self._proxy_fault(self.store.proxies.peer[leader], "stall", hold, leader)
+        return await self._proxy_fault([self.store.proxies.peer[leader]], "stall", hold, leader)
 
     async def _drop_replies(self, hold: float) -> dict[str, Any]:
         leader = await self._leader()
-        return await self._proxy_fault(self.store.proxies.frontend[leader], "drop", hold, leader)
+        return await self._proxy_fault([self.store.proxies.frontend[leader]], "drop", hold, leader)
+
+    async def _catalog_dies_after_commit(self, hold: float) -> dict[str, Any]:
+        """The catalog armed for one buy: it dies after committing it, before it answers; down for the hold."""
+        self._begin()
+        flags = self.store.flags["catalog"]
+        armed = await self.store.restart("catalog", *flags, env={ENVIRONMENT: CATALOG_AFTER_COMMIT})
+        try:
+            status = await self.store.supervisor.wait(armed, timeout=10.0)
+        except Exception:  # no buy reached the point in time (or the point is not there): it still runs
+            status = None
+        await sleep(self.reactor, hold)
+        await self.store.restart("catalog", *flags)
+        return {"target": "catalog", "died": status == EXIT_STATUS}

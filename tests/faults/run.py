@@ -1,6 +1,7 @@
 """
 One fault-injection run: start the store, buy while the nemesis works,
-heal, wait for quiet, place one last order, stop, and check.
+heal, wait for quiet, place one last order, stop, check, and measure how
+available the store stayed under each kind of fault.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any, Callable
 from toystore.supervise import Supervisor
 from toystore.testing import QUICK, Store, with_knobs
 
-from .buyers import Buyers
-from .checker import check, orders_of
+from .buyers import TIMEOUT, Buyers
+from .checker import availability, availability_misses, check, describe_availability, orders_of
 from .nemesis import FAULTS, Nemesis
 
 #: Seconds the store gets to agree again once healed.
@@ -22,13 +23,13 @@ RECOVERY = 30.0
 KNOBS = with_knobs(QUICK, {"catalog": {"initial_stock": 30, "restock_interval": 2.0, "restock_quantity": 30}})
 
 
-def fault_store(reactor: Any, supervisor: Supervisor, directory: Path) -> Store:
+def fault_store(reactor: Any, supervisor: Supervisor, directory: Path, frontends: int = 1) -> Store:
     """
-    The store under test, not started: the five processes with :data:`KNOBS`,
-    every replica's lines port behind its two proxies
-    (:class:`toystore.testing.Proxies`).
+    The store under test, not started: the catalog, three replicas and
+    ``frontends`` front-ends with :data:`KNOBS`, a proxy on every link to a
+    lines port (:class:`toystore.testing.Proxies`).
     """
-    return Store.create(reactor, directory, supervisor, proxies=True, **KNOBS)
+    return Store.create(reactor, directory, supervisor, frontends=frontends, proxies=True, **KNOBS)
 
 
 async def run_one(
@@ -40,23 +41,40 @@ async def run_one(
     buyers: int = 4,
     faults: tuple[str, ...] = FAULTS,
     say: Callable[[str], None] = print,
+    hold: float | None = None,
+    frontends: int = 1,
+    min_availability: float | None = None,
+    max_gap: float | None = None,
 ) -> dict[str, Any]:
     """
-    One run with ``seed``, faults for ``duration`` seconds.
+    One run with ``seed``, faults for ``duration`` seconds, each held
+    ``hold`` seconds (None: drawn), buyers spread over ``frontends``
+    front-ends.  The availability figures are reported; they fail the run
+    only below ``min_availability`` or above ``max_gap``, when given.
 
     :return: the seed, the faults injected, the attempts by outcome, the
-        checker's counts and details, and whether the store recovered.
+        availability figures, the checker's counts and details, and whether
+        the store recovered.
     """
     replay = f"python -m tests.faults --seed {seed} --duration {duration:g} --faults {','.join(faults)}"
+    replay += f" --buyers {buyers}" if buyers != 4 else ""
+    replay += f" --hold {hold:g}" if hold is not None else ""
+    replay += f" --frontends {frontends}" if frontends != 1 else ""
     say(f"fault run: seed {seed}, {duration:g} s (replay: {replay})")
-    store = fault_store(reactor, supervisor, directory)
+    store = fault_store(reactor, supervisor, directory, frontends)
     try:
         await store.start_all()
-        clients = Buyers(reactor, store.url, seed, buyers)
-        nemesis = Nemesis(store, seed, faults)
+        names = [name for name in store.names if name.startswith("frontend")]
+        for name in names:
+            await store.elected(name)
+        clients = Buyers(reactor, [store.sites[name].url for name in names], seed, buyers)
+        nemesis = Nemesis(store, seed, faults, hold)
+        began = reactor.seconds()
         clients.start()
         done = await nemesis.run(duration)
+        stopped = reactor.seconds()
         await clients.stop()
+        figures = availability(clients.attempts, done, (began, stopped), TIMEOUT)
         recovered = await store.recovered(RECOVERY)
         problem = f"the replicas did not agree on a committed log within {RECOVERY:g} s: {await store.statuses()}"
         if recovered is not None:
@@ -73,6 +91,10 @@ async def run_one(
     counts["not_recovered"] = 0 if recovered is not None else 1
     if recovered is None:
         details.append(f"not_recovered: {problem}")
+    if min_availability is not None or max_gap is not None:
+        misses = availability_misses(figures, min_availability, max_gap)
+        counts["availability_missed"] = len(misses)
+        details += [f"availability_missed: {miss}" for miss in misses]
     outcomes: dict[str, int] = {}
     for attempt in clients.attempts:
         outcomes[attempt.outcome] = outcomes.get(attempt.outcome, 0) + 1
@@ -82,6 +104,7 @@ async def run_one(
         "faults": done,
         "attempts": outcomes,
         "orders": len(orders_of(store.logs()[1])),
+        "availability": figures,
         "counts": counts,
         "details": details[:50],
         "ok": not any(counts.values()),
@@ -91,10 +114,16 @@ async def run_one(
 
 
 def summary(result: dict[str, Any]) -> str:
-    """One line per run: seed, faults, outcomes, violations."""
+    """
+    Two lines per run: seed, faults, outcomes, violations; then the
+    availability under each fault kind (the share of the orders first tried
+    under it that were acknowledged within the buyers' timeout, of those the
+    store did not refuse, and the longest gap between acknowledgements).
+    """
     faults = ", ".join(f["fault"] for f in result["faults"]) or "none"
     bad = {k: v for k, v in result["counts"].items() if v}
     return (
         f"seed {result['seed']}: {len(result['faults'])} faults ({faults}); attempts {result['attempts']}; "
-        f"{result['orders']} orders in the log; violations: {bad or 'none'}"
+        f"{result['orders']} orders in the log; violations: {bad or 'none'}\n"
+        f"    availability: {describe_availability(result['availability'])}"
     )
