@@ -32,7 +32,7 @@ hold (``--hold``; by default 0.5 to 3 s, drawn from the seed).
 ``catalog-dies-after-commit``  restart the catalog with the failpoint
                                ``catalog.after-commit`` armed: it exits right
                                after it commits the next buy; restart it
-                               normally after the hold (not drawn unless
+                               normally after the hold (drawn only when
                                named: see :data:`EXTRA`)
 =============================  ===============================================
 
@@ -64,9 +64,9 @@ FAULTS = (
     "stall",
     "drop-replies",
 )
-#: Faults drawn only when named: the catalog's failpoint ``catalog.after-commit``
-#: is not in :mod:`toystore.failpoints` yet (until it is, the catalog armed with
-#: it just runs until the hold ends, and the record says it did not die).
+#: Faults drawn only when named: they rest on a failpoint (``catalog.after-commit``)
+#: that a tree without it lacks; a catalog armed with a point it does not have just
+#: runs until the 10 s wait for its death ends, and the record's ``died`` says False.
 EXTRA = ("catalog-dies-after-commit",)
 #: Every kind the nemesis knows.
 KINDS = FAULTS + EXTRA

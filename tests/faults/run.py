@@ -90,7 +90,7 @@ async def run_one(
         raise
     counts["not_recovered"] = 0 if recovered is not None else 1
     if recovered is None:
-        details.append(f"not_recovered: {problem}")
+        details.insert(0, f"not_recovered: {problem}")  # first: the details kept are cut at 50
     if min_availability is not None or max_gap is not None:
         misses = availability_misses(figures, min_availability, max_gap)
         counts["availability_missed"] = len(misses)
