@@ -3,13 +3,16 @@ The fault-injection suite: a real store on loopback, concurrent buyers, a
 seeded nemesis, and a checker of the invariants of ``docs/architecture.rst``.
 
 * the store under test is the harness's (:mod:`toystore.testing`) with its
-  proxies: a proxy in front of every replica's lines port, one for the other
-  replicas (the log stream) and one for the front-end, each of which can
-  cut, stall, or drop replies;
+  proxies: one on every link to a lines port (each replica to each other
+  one, each replica to the catalog, the front-ends to each replica), each
+  of which can cut, stall, or drop replies;
 * :mod:`.buyers`: clients placing orders, each with a fresh key, recording
-  every attempt as ok, failed or unknown;
-* :mod:`.nemesis`: the faults, drawn from a seed;
-* :mod:`.checker`: after healing, counts what went wrong;
+  every attempt (its start, its end, ok, failed or unknown), dealt out
+  among the front-ends when there are several;
+* :mod:`.nemesis`: the faults, drawn from a seed, each recorded with when
+  it began and when it was healed;
+* :mod:`.checker`: after healing, counts what went wrong, and measures the
+  availability under each kind of fault;
 * :mod:`.run`: the store under test, and one run per seed; ``python -m
   tests.faults`` runs many.
 

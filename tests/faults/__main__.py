@@ -28,7 +28,7 @@ from twisted.internet import task
 
 from toystore.testing import scratch
 
-from .checker import COUNTS, describe_availability, merge_availability
+from .checker import COUNTS, merge_availability
 from .nemesis import EXTRA, FAULTS, kinds_of
 from .run import run_one, summary
 
@@ -45,9 +45,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=",".join(FAULTS),
         help="the faults to draw from, comma-separated (default: all but " + ", ".join(EXTRA) + ")",
     )
-    parser.add_argument(
-        "--hold", type=float, help="seconds each fault holds (default: 0.5 to 3, drawn from the seed)"
-    )
+    parser.add_argument("--hold", type=float, help="seconds each fault holds (default: 0.5 to 3, drawn from the seed)")
     parser.add_argument("--frontends", type=int, default=1, help="front-ends, the buyers dealt out among them")
     parser.add_argument(
         "--min-availability",
@@ -152,7 +150,6 @@ def availability_table(figures: dict[str, Any]) -> str:
             f"  {name:28} {row['faults']:>6} {row['tried']:>6} {row['refused']:>7} {row['acknowledged']:>6}"
             f" {share:>7} {gap:>8}"
         )
-    lines.append(f"  in short: {describe_availability(figures)}")
     return "\n".join(lines)
 
 

@@ -96,9 +96,7 @@ class Nemesis:
     each, when given).
     """
 
-    def __init__(
-        self, store: Store, seed: int, faults: tuple[str, ...] = FAULTS, hold: float | None = None
-    ) -> None:
+    def __init__(self, store: Store, seed: int, faults: tuple[str, ...] = FAULTS, hold: float | None = None) -> None:
         self.store = store
         self.reactor = store.reactor
         self.rng = random.Random(f"nemesis-{seed}")
