@@ -92,6 +92,16 @@ class WireConfig:
     max_line: int = _knob(_at_least_one)
     reconnect_initial: float = _knob(_positive)
     reconnect_max: float = _knob(_positive)
+    #: seconds a connection attempt may take before it counts as failed (and
+    #: is retried with backoff); without it a peer whose SYNs are dropped
+    #: holds an attempt for Twisted's default of 30 s
+    connect_timeout: float = _knob(_positive, default=2.0)
+    #: seconds between the idle watch's looks at a connection: at each, the
+    #: connecting side sends a ``ping`` if since the last it sent or heard nothing
+    keepalive: float = _knob(_positive, default=1.0)
+    #: a connection that hears nothing this long is closed, by either side
+    #: (a half-open one, whose peer is gone); must be > keepalive
+    idle_timeout: float = _knob(_positive, default=5.0)
     #: the cluster secret: when set, every connection to a lines port must
     #: first send it (an ``auth`` call); empty: no authentication, and the
     #: lines ports must listen on loopback only.  Checked in _check_cluster,
@@ -243,6 +253,11 @@ def _check_cluster(config: ClusterConfig) -> ClusterConfig:
         raise ConfigError(f"order.replicas ids must be unique, not {ids}")
     if config.order.min_insync > len(ids):
         raise ConfigError(f"order.min_insync must be at most the number of replicas ({len(ids)})")
+    if config.wire.idle_timeout <= config.wire.keepalive:
+        # A ping's pong must have a keepalive period to come back before a connection counts as idle.
+        raise ConfigError(
+            f"wire.idle_timeout must be > wire.keepalive ({config.wire.keepalive}), not {config.wire.idle_timeout!r}"
+        )
     secret = config.wire.secret
     if secret and (len(secret) < SECRET_MIN_LENGTH or not secret.isprintable()):
         raise ConfigError(f"wire.secret must be at least {SECRET_MIN_LENGTH} printable characters")

@@ -11,6 +11,13 @@ raises ``NoTransition`` from ``connectionLost``), and a client stopped then
 cancels the hook but leaves the connection open.  Held as connected, a
 drop during preparation is an ordinary drop (reconnected with backoff) and a
 stop closes the connection.
+
+Every connection attempt gives up after ``wire.connect_timeout`` seconds
+(:class:`TimedEndpoint`), whatever the endpoint: a peer whose SYNs are
+dropped would otherwise hold it for Twisted's default of 30 s (or for ever,
+with an endpoint that sets none), during which ``ClientService`` makes no
+other attempt.  A timed-out attempt is a failed one: it is retried after
+the backoff delay.
 """
 
 from __future__ import annotations
@@ -22,9 +29,11 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred
 from twisted.internet.error import ConnectError
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.error import TimeoutError as ConnectTimeout
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..config import WireConfig
 from ..envelope import Unauthorized
@@ -32,12 +41,40 @@ from .calls import NotConnected
 from .protocol import WireFactory, WireProtocol
 
 
+@implementer(IStreamClientEndpoint)
+class TimedEndpoint:
+    """
+    An endpoint whose connection attempts are cancelled after ``timeout``
+    seconds and then fail with Twisted's ``error.TimeoutError`` (a
+    ``ConnectError``, as an attempt that times out on its own fails).  It
+    wraps any endpoint (TCP, TLS, UNIX, one a test makes); cancelling the
+    attempt stops the connecting socket.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint, clock: IReactorTime, timeout: float) -> None:
+        self.endpoint = endpoint
+        self.clock = clock
+        self.timeout = timeout
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        attempt: Deferred[IProtocol] = self.endpoint.connect(factory)
+        return attempt.addTimeout(self.timeout, self.clock, onTimeoutCancel=_timed_out)
+
+
+def _timed_out(result: object, timeout: float) -> object:
+    """An attempt cancelled for its timeout: its failure says so (a success that raced the timeout stands)."""
+    if isinstance(result, Failure):
+        return Failure(ConnectTimeout(string=f"no connection within {timeout} s"))
+    return result
+
+
 class WireClient(Service):
     """
     A persistent connection to one peer's lines port, reconnected with
     exponential backoff whenever it drops.
 
-    :param endpoint: the peer, as an endpoint.
+    :param endpoint: the peer, as an endpoint; each attempt through it is
+        given ``wire.connect_timeout`` seconds.
     :param handler: serves the pushes (and requests) the peer sends us.
     :param prepare: called with each new connection before any call may use
         it (for example to subscribe); it may return a Deferred.  It runs
@@ -71,7 +108,7 @@ class WireClient(Service):
         # connection -> (its preparation, the callers waiting for it to end), while it runs
         self._preparing: dict[WireProtocol, tuple[Deferred[None], list[Deferred[WireProtocol]]]] = {}
         self._service = ClientService(
-            endpoint,
+            TimedEndpoint(endpoint, clock, config.connect_timeout),
             WireFactory(handler, clock, config, client=True),
             retryPolicy=lambda attempt: policy(attempt + self._failed_preparations),
             clock=clock,
