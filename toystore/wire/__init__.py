@@ -30,14 +30,18 @@ The modules, one concern each
 - :mod:`~toystore.wire.framing`: the line protocol (``\\n``-terminated lines
   of at most ``wire.max_line`` bytes, sending a message), and :func:`no_delay`;
 - :mod:`~toystore.wire.calls`: the calls a connection makes (ids, pending
-  calls, the one timer of their deadlines, replies, ``encoded=True``);
+  calls, replies, ``encoded=True``) and the connection's one timer (their
+  deadlines, the idle watch's looks);
 - :mod:`~toystore.wire.dispatch`: requests and pushes served by the handler's
   methods, their answers and ``call_finished``; :class:`Reply`;
 - :mod:`~toystore.wire.admission`: the cluster secret (the ``auth`` call);
+- :mod:`~toystore.wire.idle`: keepalive pings, and closing a connection
+  that hears nothing for ``wire.idle_timeout`` seconds (a half-open one);
 - :mod:`~toystore.wire.stall`: dropping a peer that stops reading;
 - :mod:`~toystore.wire.protocol`: :class:`WireProtocol`, which composes them,
   and :class:`WireFactory`;
-- :mod:`~toystore.wire.client`: :class:`WireClient`, the reconnecting client.
+- :mod:`~toystore.wire.client`: :class:`WireClient`, the reconnecting client,
+  whose connection attempts give up after ``wire.connect_timeout`` seconds.
 """
 
 from .calls import CallTimeout, ConnectionDropped, NotConnected

@@ -1,6 +1,7 @@
 """
 The calls a connection makes: their ids, the replies they wait for, and the
-one timer that watches every call's deadline.
+connection's one timer, which watches every call's deadline and runs the
+idle watch's looks (:mod:`~toystore.wire.idle`).
 
 :class:`Calls` gives each request an id of its own, keeps it pending until
 its reply comes back (in any order), and fails it with :class:`CallTimeout`
@@ -37,7 +38,8 @@ class Calls:
     """
     The calling side of a connection (a mixin of
     :class:`~toystore.wire.WireProtocol`, which gives it ``clock``,
-    ``connected``, ``peer``, ``send`` and ``log``).
+    ``connected``, ``peer``, ``send``, ``log`` and the ``_look`` of
+    :class:`~toystore.wire.idle.IdleWatch`).
 
     :ivar call_timeout: seconds a call waits for its reply by default
         (``wire.call_timeout``).
@@ -48,6 +50,7 @@ class Calls:
     peer: str
     send: Callable[[dict[str, Any]], None]
     log: Logger
+    _look: Callable[[float], float | None]
 
     def _init_calls(self, call_timeout: float) -> None:
         """No call made yet."""
@@ -55,7 +58,8 @@ class Calls:
         self._ids = itertools.count(1)
         # id -> (its Deferred, deadline, type, timeout, encoded) of each call awaiting its reply
         self._pending: dict[int, tuple[Deferred[Any], float, str, float, bool]] = {}
-        self._expiry: IDelayedCall | None = None  # one timer for every pending call's deadline
+        # the connection's one timer: every pending call's deadline, and the idle watch's next look
+        self._timer: IDelayedCall | None = None
 
     def call(
         self, type: str, fields: dict[str, Any] | None = None, timeout: float | None = None, encoded: bool = False
@@ -83,38 +87,43 @@ class Calls:
         deadline = self.clock.seconds() + limit
         self._pending[call_id] = (d, deadline, type, limit, encoded)
         self.send({**(fields or {}), "id": call_id, "type": type})
-        self._expire_at(deadline)
+        self._wake_by(deadline)
         return d
 
-    def _expire_at(self, deadline: float) -> None:
+    def _wake_by(self, when: float) -> None:
         """
-        Make sure the timer runs by ``deadline``.  One timer serves every
-        pending call: it runs at the earliest deadline known when it was
-        set, fails the calls whose time is up, and sets itself again for the
-        next deadline (:meth:`_expire`).  Calls answered in time leave
-        nothing to cancel.
+        Make sure the timer runs by ``when``.  One timer serves the whole
+        connection: it runs at the earliest time known when it was set (a
+        call's deadline, the idle watch's next look), fails the calls whose
+        time is up, lets the idle watch look, and sets itself again for
+        what comes next (:meth:`_wake`).  Calls answered in time leave
+        nothing to cancel, and a line costs the timer nothing.
         """
-        timer = self._expiry
+        timer = self._timer
         if timer is None:
-            self._expiry = self.clock.callLater(max(0.0, deadline - self.clock.seconds()), self._expire)
-        elif deadline < timer.getTime():
-            timer.reset(max(0.0, deadline - self.clock.seconds()))
+            self._timer = self.clock.callLater(max(0.0, when - self.clock.seconds()), self._wake)
+        elif when < timer.getTime():
+            timer.reset(max(0.0, when - self.clock.seconds()))
 
-    def _expire(self) -> None:
-        self._expiry = None
-        now = self.clock.seconds() + 1e-6  # (a microsecond for rounding)
-        late = [call_id for call_id, (_, deadline, *_) in self._pending.items() if deadline <= now]
+    def _wake(self) -> None:
+        self._timer = None
+        now = self.clock.seconds()
+        cutoff = now + 1e-6  # (a microsecond for rounding)
+        late = [call_id for call_id, (_, deadline, *_) in self._pending.items() if deadline <= cutoff]
         expired = [(call_id, self._pending.pop(call_id)) for call_id in late]
+        look = self._look(now)  # (it may make a call: a ping)
+        if look is not None:
+            self._wake_by(look)
         if self._pending:
-            self._expire_at(min(deadline for _, deadline, *_ in self._pending.values()))
+            self._wake_by(min(deadline for _, deadline, *_ in self._pending.values()))
         for _, (d, _, type, limit, _) in expired:
             d.errback(CallTimeout(f"{type!r} call to {self.peer} got no reply in {limit} s"))
 
     def _fail_pending(self) -> None:
         """The connection is gone: stop the timer and fail every pending call with :class:`ConnectionDropped`."""
-        if self._expiry is not None and self._expiry.active():
-            self._expiry.cancel()
-        self._expiry = None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
         pending, self._pending = self._pending, {}
         for d, *_ in pending.values():
             d.errback(ConnectionDropped(f"connection to {self.peer} closed with the call pending"))

@@ -17,7 +17,8 @@ Every connection attempt gives up after ``wire.connect_timeout`` seconds
 dropped would otherwise hold it for Twisted's default of 30 s (or for ever,
 with an endpoint that sets none), during which ``ClientService`` makes no
 other attempt.  A timed-out attempt is a failed one: it is retried after
-the backoff delay.
+the backoff delay.  A connection that falls silent later is the idle
+watch's (:mod:`~toystore.wire.idle`): it is closed, and connected again.
 """
 
 from __future__ import annotations

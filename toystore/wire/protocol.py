@@ -5,11 +5,13 @@ The package's docstring (:mod:`toystore.wire`) describes the wire.
 
 A connection is composed of one mixin per concern, each in a module of its
 own: :mod:`~toystore.wire.framing` (lines in and out),
-:mod:`~toystore.wire.calls` (the calls it makes and their one timer),
-:mod:`~toystore.wire.dispatch` (the requests and pushes it serves),
-:mod:`~toystore.wire.admission` (the cluster secret) and
-:mod:`~toystore.wire.stall` (a peer that stops reading).  This module ties
-them together: the connection's events, and where each line received goes.
+:mod:`~toystore.wire.calls` (the calls it makes, and the connection's one
+timer), :mod:`~toystore.wire.dispatch` (the requests and pushes it serves),
+:mod:`~toystore.wire.admission` (the cluster secret),
+:mod:`~toystore.wire.idle` (keepalive pings, and a peer that falls silent)
+and :mod:`~toystore.wire.stall` (a peer that stops reading).  This module
+ties them together: the connection's events, and where each line received
+goes.
 The mixins are plain classes, so a line costs the same method calls as it
 would in one class.
 """
@@ -26,10 +28,11 @@ from .admission import Admission
 from .calls import Calls
 from .dispatch import Dispatch
 from .framing import Framing, no_delay
+from .idle import IdleWatch
 from .stall import StallDetection
 
 
-class WireProtocol(Admission, Dispatch, Calls, StallDetection, Framing):
+class WireProtocol(Admission, Dispatch, Calls, IdleWatch, StallDetection, Framing):
     """
     One JSON-lines connection, as server and client at once.
 
@@ -46,12 +49,14 @@ class WireProtocol(Admission, Dispatch, Calls, StallDetection, Framing):
         self.connected = False
         self._init_dispatch(handler)
         self._init_calls(config.call_timeout)
+        self._init_idle(config.keepalive, config.idle_timeout, pings=client)
         self._init_admission(config.secret, client)
 
     def connectionMade(self) -> None:
         self.connected = True
         no_delay(self.transport)
         self._watch_stalls()
+        self._watch_idle()
         self._await_admission()
         self._hook("connection_made", self)
 
@@ -59,8 +64,17 @@ class WireProtocol(Admission, Dispatch, Calls, StallDetection, Framing):
         self.connected = False
         self._cancel_stall()
         self._end_admission()
+        self._end_idle_watch()
         self._fail_pending()
         self._hook("connection_lost", self, reason)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._heard = True  # for the idle watch: a flag is all a read costs it
+        Framing.dataReceived(self, data)
+
+    def sendLine(self, line: bytes) -> None:
+        self._said = True  # for the idle watch
+        self.transport.writeSequence((line, self.delimiter))
 
     def lineReceived(self, line: bytes) -> None:
         """
@@ -93,7 +107,8 @@ class WireFactory(Factory):
     Builds :class:`WireProtocol` connections that share one handler.
 
     :param client: True for connections this process makes: those do not ask
-        the peer for the secret (they give it, with ``authenticate``).
+        the peer for the secret (they give it, with ``authenticate``), and
+        they send the keepalive pings (:mod:`~toystore.wire.idle`).
     """
 
     noisy = False
