@@ -22,7 +22,10 @@ Faults: :meth:`Network.cut` takes a service off the network (its connections
 drop, new ones are refused) until :meth:`Network.restore`;
 :meth:`LoopbackClient.cut` does it to one client's link; :meth:`Pipe.hold`
 and :meth:`LoopbackClient.hold` hold deliveries back (a peer that stopped
-answering: calls on the connection time out).
+answering: calls on the connection time out, and once the clock has moved
+``wire.idle_timeout`` on in steps of ``wire.keepalive`` (one long advance
+is one look of the idle watch), each side closes the connection, as it
+closes a half-open one).
 
 ::
 
@@ -408,7 +411,8 @@ class LoopbackClient(Service):
         """
         Hold this link's deliveries back, on its connection and on any it
         makes, until :meth:`release`: a peer that stopped answering (calls
-        time out with ``CallTimeout``).
+        time out with ``CallTimeout``; after ``wire.idle_timeout`` the
+        connection is closed, and the next call connects again).
         """
         self._held = True
         if self.pipe is not None:
