@@ -147,11 +147,19 @@ def check(
 
 
 #: The figures of one row of :func:`availability`.
-ROW = ("faults", "tried", "refused", "acknowledged", "availability", "max_gap")
+ROW = ("faults", "tried", "refused", "acknowledged", "availability", "max_gap", "gaps")
 
 
 def _row(faults: int = 0) -> dict[str, Any]:
-    return {"faults": faults, "tried": 0, "refused": 0, "acknowledged": 0, "availability": None, "max_gap": None}
+    return {
+        "faults": faults,
+        "tried": 0,
+        "refused": 0,
+        "acknowledged": 0,
+        "availability": None,
+        "max_gap": None,
+        "gaps": [],
+    }
 
 
 def _share(row: dict[str, Any]) -> dict[str, Any]:
@@ -181,10 +189,11 @@ def availability(
 
     Each row has ``faults`` (how many), ``tried``, ``refused``,
     ``acknowledged``, ``availability`` (acknowledged / (tried - refused), or
-    None when that is 0) and ``max_gap``: the longest time between
+    None when that is 0), ``max_gap``: the longest time between
     consecutive acknowledgements (an order's first 200, however late), the
     ``window``'s ends counting as acknowledgements, that overlaps a fault of
-    the kind (for ``overall``: anywhere in the window).  A gap that begins
+    the kind (for ``overall``: anywhere in the window), and ``gaps``: that
+    longest gap for each fault of the kind, in order.  A gap that begins
     before a fault or ends after its heal counts whole: the outage it caused
     lasts until orders are acknowledged again.
 
@@ -226,8 +235,9 @@ def availability(
     for fault in faults:
         row = kinds.setdefault(fault["fault"], _row())
         row["faults"] += 1
-        gap = longest_gap(fault["at"], fault["healed"])
-        row["max_gap"] = round(max(row["max_gap"] or 0.0, gap), 3)
+        gap = round(longest_gap(fault["at"], fault["healed"]), 3)
+        row["max_gap"] = max(row["max_gap"] or 0.0, gap)
+        row["gaps"].append(gap)
     no_fault, overall = _row(), _row(len(faults))
     for first, outcome in orders:
         holding = {f["fault"] for f in faults if f["at"] <= first <= f["healed"]}
@@ -257,6 +267,7 @@ def merge_availability(figures: Iterable[dict[str, Any]]) -> dict[str, Any]:
             total[name] += row[name]
         if row["max_gap"] is not None:
             total["max_gap"] = max(total["max_gap"] or 0.0, row["max_gap"])
+        total["gaps"] = total["gaps"] + row["gaps"]
         return total
 
     kinds: dict[str, dict[str, Any]] = {}

@@ -131,11 +131,27 @@ class AvailabilityTests(SynchronousTestCase):
         self.assertEqual(list(kinds), ["cut-leader-lines", "kill-leader"])
         self.assertEqual(
             kinds["kill-leader"],
-            {"faults": 1, "tried": 4, "refused": 1, "acknowledged": 1, "availability": 0.3333, "max_gap": 7.9},
+            {
+                "faults": 1,
+                "tried": 4,
+                "refused": 1,
+                "acknowledged": 1,
+                "availability": 0.3333,
+                "max_gap": 7.9,
+                "gaps": [7.9],
+            },
         )
         self.assertEqual(
             kinds["cut-leader-lines"],
-            {"faults": 1, "tried": 1, "refused": 0, "acknowledged": 1, "availability": 1.0, "max_gap": 4.2},
+            {
+                "faults": 1,
+                "tried": 1,
+                "refused": 0,
+                "acknowledged": 1,
+                "availability": 1.0,
+                "max_gap": 4.2,
+                "gaps": [4.2],
+            },
         )
 
     def test_no_fault_and_overall(self) -> None:
@@ -144,10 +160,8 @@ class AvailabilityTests(SynchronousTestCase):
         self.assertEqual(figures["no_fault"]["tried"], 2)
         self.assertEqual(figures["no_fault"]["availability"], 1.0)
         self.assertIsNone(figures["no_fault"]["max_gap"])
-        self.assertEqual(
-            figures["overall"],
-            {"faults": 2, "tried": 7, "refused": 1, "acknowledged": 4, "availability": 0.6667, "max_gap": 7.9},
-        )
+        overall = {"faults": 2, "tried": 7, "refused": 1, "acknowledged": 4, "availability": 0.6667, "max_gap": 7.9}
+        self.assertEqual(figures["overall"], {**overall, "gaps": []})
 
     def test_timeout_is_inclusive(self) -> None:
         """A 200 exactly the timeout after the first try counts; a moment later does not."""
@@ -179,7 +193,15 @@ class AvailabilityTests(SynchronousTestCase):
         merged = merge_availability([first, second])
         self.assertEqual(
             merged["kinds"]["kill-leader"],
-            {"faults": 2, "tried": 5, "refused": 1, "acknowledged": 2, "availability": 0.5, "max_gap": 14.9},
+            {
+                "faults": 2,
+                "tried": 5,
+                "refused": 1,
+                "acknowledged": 2,
+                "availability": 0.5,
+                "max_gap": 14.9,
+                "gaps": [7.9, 14.9],
+            },
         )
         self.assertEqual(merged["overall"]["max_gap"], 14.9)
         self.assertEqual(merged["no_fault"]["tried"], 2)
