@@ -650,3 +650,41 @@ def test_a_replica_that_lost_its_disk_counts_for_nothing_until_it_holds_the_comm
     replies = round_trip(c, 3, 1)
     assert [r.voter for r in replies] == [True]
     assert three.commit == 5
+
+
+def test_a_replica_that_lost_its_disk_votes_only_once_it_holds_every_committed_record() -> None:
+    """
+    Record 1 was committed in epoch 1 on replicas 1 and 2; then replica 1
+    lost its disk.  Replica 2 wins epoch 2 (with 3's vote) but has committed
+    nothing of its own epoch yet: its commit point, 0, says nothing about
+    what was committed before.  Replica 1 holding that point (it has record
+    0 only) must not make it a voter: with replica 3, which never had record
+    1, it would elect a leader without a committed record (Leader
+    Completeness, thesis 3.6).
+    """
+    c = Cluster(
+        timing=Timing(max_batch=1),
+        states={1: State(voter=False), 2: State(1, 2), 3: State(1, 2)},
+        logs={2: [1, 1], 3: [1]},
+    )
+    one, two = c.nodes[1], c.nodes[2]
+    committed = c.records[2][1]
+
+    c.campaign(2)
+    assert two.role is Role.LEADER and two.epoch == 2 and two.commit == 0
+    c.drop(to=3)
+    for _ in range(2):  # a refused probe, then record 0 alone
+        c.deliver(frm=2, to=1)
+        c.persist(1)
+        c.deliver(frm=1, to=2)
+    assert len(c.records[1]) == 1
+    c.persist_all()
+    c.network.clear()  # replica 2 stops here
+
+    c.run(3 * ELECTION, cut=[2])
+    for i in (1, 3):
+        if c.nodes[i].role is Role.LEADER:
+            assert c.records[i][1] == committed, f"replica {i} leads epoch {c.nodes[i].epoch} without record 1"
+    c.run(3 * ELECTION)  # replica 2 is back
+    assert all(len(c.records[i]) > 1 and c.records[i][1] == committed for i in (1, 2, 3)), c.records
+    assert one.voter
