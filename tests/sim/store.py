@@ -392,10 +392,8 @@ class Replica:
         self.world.send(self.id, client, ("found", request, key))
 
 
-class Client:
-    """Orders one toy at a time, each under a key of its own, retrying it (same key) until answered; reads back what was acknowledged."""
-
-    TIMEOUT = 0.5
+class Caller:
+    """What clients and readers share: an address, the replica they believe leads, and one request at a time."""
 
     def __init__(self, world: World, checker: Checker, name: str, replicas: tuple[int, ...]) -> None:
         self.world = world
@@ -404,16 +402,31 @@ class Client:
         self.replicas = replicas
         self.target = world.rng.choice(replicas)
         self.request = 0
-        self.current: tuple[str, str, int] | None = None
         self.reading: tuple[int, str] | None = None
-        self.count = 0
-        self.acked: dict[str, int] = {}
-        self.last = ""
-        self.ordering = True
         world.attach(name, self.receive)
 
     def start(self) -> None:
         self.world.after(self.world.rng.uniform(0, 0.1), self._next)
+
+    def _next(self) -> None:
+        raise NotImplementedError
+
+    def receive(self, source: Any, message: tuple[Any, ...]) -> None:
+        raise NotImplementedError
+
+
+class Client(Caller):
+    """Orders one toy at a time, each under a key of its own, retrying it (same key) until answered; reads back what was acknowledged."""
+
+    TIMEOUT = 0.5
+
+    def __init__(self, world: World, checker: Checker, name: str, replicas: tuple[int, ...]) -> None:
+        super().__init__(world, checker, name, replicas)
+        self.current: tuple[str, str, int] | None = None
+        self.count = 0
+        self.acked: dict[str, int] = {}
+        self.last = ""
+        self.ordering = True
 
     def _next(self) -> None:
         if self.current is not None or self.reading is not None:
@@ -475,7 +488,7 @@ class Client:
         return self.current is not None
 
 
-class Reader:
+class Reader(Caller):
     """
     Reads, again and again, the order acknowledged last (to anyone): a
     leader that answers from a commit point older than that order shows at
@@ -485,18 +498,8 @@ class Reader:
     TIMEOUT = 0.2
 
     def __init__(self, world: World, checker: Checker, name: str, replicas: tuple[int, ...]) -> None:
-        self.world = world
-        self.checker = checker
-        self.name = name
-        self.replicas = replicas
-        self.target = world.rng.choice(replicas)
-        self.request = 0
-        self.reading: tuple[int, str] | None = None
+        super().__init__(world, checker, name, replicas)
         self.running = True
-        world.attach(name, self.receive)
-
-    def start(self) -> None:
-        self.world.after(self.world.rng.uniform(0, 0.1), self._next)
 
     def _next(self) -> None:
         if not self.running:

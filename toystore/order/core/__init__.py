@@ -8,7 +8,8 @@ neighbours) owns the sockets, timers and disk, and the simulator
 
 from .epochs import EpochLog
 from .messages import Append, AppendReply, Handover, Message, VoteReply, VoteRequest
-from .node import Counters, Node, NotServing, ProtocolError, Ready, Role, State, Timing, Write
+from .effects import Ready, State, Timing, Write
+from .node import Counters, Node, NotServing, ProtocolError, Role
 from .progress import Progress, majority, quorum_value
 
 __all__ = [

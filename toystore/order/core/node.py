@@ -49,14 +49,14 @@ from __future__ import annotations
 import enum
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from .effects import NEVER, Ready, State, Timing, Write
 from .epochs import EpochLog
 from .messages import Append, AppendReply, Handover, Message, VoteReply, VoteRequest
 from .progress import Progress, majority, quorum_value
 
-NEVER = float("inf")
 
 
 class Role(enum.Enum):
@@ -78,69 +78,6 @@ class NotServing(Exception):
 
 class ProtocolError(Exception):
     """A rule that must never break did: a bug, or a disk that lied."""
-
-
-@dataclass(frozen=True, slots=True)
-class State:
-    """
-    What a replica keeps on disk besides its log: its epoch, the replica it
-    voted for in that epoch, and whether it may vote at all (false for a
-    replica that lost its disk, until it catches up).
-    """
-
-    epoch: int = 0
-    vote: int | None = None
-    voter: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """
-    The protocol's clock, in seconds.  An election timeout is drawn from
-    ``[election, 2 * election)``; a leader sends a heartbeat every
-    ``heartbeat``; ``stagger`` spaces the campaigns of followers that saw
-    their leader's connection reset, highest id first.
-    """
-
-    election: float = 1.0
-    heartbeat: float = 0.1
-    stagger: float = 0.2
-    #: records per append message, and append messages a follower may have unanswered
-    max_batch: int = 512
-    max_in_flight: int = 8
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    """
-    Make this durable, in order after every earlier write, then report
-    ``ticket`` to :meth:`Node.persisted`: first ``state`` (if any), then
-    the log cut to ``truncate`` records (if not None), then ``payloads``
-    written from index ``start``.
-    """
-
-    ticket: int
-    state: State | None
-    truncate: int | None
-    start: int
-    payloads: tuple[Any, ...]
-
-
-@dataclass(slots=True)
-class Ready:
-    """What one event asks the shell to do."""
-
-    writes: list[Write] = field(default_factory=list)
-    #: ``(to, message)``; an ``Append`` without payloads is filled from the log by the shell
-    messages: list[tuple[int, Message]] = field(default_factory=list)
-    #: ``(context, commit point)``: the read may be answered once the log is applied to that point
-    reads: list[tuple[Any, int]] = field(default_factory=list)
-    #: reads that cannot be confirmed (this replica stopped leading)
-    failed_reads: list[Any] = field(default_factory=list)
-    #: one line each, for the log: a refused peer, a role change
-    notes: list[str] = field(default_factory=list)
-    #: call :meth:`Node.tick` at this time
-    deadline: float = NEVER
 
 
 @dataclass(slots=True)
