@@ -159,6 +159,17 @@ class WireClient(Service):
             preparation.cancel()
         return self._service.stopService()
 
+    @property
+    def current(self) -> WireProtocol | None:
+        """The prepared connection, if one is up now (for pushes that are dropped rather than waited for)."""
+        current = self._current
+        return current if current is not None and current.connected else None
+
+    @property
+    def connected(self) -> bool:
+        """Whether a prepared connection is up now."""
+        return self.current is not None
+
     async def connection(self, timeout: float | None = None) -> WireProtocol:
         """
         The current connection, or the next one made within ``timeout``.

@@ -28,6 +28,8 @@ class StallDetection:
     log: Logger
     _stall_timeout: float | None = None  # set by drop_if_stalled
     _stall: IDelayedCall | None = None  # runs out while the transport is paused
+    #: the peer reads too slowly: our write buffer is full (a sender may drop what can wait)
+    write_paused: bool = False
 
     def _watch_stalls(self) -> None:
         """
@@ -45,10 +47,12 @@ class StallDetection:
         self._stall_timeout = timeout
 
     def pauseProducing(self) -> None:
+        self.write_paused = True
         if self._stall_timeout is not None and self._stall is None:
             self._stall = self.clock.callLater(self._stall_timeout, self._stalled)
 
     def resumeProducing(self) -> None:
+        self.write_paused = False
         self._cancel_stall()
 
     def stopProducing(self) -> None:

@@ -111,14 +111,24 @@ class Pipe:
     :ivar client: the connecting side's protocol, as its factory built it.
     :ivar server: the accepting side's protocol.
     :ivar target: the name the client connected to.
+    :ivar source: the name of the connecting side, when its endpoint gave one.
     :ivar held: whether deliveries are held back (:meth:`hold`).
     :ivar closed: whether the connection has ended.
     """
 
-    def __init__(self, client: IProtocol, server: IProtocol, target: Hashable, near: IPv4Address, far: IPv4Address):
+    def __init__(
+        self,
+        client: IProtocol,
+        server: IProtocol,
+        target: Hashable,
+        near: IPv4Address,
+        far: IPv4Address,
+        source: Hashable = None,
+    ):
         self.client = client
         self.server = server
         self.target = target
+        self.source = source
         self.held = False
         self.closed = False
         self.client_transport = PipeTransport(near, far)
@@ -197,16 +207,19 @@ class Pipe:
 class NetworkEndpoint:
     """
     A client endpoint to what serves ``name`` on a :class:`Network`: it
-    connects at once, or fails with ``ConnectionRefusedError``.
+    connects at once, or fails with ``ConnectionRefusedError``.  ``source``
+    names the side that connects (so that cutting it off cuts its own
+    connections too).
     """
 
-    def __init__(self, network: Network, name: Hashable) -> None:
+    def __init__(self, network: Network, name: Hashable, source: Hashable = None) -> None:
         self.network = network
         self.name = name
+        self.source = source
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         try:
-            pipe = self.network.connect(factory, self.name)
+            pipe = self.network.connect(factory, self.name, self.source)
         except ConnectError:
             return fail()
         return succeed(pipe.client)
@@ -247,29 +260,33 @@ class Network:
         self._served[name] = factory
         self._addresses.setdefault(name, self._address())
 
-    def connect(self, factory: IProtocolFactory, name: Hashable) -> Pipe:
+    def connect(self, factory: IProtocolFactory, name: Hashable, source: Hashable = None) -> Pipe:
         """
-        Connect a protocol built by ``factory`` to what serves ``name``.
+        Connect a protocol built by ``factory`` to what serves ``name``
+        (from ``source``, when the connecting side has a name).
 
         :return: the new connection, open on both sides.
-        :raises ConnectionRefusedError: when nothing serves ``name``, or it is cut off.
+        :raises ConnectionRefusedError: when nothing serves ``name``, or it or ``source`` is cut off.
         """
         served = self._served.get(name)
-        if served is None or name in self._cut:
+        if served is None or name in self._cut or (source is not None and source in self._cut):
             raise ConnectionRefusedError(string=f"{name!r} is {'cut off' if served else 'not served'}")
         near, far = self._address(), self._addresses[name]
         client = factory.buildProtocol(far)
         server = served.buildProtocol(near)
         if client is None or server is None:
             raise ConnectionRefusedError(string=f"a factory refused the connection to {name!r}")
-        pipe = Pipe(client, server, name, near, far)
+        pipe = Pipe(client, server, name, near, far, source)
         self.pipes.append(pipe)
         pipe.open()
         return pipe
 
-    def endpoint(self, name: Hashable) -> NetworkEndpoint:
-        """A client endpoint to ``name``, for code that makes its own connections (a real ``WireClient``)."""
-        return NetworkEndpoint(self, name)
+    def endpoint(self, name: Hashable, source: Hashable = None) -> NetworkEndpoint:
+        """
+        A client endpoint to ``name``, for code that makes its own connections
+        (a real ``WireClient``), from ``source`` if it is served here too.
+        """
+        return NetworkEndpoint(self, name, source)
 
     def client(
         self,
@@ -294,9 +311,16 @@ class Network:
             pipe.drop()
 
     def cut(self, name: Hashable) -> None:
-        """Take ``name`` off the network: its connections drop now, and new ones are refused until :meth:`restore`."""
+        """
+        Take ``name`` off the network: the connections to it, and those it
+        made through endpoints that name it as their source, drop now; new
+        ones are refused until :meth:`restore`.
+        """
         self._cut.add(name)
         self.drop(name)
+        for pipe in self.pipes:
+            if pipe.source == name and not pipe.closed:
+                pipe.drop()
 
     def restore(self, name: Hashable) -> None:
         """Put ``name`` back on the network: connections to it may be made again."""
@@ -376,6 +400,11 @@ class LoopbackClient(Service):
         self._held = False
         self._current: WireProtocol | None = None  # the connection calls use, once prepared
         self._waiting: list[Deferred[WireProtocol]] = []  # for the attempt under way, if any
+
+    @property
+    def connected(self) -> bool:
+        """Whether a prepared connection is up now (as :attr:`WireClient.connected`)."""
+        return self._current is not None and self._current.connected and not self._cut
 
     def startService(self) -> None:
         super().startService()
