@@ -6,9 +6,9 @@ neighbours) owns the sockets, timers and disk, and the simulator
 (``tests/sim``) runs many of these in one process.
 """
 
+from .effects import Ready, State, Timing, Write
 from .epochs import EpochLog
 from .messages import Append, AppendReply, Handover, Message, VoteReply, VoteRequest
-from .effects import Ready, State, Timing, Write
 from .node import Counters, Node, NotServing, ProtocolError, Role
 from .progress import Progress, majority, quorum_value
 

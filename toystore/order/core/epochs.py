@@ -39,7 +39,7 @@ class EpochLog:
 
     def runs(self) -> list[tuple[int, int]]:
         """``[(first index, epoch), ...]``, one pair per run of equal epochs."""
-        return list(zip(self._starts, self._epochs))
+        return list(zip(self._starts, self._epochs, strict=True))
 
     @property
     def last_epoch(self) -> int:

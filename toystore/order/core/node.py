@@ -57,6 +57,8 @@ from .epochs import EpochLog
 from .messages import Append, AppendReply, Handover, Message, VoteReply, VoteRequest
 from .progress import Progress, majority, quorum_value
 
+#: the protocol's clock when the shell gives none
+DEFAULT_TIMING = Timing()
 
 
 class Role(enum.Enum):
@@ -119,7 +121,7 @@ class Node:
         leader_record: Callable[[int, int], Any],
         rng: random.Random,
         now: float,
-        timing: Timing = Timing(),
+        timing: Timing = DEFAULT_TIMING,
     ) -> None:
         self.id = id
         self.ids = tuple(sorted(set(ids)))
@@ -158,6 +160,8 @@ class Node:
         self.round = 0
         self._reads: deque[tuple[int, Any, int]] = deque()  # (round, context, commit point)
         self.handover_to: int | None = None
+        #: peers the shell says cannot lead well now (they cannot reach the catalog): the seed's rule passes them by
+        self.unfit: frozenset[int] = frozenset()
         self._handover_deadline = NEVER
         self._handover_sent = False
         self._auto_handover_after = -NEVER
@@ -177,7 +181,10 @@ class Node:
 
     @property
     def serving(self) -> bool:
-        """Whether this replica may take orders and answer reads: it leads, its leader record is committed, and it is not handing over."""
+        """
+        Whether this replica may take orders and answer reads: it leads, its
+        leader record is committed, and it is not handing over.
+        """
         return self.role is Role.LEADER and self.commit > self.leader_index and self.handover_to is None
 
     def status(self) -> dict[str, Any]:
@@ -324,7 +331,7 @@ class Node:
     # -- votes -----------------------------------------------------------------------------
 
     def _in_lease(self, now: float) -> bool:
-        """Whether this replica has heard from a live leader within the minimum election timeout (a leader: it is one)."""
+        """Whether this replica heard from a live leader within the minimum election timeout (a leader: it is one)."""
         if self.role is Role.LEADER:
             return True
         return self.leader is not None and now - self._heard_leader < self.timing.election
@@ -554,9 +561,7 @@ class Node:
         """Send what each streamed follower lacks, within its window."""
         for peer, progress in self.progress.items():
             while (
-                progress.streaming
-                and progress.next < len(self.log)
-                and progress.in_flight < self.timing.max_in_flight
+                progress.streaming and progress.next < len(self.log) and progress.in_flight < self.timing.max_in_flight
             ):
                 self._send_append(peer, progress)
 
@@ -575,7 +580,9 @@ class Node:
             progress.in_flight += 1
             if progress.streaming:
                 progress.next = end
-        message = Append(self.epoch, self.id, self.digest, start, self.log.epoch_at(start), epochs, self.commit, self.round)
+        message = Append(
+            self.epoch, self.id, self.digest, start, self.log.epoch_at(start), epochs, self.commit, self.round
+        )
         self._ready.messages.append((peer, message))
 
     def _replied(self, reply: AppendReply, now: float) -> None:
@@ -635,8 +642,8 @@ class Node:
         return max(candidates)[1] if candidates else None
 
     def _maybe_hand_over(self, now: float) -> None:
-        """The seed's rule: with the highest id up and in sync, it leads."""
-        highest = self.ids[-1]
+        """The seed's rule: with the highest id up and in sync, it leads (of those the shell has not called unfit)."""
+        highest = max(i for i in self.ids if i == self.id or i not in self.unfit)
         if highest == self.id or not self.serving or now < self._auto_handover_after:
             return
         progress = self.progress[highest]

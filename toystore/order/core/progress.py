@@ -45,8 +45,10 @@ class Progress:
         """It holds the first ``length`` records of our log."""
         self.match = max(self.match, length)
         self.next = max(self.next, self.match)
+        # Probed until now: the batches counted were probes, answered now or lost (sent to a follower
+        # that was down); counted on, they would keep the window shut for good.
+        self.in_flight = max(0, self.in_flight - 1) if self.streaming else 0
         self.streaming = True
-        self.in_flight = max(0, self.in_flight - 1)
 
 
 def majority(count: int) -> int:
