@@ -4,17 +4,17 @@ order replicas.
 
 It starts, with the store harness (:class:`toystore.testing.Store`: a
 cluster file with every listener on a free loopback port, data in a new
-temporary directory, 100,000,000 of every toy, ``order.min_insync`` 2), the
+temporary directory, 100,000,000 of every toy), the
 catalog (``twistd -n toystore-catalog``) and three replicas (``twistd -n
 toystore-order --id N``), and no front-end: the benchmark plays its part, so
-that it measures the replicas alone.  It elects replica 3 for epoch 1
-(``lead`` to replica 3, then to 1 and 2) and waits until both followers are
-in the leader's in-sync set.
+that it measures the replicas alone.  It waits until the replicas have
+elected replica 3 (the highest id leads once all are up) and both followers
+are in its in-sync set.
 
 C clients, each on its OWN wire connection to the leader's lines port, loop
 ``order`` calls (1 item, toys in rotation, a unique key each) for
 ``--seconds``, ``--repeats`` times per client count C.  An order is answered
-once its record is on disk on two replicas (one fsync per log write batch on
+once its record is on disk on a majority, two replicas (one fsync per log write batch on
 each, group commit up to ``order.max_batch`` writes), after the catalog's own
 durable buy.
 
@@ -68,7 +68,6 @@ from toystore.wire import ConnectionDropped, NotConnected, WireProtocol
 NAMES = list(TOYS)
 RUN = f"bench-{uuid.uuid4().hex[:12]}"  # makes this run's order keys unique
 LEADER = 3
-EPOCH = 1
 POLL = 0.05  # seconds between two looks while waiting for a state
 
 
@@ -88,11 +87,8 @@ def fsync_figures(before: dict[str, float], after: dict[str, float]) -> dict[str
 
 
 async def elect(reactor: Any, store: Store, timeout: float = 15.0) -> None:
-    """
-    The front-end's part: tell replica 3 it leads epoch 1, wait for it to be
-    ready, tell the other two, and wait until both are in its in-sync set.
-    """
-    await store.elect(EPOCH, LEADER)
+    """Wait until replica 3 serves and both followers are in its in-sync set."""
+    await store.serving(timeout, expected=LEADER)
     followers = sorted(i for i in REPLICAS if i != LEADER)
     deadline = reactor.seconds() + timeout
     while (leader := await store.call(f"order-{LEADER}", "status"))["in_sync"] != followers:
@@ -216,7 +212,7 @@ async def run_setting(reactor: Any, supervisor: Supervisor, directory: Path, max
         frontends=0,
         wire={"reconnect_initial": 0.05, "reconnect_max": 0.5},
         catalog={"initial_stock": 100_000_000},
-        order={"min_insync": 2, "max_batch": max_batch},
+        order={"max_batch": max_batch},
     )
     try:
         await elect(reactor, store)
@@ -324,7 +320,6 @@ async def main(reactor: Any, *argv: str) -> None:
             "clients": args.clients,
             "max_batch": args.settings,
             "replicas": len(REPLICAS),
-            "min_insync": 2,
             "leader": LEADER,
             "python": platform.python_version(),
             "twisted": twisted_version,

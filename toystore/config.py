@@ -168,16 +168,17 @@ class OrderConfig:
     """The order replicas and the knobs of replication."""
 
     data_dir: str = _knob(_has_id)
-    min_insync: int = _knob(_at_least_one)
     commit_timeout: float = _knob(_positive)
-    ack_timeout: float = _knob(_positive)
-    discovery_interval: float = _knob(_positive)
     max_batch: int = _knob(_at_least_one)
     replicas: tuple[ReplicaConfig, ...] = _knob()
     #: bytes of recent record lines each replica's log keeps in memory once
     #: they are on disk (older records are read back from the file); the
     #: default is ``toystore.order.log.WINDOW_BYTES``, 4 MiB
     window_bytes: int = _knob(_not_negative, default=4 << 20)
+    #: a follower that hears no leader for this long (up to twice as long, at random) campaigns
+    election_timeout: float = _knob(_positive, default=1.0)
+    #: seconds between a leader's heartbeats; well below the election timeout
+    heartbeat: float = _knob(_positive, default=0.1)
 
     def replica(self, id: int) -> ReplicaConfig:
         """The replica with ``id``."""
@@ -251,8 +252,8 @@ def _check_cluster(config: ClusterConfig) -> ClusterConfig:
     ids = [r.id for r in config.order.replicas]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"order.replicas ids must be unique, not {ids}")
-    if config.order.min_insync > len(ids):
-        raise ConfigError(f"order.min_insync must be at most the number of replicas ({len(ids)})")
+    if config.order.heartbeat * 3 > config.order.election_timeout:
+        raise ConfigError("order.heartbeat must be at most a third of order.election_timeout")
     if config.wire.idle_timeout <= config.wire.keepalive:
         # A ping's pong must have a keepalive period to come back before a connection counts as idle.
         raise ConfigError(

@@ -11,9 +11,10 @@ to each other, so a message cannot be added, dropped or changed in one place
 only.
 
 A field has one name and one meaning wherever it travels: ``epoch`` is the
-same check in a buy, a fence and a sync.  :func:`parse` checks one field of
-a message by its name (:data:`FIELDS`); :meth:`Message.parse` checks every
-field of a message and returns their values in its order.  A wrong field is a
+same check in a buy, a reconcile and every message between replicas.
+:func:`parse` checks one field of a message by its name (:data:`FIELDS`);
+:meth:`Message.parse` checks every field of a message and returns their
+values in its order.  A wrong field is a
 :class:`~toystore.envelope.BadRequest` (400) that names it.
 """
 
@@ -108,6 +109,13 @@ def _runs(message: dict[str, Any], name: str) -> list[list[int]]:
     return runs
 
 
+def _flag(message: dict[str, Any], name: str) -> bool:
+    value = message.get(name)
+    if not isinstance(value, bool):
+        raise BadRequest(f"field {name!r} must be true or false, not {value!r}")
+    return value
+
+
 def _strings(message: dict[str, Any], name: str) -> list[str]:
     items = list_field(message, name)
     if not all(isinstance(item, str) for item in items):
@@ -128,7 +136,18 @@ FIELDS: dict[str, Callable[[dict[str, Any], str], Any]] = {
     "number": _count,  # an order number
     "length": _count,  # a count of log records
     "start": _count,  # an index in the log
-    "runs": _runs,  # [index, epoch] where each epoch starts in a log
+    "runs": _runs,  # [index, epoch] where each epoch starts in a log (or in the records of an append)
+    "last_epoch": _count,  # the epoch of the last record of a log
+    "prev_epoch": _count,  # the epoch of the record before an append's first
+    "commit": _count,  # a leader's commit point: records committed
+    "round": _count,  # a leader's heartbeat round
+    "digest": lambda m, n: text_field(m, n, 64),  # of the replica list in the cluster file
+    "pre": _flag,  # a pre-vote
+    "handover": _flag,  # a campaign the leader asked for
+    "granted": _flag,
+    "accepted": _flag,
+    "voter": _flag,  # its copies count toward a commit
+    "relayed": _flag,  # passed on by a replica that does not lead
     "lines": _strings,  # log records as their lines
     "names": _strings,  # toy names
     "reason": lambda m, n: text_field(m, n, 64),
@@ -136,7 +155,7 @@ FIELDS: dict[str, Callable[[dict[str, Any], str], Any]] = {
 }
 
 #: The value a message takes for an optional field it leaves out.
-DEFAULTS: dict[str, Any] = {"limit": DEFAULT_RECONCILE}
+DEFAULTS: dict[str, Any] = {"limit": DEFAULT_RECONCILE, "relayed": False}
 
 
 def parse(message: dict[str, Any], name: str) -> Any:
@@ -192,14 +211,17 @@ SUBSCRIBE = Message("subscribe", "catalog", "request")
 INVALIDATE = Message("invalidate", "catalog", "push", ("names", "reason"), inbound=False)
 
 STATUS = Message("status", "order", "request")
-FENCE = Message("fence", "order", "request", ("epoch",))
-LEAD = Message("lead", "order", "request", ("epoch", "leader"))
-ORDER = Message("order", "order", "request", ("name", "quantity", "key"))
-GET = Message("get", "order", "request", ("number",))
-SYNC = Message("sync", "order", "request", ("replica", "epoch", "length", "runs"))
-RECORDS = Message("records", "order", "push", ("epoch", "start", "lines"), inbound=False)
-ACK = Message("ack", "order", "push", ("length",))
-PULL = Message("pull", "order", "request", ("replica", "epoch", "length", "runs"))
+ORDER = Message("order", "order", "request", ("name", "quantity", "key", "relayed"), optional=("relayed",))
+GET = Message("get", "order", "request", ("number", "relayed"), optional=("relayed",))
+VOTE = Message("vote", "order", "push", ("epoch", "replica", "digest", "last_epoch", "length", "pre", "handover"))
+VOTED = Message("voted", "order", "push", ("epoch", "replica", "digest", "granted", "pre"))
+APPEND = Message(
+    "append", "order", "push", ("epoch", "replica", "digest", "start", "prev_epoch", "runs", "lines", "commit", "round")
+)
+APPENDED = Message(
+    "appended", "order", "push", ("epoch", "replica", "digest", "accepted", "length", "last_epoch", "round", "voter")
+)
+HANDOVER = Message("handover", "order", "push", ("epoch", "replica", "digest"))
 
 PING = Message("ping", "any", "request")
 AUTH = Message("auth", "any", "request", ("secret",))
@@ -213,14 +235,13 @@ MESSAGES: tuple[Message, ...] = (
     SUBSCRIBE,
     INVALIDATE,
     STATUS,
-    FENCE,
-    LEAD,
     ORDER,
     GET,
-    SYNC,
-    RECORDS,
-    ACK,
-    PULL,
+    VOTE,
+    VOTED,
+    APPEND,
+    APPENDED,
+    HANDOVER,
     PING,
     AUTH,
 )

@@ -3,8 +3,8 @@ The fault-injection suite in its short mode: three seeds, a few faults each,
 against the real store; every invariant count must be zero, and the
 availability figures are there (they are only printed: a short run has too
 few faults under each kind to judge them).  A fourth run has two front-ends,
-which the front-ends' own elections do not yet survive (see
-:data:`TWO_FRONTENDS`).  The long mode is ``python -m tests.faults --seeds
+one of them killed and the leader cut from them (see :data:`TWO_FRONTENDS`).
+The long mode is ``python -m tests.faults --seeds
 20 --duration 60`` (see :mod:`tests.faults`).
 """
 
@@ -28,19 +28,11 @@ RUNS = [
     (3, ("kill-follower", "kill-frontend", "stall", "cut-frontend-leader"), 1),
     (4, ("kill-catalog", "cut-leader-lines", "cut-leader-catalog", "kill-leader"), 1),
 ]
-#: Two front-ends, one of them killed, the leader cut from them: each front-end elects on its
-#: own, and the two can offer one epoch to two replicas (two leader records for one epoch, logs
-#: that differ) or leave a replica refusing to follow the leader (acknowledged orders missing
-#: from it at the end); seen in about one run in three of ``python -m tests.faults --seed 1
-#: --duration 20 --faults kill-frontend,cut-frontend-leader --frontends 2``.  The replicas'
-#: own election is to fix it: this run must then pass, and loses its mark.
-TWO_FRONTENDS = pytest.param(
-    5,
-    ("kill-frontend", "cut-frontend-leader"),
-    2,
-    marks=pytest.mark.xfail(reason="two front-ends can elect two leaders for one epoch", strict=False),
-    id="two-frontends",
-)
+#: Two front-ends, one of them killed, the leader cut from them.  When the front-ends elected,
+#: each on its own, two could offer one epoch to two replicas (two leader records for one
+#: epoch, logs that differ); now the replicas elect, and the front-ends only find the leader
+#: (through another replica when they cannot reach it).
+TWO_FRONTENDS = pytest.param(5, ("kill-frontend", "cut-frontend-leader"), 2, id="two-frontends")
 
 
 @pytest.mark.parametrize(("seed", "faults", "frontends"), [*RUNS, TWO_FRONTENDS])

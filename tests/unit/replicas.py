@@ -1,17 +1,22 @@
 """
 Three order replicas and the catalog in one test, without a reactor: real
-:class:`Replica` services and a real :class:`CatalogService` (on a temporary
-SQLite file) served on an in-memory :class:`~toystore.wire.testing.Network`,
-disk work done inline, and a ``task.Clock``.
+:class:`Replica` services (each with its real peer connections) and a real
+:class:`CatalogService` (on a temporary SQLite file) served on an in-memory
+:class:`~toystore.wire.testing.Network`, disk work done inline, and a
+``task.Clock``.  The replicas elect their leader themselves as time passes
+(:meth:`ReplicaCase.advance`); every replica's election randomness comes from a
+fixed seed, so a test runs the same way every time.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -28,6 +33,8 @@ from .helpers import WIRE
 STOCK = 1000
 #: The name the catalog is served under on the network (a replica is served under its id).
 CATALOG = "catalog"
+#: Seconds of simulated time per step of :meth:`ReplicaCase.run`.
+STEP = 0.01
 
 
 def inline(function: Any, *args: Any) -> Deferred[Any]:
@@ -37,21 +44,20 @@ def inline(function: Any, *args: Any) -> Deferred[Any]:
 
 class ReplicaCase(SynchronousTestCase):
     """
-    Three replicas and a started catalog over a Network; none leads until a
-    test says so.  Each replica holds a :class:`LoopbackClient` per peer
-    (``replica.peers``) and one of the catalog (``replica.catalog``), which a
-    test may cut; ``self.network.cut(i)`` takes replica ``i`` off the network.
+    Three replicas and a started catalog over a Network.  Each replica
+    connects to its peers through the network (``self.network.cut(i)``
+    takes replica ``i`` off it, both ways) and holds a
+    :class:`LoopbackClient` of the catalog (``replica.catalog``), which a
+    test may cut.
     """
 
-    min_insync = 2
-    front_end: dict[str, int] | None = None  # what GET /leader answers; None: the front-end is down
     window_bytes = WINDOW_BYTES  # of each replica's log
     key_hash = staticmethod(hash)  # of the idempotency keys in each replica's Bloom filter
-
-    def find_leader(self) -> Deferred[dict[str, int]]:
-        return succeed(self.front_end) if self.front_end else fail(OSError("no front-end"))
+    seed = 1  # of the replicas' election randomness
 
     def setUp(self) -> None:
+        # What is on disk is what was written (no crash here loses a page): no fsync, for speed.
+        self.patch(os, "fsync", lambda fd: None)
         self.clock = Clock()
         self.network = Network(self.clock, WIRE)
         self.base = Path(self.mktemp())
@@ -64,91 +70,108 @@ class ReplicaCase(SynchronousTestCase):
         self.addCleanup(lambda: self.successResultOf(self.catalog.stopService()))
         self.network.listen(CATALOG, self.catalog)
         self._to_catalog: LoopbackClient | None = None
-
-    def make(self, preload: dict[int, tuple[list[bytes], int]] | None = None) -> None:
-        """Create and start the replicas, optionally with log lines and an epoch already on disk (or as left)."""
-        order = dataclasses.replace(
-            self.cluster.order,
-            data_dir=str(self.base / "order-{id}"),
-            min_insync=self.min_insync,
-            ack_timeout=1.0,
-            window_bytes=self.window_bytes,
-        )
-        cluster = dataclasses.replace(self.cluster, order=order)
         self.replicas: dict[int, Replica] = {}
-        self.fail_stops: list[
-            tuple[int, str]
-        ] = []  # (replica, why) of each fail-stop, which a real one would not survive
-        for i, (lines, epoch) in (preload or {}).items():
-            directory = self.base / f"order-{i}"
-            directory.mkdir(parents=True)
-            (directory / "orders.log").write_bytes(b"".join(lines))
-            (directory / "epoch.json").write_text(f'{{"epoch": {epoch}}}')
+        #: (replica, why) of each fail-stop, which a real one would not survive
+        self.fail_stops: list[tuple[int, str]] = []
+        self.rng = random.Random(self.seed)
+
+    def order_config(self) -> Any:
+        return dataclasses.replace(
+            self.cluster.order, data_dir=str(self.base / "order-{id}"), window_bytes=self.window_bytes
+        )
+
+    def make(self, ids: tuple[int, ...] | None = None, replaces: tuple[int, ...] = ()) -> None:
+        """Create and start replicas ``ids`` (default: all), on the data directories they had, if any."""
+        cluster = dataclasses.replace(self.cluster, order=self.order_config())
         for me in cluster.order.replicas:
-            peers = {
-                r.id: LoopbackClient(self.network, r.id, label=f"replica {r.id}")
-                for r in cluster.order.replicas
-                if r.id != me.id
-            }
+            if ids is not None and me.id not in ids:
+                continue
             replica = Replica(
                 me,
                 cluster,
                 self.clock,
                 inline,
-                peers,
                 LoopbackClient(self.network, CATALOG),
-                self.endpoint,
-                self.find_leader,
+                lambda target, source=me.id: self.network.endpoint(target, source),
                 key_hash=self.key_hash,
                 fail_stop=lambda why, i=me.id: self.fail_stops.append((i, why)),
+                replaces=me.id in replaces,
+                rng=random.Random(self.rng.random()),
             )
             self.replicas[me.id] = replica
+            self.network.restore(me.id)
             self.network.listen(me.id, replica)
-        for replica in self.replicas.values():
-            for client in (*replica.peers.values(), replica.catalog):
-                client.startService()
+            replica.catalog.startService()
             replica.startService()
         self.network.flush()
         if not getattr(self, "_stopping", False):
             self._stopping = True
             self.addCleanup(self.stop)
 
-    def restart(self) -> None:
-        """Stop every replica and start new ones on the same data directories."""
-        self.stop()
-        # The old processes are gone, and the connections to them with them.
-        for replica_id in self.replicas:
-            self.network.drop(replica_id)
+    def kill(self, i: int) -> None:
+        """Replica ``i``'s process is gone: its connections drop, nothing of it runs any more (its disk stays)."""
+        replica = self.replicas.pop(i)
+        self.network.cut(i)
+        replica.consensus.stop()
+        replica.reconciliation.stop()
+        for client in replica.links.clients.values():
+            client.stopService()
+        replica.catalog.stopService()
         self.network.flush()
-        self.make()
 
-    def endpoint(self, target: int) -> NetworkEndpoint:
-        return self.network.endpoint(target)
-
-    def stop(self) -> None:
-        """Stop every replica and the clients it holds."""
-        for replica in self.replicas.values():
+    def stop(self, ids: tuple[int, ...] | None = None) -> None:
+        """Stop replicas ``ids`` (default: all) as SIGTERM would: a leader hands over first."""
+        for i in sorted(self.replicas if ids is None else ids, reverse=True):
+            replica = self.replicas[i]
             d = replica.stopService()
-            self.network.flush()
+            self.advance(replica.timing.election * 2, until=lambda d=d: d.called)
             self.successResultOf(d)
-            for client in (*replica.peers.values(), replica.catalog):
-                client.stopService()
+            replica.catalog.stopService()
+            del self.replicas[i]
+            self.network.cut(i)
         self.network.flush()
+
+    def advance(self, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
+        """Let ``seconds`` of simulated time pass, a step at a time, delivering everything; stop once ``until()``."""
+        steps = round(seconds / STEP)
+        for _ in range(steps):
+            self.network.flush()
+            if until():
+                return
+            self.clock.advance(STEP)
+        self.network.flush()
+
+    def serving(self, expected: int | None = None, within: float = 10.0) -> Replica:
+        """Let time pass until one replica serves (``expected``, if given); that replica."""
+
+        def found() -> Replica | None:
+            serving = [r for r in self.replicas.values() if r.node is not None and r.node.serving]
+            if len(serving) == 1 and (expected is None or serving[0].id == expected):
+                return serving[0]
+            return None
+
+        self.advance(within, until=lambda: found() is not None)
+        leader = found()
+        if leader is None:
+            self.fail(
+                f"no replica serves{'' if expected is None else f' as {expected}'} after {within} s: "
+                f"{ {i: r.status() for i, r in self.replicas.items()} }"
+            )
+        return leader
 
     def drive(self, coroutine: Any) -> Deferred[Any]:
+        """Start ``coroutine`` and deliver until quiet (no time passes)."""
         d = ensureDeferred(coroutine)
         self.network.flush()
         return d
 
-    def elect(self, epoch: int, leader: int, others: tuple[int, ...] = (1, 2, 3)) -> None:
-        self.assertTrue(self.successResultOf(self.drive(self.replicas[leader].lead(epoch, leader)))["ready"])
-        for i in others:
-            if i != leader:
-                self.successResultOf(self.drive(self.replicas[i].lead(epoch, leader)))
-        self.network.flush()
+    def result(self, d: Deferred[Any], within: float = 5.0) -> Any:
+        """Let time pass until ``d`` has a result (within ``within`` seconds); that result (a failure raises)."""
+        self.advance(within, until=lambda: d.called)
+        return self.successResultOf(d)
 
-    def order(self, leader: int, key: str, name: str = "Tux") -> Deferred[Any]:
-        return self.drive(self.replicas[leader].place(name, 1, key))
+    def order(self, leader: int, key: str, name: str = "Tux", quantity: int = 1) -> Deferred[Any]:
+        return self.drive(self.replicas[leader].place(name, quantity, key))
 
     def file(self, i: int) -> bytes:
         return (self.base / f"order-{i}" / "orders.log").read_bytes()
@@ -162,3 +185,6 @@ class ReplicaCase(SynchronousTestCase):
     def buys(self) -> list[dict[str, Any]]:
         """Every buy the catalog has committed, by seq, as its database holds them."""
         return read_ledger(Path(self.cluster.catalog.data_dir) / DB_FILE)[1]
+
+
+__all__ = ["CATALOG", "STEP", "STOCK", "NetworkEndpoint", "ReplicaCase", "inline"]

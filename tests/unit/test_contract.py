@@ -15,7 +15,21 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from toystore import contract
 from toystore.catalog.service import CatalogService
-from toystore.contract import BUY, FIELDS, MESSAGES, RECONCILE, SYNC, Message, check_text
+from toystore.contract import (
+    APPEND,
+    APPENDED,
+    BUY,
+    FIELDS,
+    GET,
+    HANDOVER,
+    MESSAGES,
+    ORDER,
+    RECONCILE,
+    VOTE,
+    VOTED,
+    Message,
+    check_text,
+)
 from toystore.envelope import BadRequest, loads
 from toystore.frontend.service import FrontendService
 from toystore.order.replica import Replica
@@ -24,6 +38,21 @@ from toystore.wire import WireProtocol
 from .helpers import WIRE
 
 WIRE_RST = Path(contract.__file__).parent.parent / "docs" / "wire.rst"
+
+#: A replica list's digest, as every protocol message carries it.
+DIGEST = "d749a7d5d4f60ed5"
+#: An append with no records (a heartbeat).
+APPEND_FIELDS: dict[str, Any] = {
+    "epoch": 8,
+    "replica": 2,
+    "digest": DIGEST,
+    "start": 12,
+    "prev_epoch": 7,
+    "runs": [],
+    "lines": [],
+    "commit": 12,
+    "round": 3,
+}
 
 #: Which handler serves the messages of each lines port, and which handler (on
 #: the connecting side) receives the pushes its owner sends.
@@ -75,13 +104,71 @@ class FieldTests(SynchronousTestCase):
                 self.assertRaises(BadRequest, RECONCILE.parse, bad)
 
     def test_runs(self) -> None:
-        """A log summary's runs are [index, epoch] pairs of integers."""
-        good = {"replica": 1, "epoch": 7, "length": 12, "runs": [[0, 1], [5, 7]]}
-        self.assertEqual(SYNC.parse(good), (1, 7, 12, [[0, 1], [5, 7]]))
-        for runs in ([[0]], [[0, "1"]], [[0, True]], "[[0, 1]]", [None]):
+        """An append's runs are [index, epoch] pairs of integers; its lines are strings."""
+        good = dict(APPEND_FIELDS, runs=[[12, 7], [13, 8]], lines=["a", "b"])
+        self.assertEqual(APPEND.parse(good), (8, 2, DIGEST, 12, 7, [[12, 7], [13, 8]], ["a", "b"], 12, 3))
+        self.assertEqual(APPEND.parse(APPEND_FIELDS)[5:7], ([], []), "a heartbeat: no runs, no lines")
+        for runs in ([[0]], [[0, 1, 2]], [[0, "1"]], [[0, True]], [[0, 1.0]], "[[0, 1]]", [None], None):
             with self.subTest(runs=runs):
-                error = self.assertRaises(BadRequest, SYNC.parse, {**good, "runs": runs})
+                error = self.assertRaises(BadRequest, APPEND.parse, {**good, "runs": runs})
                 self.assertIn("'runs'", error.message)
+        for lines in (["a", 1], "a", [None], None):
+            with self.subTest(lines=lines):
+                error = self.assertRaises(BadRequest, APPEND.parse, {**good, "lines": lines})
+                self.assertIn("'lines'", error.message)
+
+    def test_protocol_messages(self) -> None:
+        """Each push between replicas gives its fields in the description's order."""
+        common: dict[str, Any] = {"epoch": 8, "replica": 2, "digest": DIGEST}
+        vote: dict[str, Any] = {**common, "last_epoch": 7, "length": 12, "pre": True, "handover": False}
+        self.assertEqual(VOTE.parse(vote), (8, 2, DIGEST, 7, 12, True, False))
+        self.assertEqual(VOTED.parse({**common, "granted": False, "pre": True}), (8, 2, DIGEST, False, True))
+        appended = {**common, "accepted": True, "length": 13, "last_epoch": 7, "round": 3, "voter": False}
+        self.assertEqual(APPENDED.parse(appended), (8, 2, DIGEST, True, 13, 7, 3, False))
+        self.assertEqual(HANDOVER.parse(common), (8, 2, DIGEST))
+        for message, fields in [(VOTE, vote), (HANDOVER, common)]:
+            change: dict[str, Any]
+            for change in ({"digest": ""}, {"digest": "d" * 65}, {"digest": 5}, {"replica": -1}, {"epoch": "8"}):
+                with self.subTest(type=message.type, change=change):
+                    name = next(iter(change))
+                    error = self.assertRaises(BadRequest, message.parse, {**fields, **change})
+                    self.assertIn(repr(name), error.message)
+
+    def test_flags_are_booleans(self) -> None:
+        """A flag is JSON true or false: not 0 or 1, a string or null, and never left out unless optional."""
+        common: dict[str, Any] = {"epoch": 8, "replica": 2, "digest": DIGEST}
+        cases: list[tuple[Message, dict[str, Any], tuple[str, ...]]] = [
+            (VOTE, {**common, "last_epoch": 7, "length": 12, "pre": False, "handover": False}, ("pre", "handover")),
+            (VOTED, {**common, "granted": True, "pre": False}, ("granted", "pre")),
+            (
+                APPENDED,
+                {**common, "accepted": False, "length": 0, "last_epoch": 0, "round": 0, "voter": True},
+                ("accepted", "voter"),
+            ),
+            (ORDER, {"name": "Tux", "quantity": 1, "key": "k", "relayed": True}, ("relayed",)),
+            (GET, {"number": 0, "relayed": False}, ("relayed",)),
+        ]
+        for message, good, flags in cases:
+            message.parse(good)
+            for flag in flags:
+                bad: Any
+                for bad in (0, 1, "true", "false", None, [], 1.0):
+                    with self.subTest(type=message.type, flag=flag, value=bad):
+                        error = self.assertRaises(BadRequest, message.parse, {**good, flag: bad})
+                        self.assertEqual(error.message, f"field {flag!r} must be true or false, not {bad!r}")
+                if flag not in message.optional:
+                    with self.subTest(type=message.type, missing=flag):
+                        missing = {k: v for k, v in good.items() if k != flag}
+                        self.assertIn(repr(flag), self.assertRaises(BadRequest, message.parse, missing).message)
+
+    def test_relayed_is_optional(self) -> None:
+        """An order or a read from the front-end leaves ``relayed`` out (false); a replica that relays says true."""
+        order = {"name": "Tux", "quantity": 2, "key": "k"}
+        self.assertEqual(ORDER.parse(order), ("Tux", 2, "k", False))
+        self.assertEqual(ORDER.parse({**order, "relayed": True}), ("Tux", 2, "k", True))
+        self.assertEqual(GET.parse({"number": 4}), (4, False))
+        self.assertEqual(GET.parse({"number": 4, "relayed": True}), (4, True))
+        self.assertEqual(contract.DEFAULTS["relayed"], False)
 
     def test_text_from_outside_a_message(self) -> None:
         """A name from a URL or a key from a header is checked as the same field would be."""
@@ -197,7 +284,9 @@ class WireDocumentTests(SynchronousTestCase):
         lines = documented()
         self.assertIn(("catalog", "buy", "request", True, frozenset({"name", "quantity", "key", "epoch"})), lines)
         self.assertIn(("catalog", "invalidate", "push", False, frozenset({"names", "reason"})), lines)
-        self.assertIn(("order", "records", "push", False, frozenset({"epoch", "start", "lines"})), lines)
+        append = {"epoch", "replica", "digest", "start", "prev_epoch", "runs", "lines", "commit", "round"}
+        self.assertIn(("order", "append", "push", True, frozenset(append)), lines)
+        self.assertIn(("order", "order", "request", True, frozenset({"name", "quantity", "key", "relayed"})), lines)
         self.assertIn(("any", "ping", "request", True, frozenset()), lines)
 
     def test_document_and_contract_agree(self) -> None:

@@ -11,39 +11,30 @@ from toystore.order.commitment import COMPACT_SLACK, Commitment
 
 
 class CommitmentTests(SynchronousTestCase):
-    """Two copies of three commit; a new leadership commits only past its own first record."""
+    """Orders wait for the commit point the protocol gives, or time out."""
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.commitment = Commitment(self.clock, min_insync=2, timeout=3.0)
-        self.commitment.start(4)  # records 0..3 from earlier epochs; 4 is the leader record
+        self.commitment = Commitment(self.clock, timeout=3.0)
 
     def wait(self, index: int) -> Deferred[None]:
         return self.commitment.wait(index)
 
-    def test_second_largest_copy(self) -> None:
-        """The point is the min_insync-th largest copy: the leader alone commits nothing."""
-        self.assertFalse(self.commitment.advance([7]))
-        self.assertEqual(self.commitment.point, 0)
-        self.assertTrue(self.commitment.advance([7, 6, 2]))
+    def test_point_only_grows(self) -> None:
+        """The point moves forward only; an older point changes nothing."""
+        self.assertTrue(self.commitment.advance(6))
         self.assertEqual(self.commitment.point, 6)
-        self.assertFalse(self.commitment.advance([8, 5, 5]), "the point never goes back")
+        self.assertFalse(self.commitment.advance(5), "the point never goes back")
+        self.assertFalse(self.commitment.advance(6))
         self.assertEqual(self.commitment.point, 6)
-
-    def test_only_past_the_epochs_first_record(self) -> None:
-        """Copies of earlier epochs' records alone commit nothing (Raft's rule); the leader record's do."""
-        self.assertFalse(self.commitment.advance([4, 4, 4]))
-        self.assertEqual(self.commitment.point, 0)
-        self.assertTrue(self.commitment.advance([5, 5]))
-        self.assertEqual(self.commitment.point, 5)
 
     def test_waiters_released_by_index(self) -> None:
         """An order waits until the point passes its record, whatever the order of arrival; a committed one does not."""
         waits = [(index, self.wait(index)) for index in (6, 5, 7, 5)]  # two waits for record 5
-        self.commitment.advance([7, 7])
+        self.commitment.advance(7)
         self.assertEqual([index for index, d in waits if d.called], [6, 5, 5])
         self.assertNoResult(waits[2][1])
-        self.commitment.advance([8, 8])
+        self.commitment.advance(8)
         self.successResultOf(waits[2][1])
         self.successResultOf(self.wait(3))
         self.assertEqual(self.commitment.waiting(), 0)
@@ -60,12 +51,12 @@ class CommitmentTests(SynchronousTestCase):
         error = self.failureResultOf(first, Unavailable).value
         self.assertIn("no majority", error.message)
         self.assertNoResult(second)
-        self.commitment.advance([7, 7])  # commits 6 (record 7 is not yet on two copies)
+        self.commitment.advance(7)  # commits records 0 .. 6
         self.successResultOf(second)
         self.clock.advance(1.0)
         self.failureResultOf(third, Unavailable)
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertTrue(self.commitment.advance([9, 9]), "failed waits do not hold the point back")
+        self.assertTrue(self.commitment.advance(9), "failed waits do not hold the point back")
 
     def test_expired_waits_leave_the_heap(self) -> None:
         """A leader without a majority for long does not keep its expired waits: the heap is rebuilt without them."""
@@ -79,7 +70,7 @@ class CommitmentTests(SynchronousTestCase):
         self.assertLessEqual(len(self.commitment._by_index), COMPACT_SLACK)
         self.assertEqual((self.commitment.waiting(), self.clock.getDelayedCalls()), (0, []))
         later = self.wait(1005)
-        self.assertTrue(self.commitment.advance([1006, 1006]))
+        self.assertTrue(self.commitment.advance(1006))
         self.successResultOf(later)
 
     def test_cancelled_wait(self) -> None:
@@ -87,18 +78,8 @@ class CommitmentTests(SynchronousTestCase):
         cancelled, kept = self.wait(5), self.wait(5)
         cancelled.cancel()
         self.failureResultOf(cancelled, CancelledError)
-        self.commitment.advance([6, 6])
+        self.commitment.advance(6)
         self.successResultOf(kept)
-
-    def test_fail_from(self) -> None:
-        """Records that cannot be written fail the orders waiting for them, and only those."""
-        early, late, later = self.wait(5), self.wait(6), self.wait(7)
-        self.commitment.fail_from(6, ApiError("the order log could not be written", 500))
-        for d in (late, later):
-            self.assertEqual(self.failureResultOf(d, ApiError).value.code, 500)
-        self.assertNoResult(early)
-        self.commitment.advance([6, 6])
-        self.successResultOf(early)
 
     def test_fail_all(self) -> None:
         """A leader that steps down fails every waiting order with the error it gives, and stops its timer."""
@@ -108,12 +89,3 @@ class CommitmentTests(SynchronousTestCase):
             self.assertEqual(self.failureResultOf(d, ApiError).value.message, "gone")
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.commitment.waiting(), 0)
-
-    def test_truncate_and_restart(self) -> None:
-        """A truncation lowers the point; a new leadership starts from nothing committed."""
-        self.commitment.advance([9, 9])
-        self.commitment.truncate(7)
-        self.assertEqual(self.commitment.point, 7)
-        self.commitment.start(10)
-        self.assertEqual((self.commitment.point, self.commitment.epoch_start), (0, 10))
-        self.assertNoResult(self.wait(3))

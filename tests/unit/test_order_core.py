@@ -606,6 +606,26 @@ def test_seed_rule_a_lower_id_leader_hands_over_to_the_highest_once_it_is_in_syn
     assert three.role is Role.LEADER and one.leader == 3 and three.epoch == one.epoch
 
 
+def test_seed_rule_passes_by_a_replica_the_shell_calls_unfit() -> None:
+    """With 3 unfit (it cannot reach the catalog), 1 hands over to 2, the highest fit id; with none fit, to no one."""
+    heartbeat = Timing().heartbeat
+    c = Cluster()
+    c.elect(1)
+    one, two = c.nodes[1], c.nodes[2]
+    one.unfit = frozenset({2, 3})
+    propose(c, 1, "a")
+    c.settle()
+    c.now += heartbeat
+    c.tick(1)
+    assert c.pending(kind=Handover) == [] and one.serving, "no fit replica above 1"
+    one.unfit = frozenset({3})
+    c.now += heartbeat
+    c.tick(1)
+    assert [to for to, _ in c.pending(kind=Handover)] == [2]
+    c.settle()
+    assert two.role is Role.LEADER and one.leader == 2
+
+
 # -- a replica that lost its disk -----------------------------------------------------------------
 
 

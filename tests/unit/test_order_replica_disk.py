@@ -1,8 +1,8 @@
 """
 Order replicas whose logs are far larger than the part they keep in memory:
-orders, keys, catch-up and promotion all work from the journal files
-(:mod:`toystore.order.reads`, ``replication``), with disk work done inline
-and a Clock for time, as in ``test_order_replication``.
+orders, keys and a follower's catch-up all work from the journal files
+(:mod:`toystore.order.reads`, :mod:`toystore.order.consensus`), with disk
+work done inline and simulated time (:mod:`tests.unit.replicas`).
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
-from toystore.envelope import ApiError
-from toystore.order import replication
+from toystore.envelope import ApiError, NotFound
 from toystore.order.journal import CorruptJournal, Log, open_journal
 from toystore.order.reads import LogChanged, LogReads
+from toystore.order.replica import NotLeader, Replica
 
 from .replicas import ReplicaCase
 
@@ -24,7 +25,7 @@ from .replicas import ReplicaCase
 TINY = 1500
 
 
-def one_hash(key: str) -> int:
+def one_hash(key: object) -> int:
     """A hash under which every key looks the same to the Bloom filter: every lookup goes on to the key store."""
     return 0
 
@@ -43,76 +44,149 @@ class DiskCase(ReplicaCase):
 
     window_bytes = TINY
 
-    def place_many(self, leader: int, count: int, prefix: str = "k") -> None:
-        for n in range(count):
-            self.successResultOf(self.order(leader, f"{prefix}{n}"))
+    def setUp(self) -> None:
+        super().setUp()
+
+    def place_many(self, leader: int, count: int, prefix: str = "k", first: int = 0) -> None:
+        """Place ``count`` orders at ``leader`` at once; each is answered with the next number, in key order."""
+        placing = [self.order(leader, f"{prefix}{n}") for n in range(first, first + count)]
+        self.advance(5.0, until=lambda: all(d.called for d in placing))
+        numbers = [self.successResultOf(d)["order_number"] for d in placing]
+        self.assertEqual(numbers, list(range(first, first + count)))
+
+    def steady(self, leader: int = 3) -> Replica:
+        """
+        Let time pass until ``leader`` serves, every replica up is connected
+        to every other, and the leader knows that each holds its whole log.
+        """
+        replica = self.serving(expected=leader)
+
+        def steady() -> bool:
+            node = replica.node
+            linked = all(r.links.up(p) for r in self.replicas.values() for p in r.links.clients if p in self.replicas)
+            return linked and node is not None and all(n == 0 for p, n in node.lag().items() if p in self.replicas)
+
+        self.advance(5.0, until=steady)
+        self.assertTrue(steady())
+        return replica
+
+    def epochs(self) -> dict[int, int]:
+        return {i: r.epoch for i, r in self.replicas.items()}
 
     def find(self, replica: int, key: str) -> Any:
-        return self.successResultOf(self.drive(self.replicas[replica].reads.find_order(key)))
+        """The number of the order of ``key`` in ``replica``'s log, as its key lookup answers."""
+        return self.result(Deferred.fromCoroutine(self.replicas[replica].reads.find_order(key)))
+
+    def error(self, d: Deferred[Any], within: float = 5.0) -> ApiError:
+        """Let time pass until ``d`` fails; its ApiError."""
+        self.advance(within, until=lambda: d.called)
+        return self.failureResultOf(d, ApiError).value
+
+    def settle(self, seconds: float = 1.0) -> None:
+        """Let every follower take what the leader has (heartbeats go on meanwhile)."""
+        self.advance(seconds)
+
+    def no_disk_reads(self, replica: Replica) -> list[tuple[int, int]]:
+        """Make a read of ``replica``'s journal file fail the test: the list of reads tried, which must stay empty."""
+        tried: list[tuple[int, int]] = []
+
+        async def refused(start: int, end: int) -> list[bytes]:
+            tried.append((start, end))
+            raise AssertionError(f"records {start}..{end - 1} were read back from disk")
+
+        replica.reads.lines = refused  # type: ignore[method-assign]
+        return tried
 
 
 class DiskFailureTests(DiskCase):
     """A write to the log that fails stops the replica (fail-stop) rather than let its file and memory part."""
 
     def test_failed_write_stops_the_leader(self) -> None:
-        """A leader whose log write fails answers that order with an error, logs why, and stops once."""
+        """
+        A leader whose log write fails stops once (fail-stop, logged), and
+        the orders waiting on it fail with a 500; the buy is not lost: the
+        next leader answers the client's retry with its order, bought once.
+        """
         self.make()
-        self.elect(1, 3)
-        self.assertEqual(self.successResultOf(self.order(3, "k0")), {"order_number": 0})
-        leader = self.replicas[3]
+        leader = self.steady()
+        self.place_many(3, 1)
+        assert leader.writes.file is not None
 
         def full(operations: object) -> None:
             raise OSError(28, "No space left on device")
 
         leader.writes.file.write = full  # type: ignore[method-assign,assignment]
+        # The disk thread's outcome comes in a later reactor turn, as from a real thread (not inline).
+        clock: Any = self.clock
+        leader.writes._run = lambda work, *args: deferLater(clock, 0, work, *args)
         self.assertEqual(self.fail_stops, [])
-        failed = self.order(3, "k1")
-        self.network.flush()
-        self.assertGreaterEqual(self.failureResultOf(failed, ApiError).value.code, 500)
+        failed = [Deferred.fromCoroutine(leader.place("Tux", 1, key)) for key in ("k1", "k2")]  # one batch, which fails
+        for d in failed:
+            self.assertEqual(self.error(d).code, 500)
         [(replica, why)] = self.fail_stops
         self.assertEqual(replica, 3)
         self.assertIn("No space left on device", why)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)  # and logged, with its traceback
+        self.assertTrue(leader.consensus is not None and leader.consensus.stopped)
+        self.advance(1.0)
+        self.assertEqual(len(self.fail_stops), 1)  # once, whatever comes after
+        # A real replica exits here; its peers elect another, which has the records the leader sent before its fsync.
+        self.kill(3)
+        new = self.serving()
+        self.assertEqual(self.result(self.order(new.id, "k2")), {"order_number": 2})
+        self.assertEqual(self.result(self.order(new.id, "k1")), {"order_number": 1})
+        self.assertEqual([b["key"] for b in self.buys()], ["k0", "k1", "k2"])
 
 
 class OldOrdersTests(DiskCase):
     """Orders and keys older than the window are read back from the file."""
 
     def test_order_query_long_out_of_memory(self) -> None:
-        """An order whose line left memory long ago is answered, on the leader and on a follower, without the disk."""
+        """An order whose line left memory long ago is answered, by the leader and by a follower, without the disk."""
         self.make()
-        self.elect(1, 3)
-        self.place_many(3, 60)
-        leader = self.replicas[3]
-        self.assertGreater(leader.order_log.first_in_memory, 40)
-        for replica in (3, 1):
-            answer = self.replicas[replica].order(2)  # at once, as a dict: no read to wait for
-            self.assertEqual(answer, {"number": 2, "name": "Tux", "quantity": 1})
-        self.assertIsNone(leader.order_log.line(leader.order_log.order_index(2)))  # not read back
-        self.assertEqual(self.failureResultOf(maybeDeferred(leader.order, 60), ApiError).value.code, 404)
+        leader = self.steady()
+        self.place_many(3, 40)
+        self.settle()
+        follower = self.replicas[1]
+        for replica in (leader, follower):
+            self.assertGreater(replica.order_log.first_in_memory, 25)
+        tried = [*self.no_disk_reads(leader), *self.no_disk_reads(follower)]
+        self.assertEqual(self.result(leader.order(2)), {"number": 2, "name": "Tux", "quantity": 1})
+        self.assertEqual(self.result(follower.order(2)), {"number": 2, "name": "Tux", "quantity": 1})  # relayed
+        self.assertEqual(follower.local_order(2), {"number": 2, "name": "Tux", "quantity": 1})  # at once
+        self.assertEqual(tried, [])
+        self.assertIsNone(leader.order_log.line(leader.order_log.order_index(2) or 0))  # not read back
+        self.assertEqual(self.error(leader.order(40)).code, 404)
+        self.assertRaises(NotFound, follower.local_order, 40)
 
     def test_repeated_key_far_back(self) -> None:
         """A retry of an order out of memory gets its number, buys nothing; another body under it is a 422."""
         self.make()
-        self.elect(1, 3)
-        self.place_many(3, 60)
-        self.assertEqual(self.successResultOf(self.order(3, "k0")), {"order_number": 0})
-        self.assertEqual(len(self.buys()), 60)
-        self.assertEqual(self.failureResultOf(self.order(3, "k0", name="Fox"), ApiError).value.code, 422)
-        self.assertEqual(self.successResultOf(self.order(3, "k60")), {"order_number": 60})
+        leader = self.steady()
+        self.place_many(3, 40)
+        self.assertGreater(leader.order_log.first_in_memory, 25)
+        self.assertEqual(self.result(self.order(3, "k0")), {"order_number": 0})
+        self.assertEqual(len(self.buys()), 40)
+        self.assertEqual(self.error(self.order(3, "k0", name="Fox")).code, 422)
+        self.assertEqual(self.result(self.order(3, "k40")), {"order_number": 40})
+        self.assertEqual(len(self.buys()), 41)
 
     def test_keys_survive_restart_and_leader_change(self) -> None:
         """After every replica restarts, and under another leader, old keys still find their orders."""
         self.make()
-        self.elect(1, 3)
+        self.steady()
         self.place_many(3, 40)
-        self.restart()
-        self.elect(2, 1)
-        self.assertEqual(self.find(1, "k3"), 3)
-        self.assertEqual(self.successResultOf(self.order(1, "k3")), {"order_number": 3})
-        self.assertEqual(self.successResultOf(self.order(1, "new")), {"order_number": 40})
+        self.stop()
+        self.make(ids=(1, 2))  # replica 3 stays down: another leads
+        new = self.serving()
+        other = 3 - new.id
+        self.assertEqual(self.find(new.id, "k3"), 3)
+        self.assertEqual(self.find(other, "k3"), 3)
+        self.assertEqual(self.result(self.order(new.id, "k3")), {"order_number": 3})
+        self.assertEqual(self.result(self.order(new.id, "new")), {"order_number": 40})
         self.assertEqual(len(self.buys()), 41)
-        self.assertEqual(self.file(1), self.file(3))
+        self.settle()
+        self.assertEqual(self.file(1), self.file(2))
 
 
 class CollisionTests(DiskCase):
@@ -123,59 +197,120 @@ class CollisionTests(DiskCase):
     def test_colliding_keys_are_different_orders(self) -> None:
         """Keys the filter cannot tell apart get orders of their own; retries find theirs, across leader changes."""
         self.make()
-        self.elect(1, 3)
+        self.steady()
         self.place_many(3, 30)
         self.assertTrue(self.replicas[3].order_log.may_hold("k"))
         self.assertIsNone(self.find(3, "k"))
-        self.assertEqual(self.successResultOf(self.order(3, "k7")), {"order_number": 7})
-        self.assertEqual(self.failureResultOf(self.order(3, "k8", name="Fox"), ApiError).value.code, 422)
-        self.elect(2, 2)
-        self.assertEqual(self.successResultOf(self.order(2, "k29")), {"order_number": 29})
-        self.assertEqual(self.successResultOf(self.order(2, "k30")), {"order_number": 30})
+        self.assertEqual(self.result(self.order(3, "k7")), {"order_number": 7})
+        self.assertEqual(self.error(self.order(3, "k8", name="Fox")).code, 422)
+        self.kill(3)
+        new = self.serving()
+        self.assertEqual(self.result(self.order(new.id, "k29")), {"order_number": 29})
+        self.assertEqual(self.result(self.order(new.id, "k30")), {"order_number": 30})
+        self.assertIsNone(self.find(new.id, "k"))
         self.assertEqual(len(self.buys()), 31)
 
 
 class CatchUpTests(DiskCase):
-    """A follower far behind gets the records from the leader's file, a chunk at a time."""
+    """A follower far behind gets the records from the leader's file, a batch at a time."""
 
     def test_follower_catches_up_from_disk(self) -> None:
-        """The backlog comes from disk, never more than AHEAD records past the follower's acks; logs end identical."""
-        self.patch(replication, "CHUNK", 20)
-        self.patch(replication, "AHEAD", 40)
+        """
+        A follower back after the leader's window moved on gets the records
+        from the leader's journal, from where it stopped, in appends of at
+        most ``max_batch`` records and at most the window of appends ahead
+        of what it holds; nothing is read for it while it is down.  The
+        leader serves on in its epoch, and the logs end identical.
+        """
         self.make()
-        self.elect(1, 3, others=(2,))
-        self.place_many(3, 200)
-        leader = self.replicas[3]
-        ahead = []
-        reads = leader.reads.lines
+        leader = self.steady()
+        self.place_many(3, 5)
+        stopped_at = len(leader.order_log)
+        self.kill(1)
+        reads: list[tuple[int, int, int]] = []  # (start, end, records replica 1 holds)
+        read = leader.reads.lines
 
         async def watched(start: int, end: int) -> list[bytes]:
-            ahead.extend(f.sent - f.acked for f in leader.streams.by_connection.values() if f.follower_id == 1)
-            return await reads(start, end)
+            reads.append((start, end, self.replicas[1].durable if 1 in self.replicas else -1))
+            return await read(start, end)
 
         leader.reads.lines = watched  # type: ignore[method-assign]
-        self.successResultOf(self.drive(self.replicas[1].lead(1, 3)))
-        self.network.flush()
+        self.place_many(3, 45, first=5)
+        self.advance(2.0)  # heartbeats go on: replica 1 lacks records long out of memory
+        self.assertGreater(leader.order_log.first_in_memory, 35)
+        self.assertEqual(reads, [])
+        epoch = leader.epoch
+        self.make(ids=(1,))
+        self.advance(5.0, until=lambda: self.replicas[1].durable == len(leader.order_log))
+        self.assertEqual(len(self.replicas[1].order_log), len(leader.order_log))
+        self.settle()
         self.assertEqual(self.file(1), self.file(3))
-        self.assertGreater(len(ahead), 5)
-        self.assertLessEqual(max(ahead), 40)
+        node = leader.node
+        assert node is not None
+        batch, window = node.timing.max_batch, node.timing.max_in_flight
+        self.assertGreater(len(reads), 30)
+        self.assertLessEqual(max(end - start for start, end, _ in reads), batch)
+        # The first append goes where the leader last sent to; refused, it looks back to where the follower stopped,
+        # and from there on keeps at most its window of appends ahead of what the follower holds.
+        back = next(n for n, (start, _, _) in enumerate(reads) if start <= stopped_at)
+        self.assertLessEqual(back, 1)
+        self.assertLessEqual(max(end - held for _, end, held in reads[back:]), batch * (window + 1))
         self.assertEqual(leader.status()["in_sync"], [1, 2])
+        self.assertTrue(node.serving)
+        self.assertEqual({r.epoch for r in self.replicas.values()}, {epoch})
+        self.assertEqual(self.replicas[1].local_order(40), {"number": 40, "name": "Tux", "quantity": 1})
 
-    def test_promotion_pulls_from_disk(self) -> None:
-        """A new leader far behind copies the log of a peer that holds most of it only on disk."""
-        self.patch(replication, "CHUNK", 30)
-        log = orders_log(100)
-        self.make({1: (log.lines, 1), 2: (log.lines[:2], 1), 3: (log.lines, 1)})
-        self.assertGreater(self.replicas[1].order_log.first_in_memory, 80)
-        self.network.cut(3)  # down: refused at once
-        promoting = self.drive(self.replicas[2].lead(2, 2))
-        self.network.flush()
-        self.assertTrue(self.successResultOf(promoting)["ready"])
-        self.successResultOf(self.drive(self.replicas[1].lead(2, 2)))
-        self.network.flush()
+    def test_follower_down_across_a_leader_change(self) -> None:
+        """
+        A follower down since before the current leader was elected (the
+        leader has only probed it, in vain, since) catches up at full speed
+        once back: within the time to reconnect, not a batch per heartbeat.
+        """
+        self.make()
+        self.steady()
+        self.place_many(3, 5)
+        self.kill(3)  # in sync: the next leader's first probe of it will find its log matching
+        interim = self.serving()
+        assert interim.node is not None
+        self.assertEqual(len(self.file(3).splitlines()), interim.node.leader_index)
+        self.place_many(interim.id, 45, first=5)
+        self.advance(2.0)
+        self.assertGreater(interim.order_log.first_in_memory, 35)
+        length = len(interim.order_log)
+        self.make(ids=(3,))
+        self.advance(2.0, until=lambda: self.replicas[3].durable >= length)
+        self.assertGreaterEqual(self.replicas[3].durable, length)
+        self.serving(expected=3)  # then handed the lead, as the highest id
+        self.settle()
+        for i in (1, 2):
+            self.assertEqual(self.file(i), self.file(3))
+
+    def test_far_behind_replica_is_not_elected(self) -> None:
+        """
+        With the leader gone, a replica far behind is not elected: the one
+        that holds every order leads, and sends it the records it lacks from
+        its journal; the orders are all there, bought once.
+        """
+        self.make()
+        self.steady()
+        self.place_many(3, 2)
+        self.kill(1)
+        self.place_many(3, 40, first=2)
+        self.kill(3)
+        self.make(ids=(1,))
+        new = self.serving()
+        self.assertEqual(new.id, 2)
+        self.assertGreater(new.order_log.first_in_memory, 25)
+        self.assertEqual(self.result(self.order(2, "k5")), {"order_number": 5})
+        self.assertEqual(self.result(self.order(2, "k42")), {"order_number": 42})
+        self.assertEqual(self.result(self.order(2, "k43")), {"order_number": 43})
+        self.settle()
         self.assertEqual(self.file(1), self.file(2))
-        self.assertEqual(self.successResultOf(self.order(2, "k5")), {"order_number": 5})
-        self.assertEqual(self.buys(), [])
+        self.assertEqual(len(self.buys()), 44)
+
+
+class TruncationTests(DiskCase):
+    """A follower's tail that the leader lacks is cut, however far below the window it starts."""
 
     def test_divergent_tail_cut_below_the_window(self) -> None:
         """A follower's tail, longer than its window, that the new leader lacks is cut off, keys and all."""
@@ -186,13 +321,67 @@ class CatchUpTests(DiskCase):
         new = Log(common.lines)
         new.append_leader(2, 2)
         new.append_order(2, "Fox", 1, "k5")
-        self.make({3: (old.lines, 1), 2: (new.lines, 2), 1: (new.lines, 2)})
+        for i, lines, state in (
+            (3, old.lines, b'{"epoch":1,"vote":3,"voter":true}'),
+            (2, new.lines, b'{"epoch":2,"vote":2,"voter":true}'),
+            (1, new.lines, b'{"epoch":2,"vote":2,"voter":true}'),
+        ):
+            directory = self.base / f"order-{i}"
+            directory.mkdir()
+            (directory / "orders.log").write_bytes(b"".join(lines))
+            (directory / "epoch.json").write_bytes(state)
+        self.make()
         self.assertGreater(self.replicas[3].order_log.first_in_memory, 6)
-        self.elect(3, 2)
-        self.assertEqual(self.file(3), self.file(2))
+        self.assertTrue(self.replicas[3].order_log.may_hold("never-committed-0"))
+        self.serving()
+        self.advance(5.0, until=lambda: len(self.replicas[3].order_log) < 50)
+        self.settle()
+        leader = self.serving()
+        self.assertEqual(self.file(3), self.file(leader.id))
         self.assertIsNone(self.find(3, "never-committed-0"))
+        self.assertIsNone(self.find(3, "never-committed-49"))
         self.assertEqual(self.find(3, "k0"), 0)
         self.assertEqual(self.find(3, "k5"), 5)
+        self.assertEqual(self.result(self.order(leader.id, "never-committed-0")), {"order_number": 6})
+
+    def test_uncommitted_tail_of_a_cut_off_leader(self) -> None:
+        """
+        A leader whose peers no longer hear it (its connections up, but
+        silent) logs orders it cannot commit, far past its window; the next
+        leader adopts their buys, and the old one, heard again, cuts its tail
+        and takes the new leader's records: each key is one order, bought once.
+        """
+        self.make()
+        old = self.steady()
+        self.place_many(3, 5)
+        tail_start = len(old.order_log)
+        held = [p for p in self.network.pipes if {p.source, p.target} in ({1, 3}, {2, 3})]
+        for pipe in held:
+            pipe.hold()
+        waiting = [self.order(3, f"tail-{n}") for n in range(30)]
+        self.assertEqual(len(old.order_log), tail_start + 30)
+        self.assertGreater(old.order_log.first_in_memory, tail_start + 10)
+        self.advance(5.0, until=lambda: self.replicas[1].node.serving or self.replicas[2].node.serving)  # type: ignore[union-attr]
+        [new] = [r for i, r in self.replicas.items() if i != 3 and r.node is not None and r.node.serving]
+        for d in waiting:
+            self.assertIsInstance(self.error(d), NotLeader)  # the front-end asks the new leader
+        self.advance(5.0, until=lambda: new.reconciliation.adopted == 30)
+        self.assertEqual(new.reconciliation.adopted, 30)
+        adopted_in = new.epoch
+        for pipe in held:
+            pipe.release()
+        self.advance(10.0, until=lambda: old.order_log.last_epoch > 2 and old.durable == len(new.order_log))
+        self.settle()
+        leader = self.serving()
+        for i in (1, 2):
+            self.assertEqual(self.file(i), self.file(3))
+        for n in (0, 29):
+            number = self.find(3, f"tail-{n}")
+            self.assertIsNotNone(number)
+            self.assertEqual(old.order_log.order_epoch(number), adopted_in)  # the adopted order, not the cut one
+            self.assertEqual(self.result(self.order(leader.id, f"tail-{n}")), {"order_number": number})
+        self.assertEqual(len(self.buys()), 35)
+        self.assertEqual(old.order_log.order_count, 35)
 
 
 class ReadRaceTests(SynchronousTestCase):
@@ -250,3 +439,11 @@ class ReadRaceTests(SynchronousTestCase):
         self.opened.file.write([("truncate", self.log.offsets[12])])
         self.run_queued()
         self.failureResultOf(reading, CorruptJournal)
+
+    def test_read_of_lines_in_memory_and_on_disk(self) -> None:
+        """A read across the window's edge gives the file's lines, from disk then memory, as they are."""
+        first = self.log.first_in_memory
+        self.assertGreater(first, 5)
+        reading = Deferred.fromCoroutine(self.reads.lines(first - 5, first + 2))
+        self.run_queued()
+        self.assertEqual(self.successResultOf(reading), list(orders_log(40).lines[first - 5 : first + 2]))

@@ -1,305 +1,672 @@
 """
-Tests of the order replicas together, in one process: three Replica services
-and the catalog on an in-memory network (:mod:`toystore.wire.testing`), disk
-work done inline, a Clock for time.  No sockets, no threads.
+Tests of the order replicas together, through the public API of
+:class:`~toystore.order.replica.Replica` and its operator port: three real
+replicas that elect their own leader, and a real catalog, on an in-memory
+network (:mod:`tests.unit.replicas`), disk work done inline, simulated time.
+No sockets, no threads, no sleeps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 
-from toystore.envelope import ApiError, Unavailable
-from toystore.order.journal import Log
-from toystore.order.replica import NotLeader
+from toystore.envelope import ApiError, NotFound
+from toystore.order.core import Role
+from toystore.order.records import decode
+from toystore.order.replica import NotLeader, Replica
 from toystore.order.resources import replica_root
 
-from .helpers import connect
 from .replicas import ReplicaCase
 
 
-class StreamTests(ReplicaCase):
-    """sync, backlog then live records, acks and commitment."""
+class Cluster(ReplicaCase):
+    """Helpers over :class:`ReplicaCase`: reads, failures, and the logs as records."""
 
-    def test_backlog_then_live(self) -> None:
-        """Orders wait for a second copy; a follower that joins gets the backlog, acks, and they commit."""
+    def serving_among(self, ids: tuple[int, ...], within: float = 10.0) -> Replica:
+        """Let time pass until one of replicas ``ids`` serves (others may still believe they do); that replica."""
+
+        def found() -> list[Replica]:
+            return [self.replicas[i] for i in ids if (node := self.replicas[i].node) is not None and node.serving]
+
+        self.advance(within, until=lambda: bool(found()))
+        serving = found()
+        self.assertEqual(len(serving), 1, f"one of {ids} serves after {within} s")
+        return serving[0]
+
+    def get(self, i: int, number: int, relayed: bool = False) -> Deferred[Any]:
+        """A ``get`` of order ``number`` sent to replica ``i``, delivered."""
+        return self.drive(maybeDeferred(self.replicas[i].order, number, relayed))
+
+    def error(self, d: Deferred[Any], within: float = 5.0) -> ApiError:
+        """Let time pass until ``d`` fails (within ``within`` seconds); its error."""
+        self.advance(within, until=lambda: d.called)
+        return self.failureResultOf(d, ApiError).value
+
+    def records(self, i: int) -> list[dict[str, Any]]:
+        """Replica ``i``'s log as its file holds it."""
+        return [decode(line) for line in self.file(i).splitlines(keepends=True)]
+
+    def keys(self, i: int) -> dict[str, int]:
+        """Key -> order number, of every order record in replica ``i``'s file (a key twice fails the test)."""
+        keys: dict[str, int] = {}
+        for record in self.records(i):
+            order = record.get("order")
+            if order is not None:
+                self.assertNotIn(order["key"], keys, f"key {order['key']!r} twice in the log of replica {i}")
+                keys[order["key"]] = order["number"]
+        return keys
+
+    def settled(self) -> bool:
+        """Whether one replica serves, and every one is connected to its peers and holds its log and commit point."""
+        serving = [r for r in self.replicas.values() if r.node is not None and r.node.serving]
+        if len(serving) != 1:
+            return False
+        leader = serving[0]
+        length, commit = len(leader.order_log), leader.status()["commit"]
+        for replica in self.replicas.values():
+            status = replica.status()
+            if not all(up for peer, up in status["links"].items() if int(peer) in self.replicas):
+                return False
+            if (status["leader"], status["durable"], status["commit"]) != (leader.id, length, commit):
+                return False
+        return True
+
+    def settle(self, within: float = 5.0) -> None:
+        """Let time pass until the replicas have :meth:`settled` (and a few heartbeats more)."""
+        self.advance(within, until=self.settled)
+        statuses = {i: r.status() for i, r in self.replicas.items()}
+        self.assertTrue(self.settled(), f"not settled after {within} s: {statuses}")
+        self.advance(self.cluster.order.heartbeat * 3)
+
+    def assert_identical(self, ids: tuple[int, ...] = (1, 2, 3)) -> bytes:
+        """The files of replicas ``ids`` are byte-identical (and not empty): their contents."""
+        first = self.file(ids[0])
+        self.assertTrue(first)
+        for i in ids[1:]:
+            self.assertEqual(self.file(i), first, f"the logs of replicas {ids[0]} and {i} differ")
+        return first
+
+    def sold(self, key: str) -> int:
+        """How many buys of the catalog's ledger are under ``key``."""
+        return sum(1 for buy in self.buys() if buy["key"] == key)
+
+
+class ElectionTests(Cluster):
+    """The replicas elect their leader themselves, and their logs converge."""
+
+    def test_highest_id_leads_and_logs_are_identical(self) -> None:
+        """
+        At start the replicas come to serve under replica 3 (the highest id),
+        all in its epoch; after orders sent to it and to its followers, every
+        log is byte-identical and committed everywhere.
+        """
         self.make()
-        self.elect(1, 3, others=())
-        waiting = [self.order(3, f"k{n}") for n in range(3)]
-        for d in waiting:
+        leader = self.serving(expected=3)
+        self.assertTrue(leader.status()["serving"])
+        for i in (1, 2):
+            status = self.replicas[i].status()
+            self.assertEqual((status["role"], status["leader"], status["serving"]), ("follower", 3, False))
+        self.assertEqual({r.epoch for r in self.replicas.values()}, {leader.epoch})
+        for n, via in enumerate((3, 1, 2, 3)):
+            self.assertEqual(self.result(self.order(via, f"k{n}")), {"order_number": n})
+        self.settle()
+        self.assert_identical()
+        self.assertEqual(self.keys(1), {f"k{n}": n for n in range(4)})
+        for i in (1, 2, 3):
+            self.assertEqual(self.replicas[i].status()["commit"], len(self.records(3)))
+        self.assertEqual(self.fail_stops, [])
+
+
+    def test_follower_back_from_a_cut_does_not_depose_the_leader(self) -> None:
+        """
+        A follower cut off for several election timeouts only asks for
+        pre-votes: it raises no epoch and counts no election; back, it
+        follows the same leader in the same epoch and catches up.
+        """
+        self.make()
+        leader = self.serving(expected=3)
+        self.settle()
+        epoch, elections = leader.epoch, self.replicas[1].status()["elections"]
+        self.network.cut(1)
+        self.assertEqual(self.result(self.order(3, "k0")), {"order_number": 0})  # committed on 2 and 3
+        self.advance(leader.timing.election * 4)
+        status = self.replicas[1].status()
+        self.assertEqual((status["role"], status["epoch"], status["elections"]), ("pre-candidate", epoch, elections))
+        self.network.restore(1)
+        self.settle()
+        self.assertEqual((leader.epoch, leader.status()["serving"]), (epoch, True))
+        self.assertEqual(self.replicas[1].status()["elections"], elections)
+        self.assert_identical()
+
+
+class RelayTests(Cluster):
+    """A follower passes orders and reads on to the leader, once."""
+
+    def test_follower_relays_orders_and_reads(self) -> None:
+        """An order and a get sent to a follower are answered by the leader, which counts them as its own calls."""
+        self.make()
+        leader = self.serving(expected=3)
+        served = leader.metrics.calls.count("order", "ok")
+        self.assertEqual(self.result(self.order(1, "k", name="Whale", quantity=2)), {"order_number": 0})
+        self.assertEqual(leader.metrics.calls.count("order", "ok"), served + 1)
+        self.assertEqual(self.keys(3), {"k": 0})
+        self.assertEqual(self.result(self.get(2, 0)), {"number": 0, "name": "Whale", "quantity": 2})
+        self.assertEqual(leader.metrics.calls.count("get", "ok"), 1)
+        self.assertIsInstance(self.error(self.get(2, 1)), NotFound)
+
+    def test_relayed_call_is_not_relayed_again(self) -> None:
+        """
+        A call marked relayed that reaches a follower (over the wire, or
+        through ``place``) is refused with 421 naming the leader it knows,
+        and goes no further: nothing is bought, the leader serves nothing.
+        """
+        self.make()
+        self.serving(expected=3)
+        client = self.network.client(1, label="replica 1 (from the test)")
+        for type, fields in (
+            ("order", {"name": "Tux", "quantity": 1, "key": "k", "relayed": True}),
+            ("get", {"number": 0, "relayed": True}),
+        ):
+            error = self.error(self.drive(client.call(type, fields)))
+            self.assertEqual(error.code, 421, type)
+            self.assertIn("replica 3 leads", error.message)
+        self.assertIsInstance(self.error(self.drive(self.replicas[2].place("Tux", 1, "k", relayed=True))), NotLeader)
+        self.assertEqual(self.buys(), [])
+        self.assertEqual(self.replicas[3].metrics.calls.count("order", "ok"), 0)
+
+    def test_relayed_call_to_the_leader_is_served(self) -> None:
+        """The leader serves a call marked relayed as any other."""
+        self.make()
+        self.serving(expected=3)
+        client = self.network.client(3, label="replica 3 (from the test)")
+        fields = {"name": "Tux", "quantity": 1, "key": "k", "relayed": True}
+        self.assertEqual(self.result(self.drive(client.call("order", fields))), {"order_number": 0})
+
+
+class KeyTests(Cluster):
+    """An idempotency key is one order, bought once."""
+
+    def test_same_key_same_number(self) -> None:
+        """
+        A repeated key, on the leader or through a follower, gives the first
+        number and buys once; the key with another body is 422.
+        """
+        self.make()
+        self.serving(expected=3)
+        self.assertEqual(self.result(self.order(3, "a")), {"order_number": 0})
+        self.assertEqual(self.result(self.order(3, "b")), {"order_number": 1})
+        self.assertEqual(self.result(self.order(3, "a")), {"order_number": 0})
+        self.assertEqual(self.result(self.order(1, "a")), {"order_number": 0})
+        self.assertEqual(self.error(self.order(3, "a", name="Fox")).code, 422)
+        self.assertEqual(self.error(self.order(2, "a", quantity=2)).code, 422)
+        self.assertEqual((self.sold("a"), self.sold("b")), (1, 1))
+        self.settle()
+        self.assertEqual(self.keys(1), {"a": 0, "b": 1})
+
+    def test_concurrent_same_key_share_one_buy(self) -> None:
+        """Calls with one key while its buy is under way share its order: one buy; another body meanwhile is 422."""
+        self.make()
+        leader = self.serving(expected=3)
+        leader.catalog.hold()
+        first, second, relayed = self.order(3, "k"), self.order(3, "k"), self.order(1, "k")
+        other = self.order(3, "k", name="Fox")
+        self.assertEqual(self.error(other).code, 422)
+        for d in (first, second, relayed):
             self.assertNoResult(d)
-        self.successResultOf(self.drive(self.replicas[1].lead(1, 3)))
-        self.network.flush()
-        self.assertEqual([self.successResultOf(d) for d in waiting], [{"order_number": n} for n in range(3)])
-        live = self.order(3, "k3")
-        self.assertEqual(self.successResultOf(live), {"order_number": 3})
-        self.assertEqual(self.file(1), self.file(3))
-        self.assertEqual(self.replicas[3].status()["in_sync"], [1])
+        leader.catalog.release()
+        self.assertEqual([self.result(d) for d in (first, second, relayed)], [{"order_number": 0}] * 3)
+        self.assertEqual([fields["key"] for type, fields in leader.catalog.calls if type == "buy"], ["k"])
+        self.assertEqual(self.sold("k"), 1)
 
-    def test_same_key_same_order(self) -> None:
-        """A repeated key gives the original number and buys once; a different body is a 422."""
-        self.make()
-        self.elect(1, 3)
-        first = self.successResultOf(self.order(3, "k"))
-        self.assertEqual(self.successResultOf(self.order(3, "k")), first)
-        self.assertEqual(len(self.buys()), 1)
-        self.assertEqual(self.failureResultOf(self.order(3, "k", name="Fox"), ApiError).value.code, 422)
 
-    def test_concurrent_same_key(self) -> None:
-        """Two requests with one key while the first is being placed share its order."""
-        self.make()
-        self.elect(1, 3, others=())
-        a, b = self.order(3, "k"), self.order(3, "k")
-        self.successResultOf(self.drive(self.replicas[1].lead(1, 3)))
-        self.network.flush()
-        self.assertEqual(self.successResultOf(a), self.successResultOf(b))
-        self.assertEqual(len(self.buys()), 1)
+class MajorityTests(Cluster):
+    """An order is acknowledged only once it is on a majority."""
 
-    def test_no_majority(self) -> None:
-        """Without a second copy within commit_timeout, the order is refused with a 503."""
+    def test_no_majority_then_retry(self) -> None:
+        """
+        With both followers dead an order is not acknowledged (421 or 503);
+        with one back, its retry gets the number of its record, and the
+        catalog sold it once.
+        """
         self.make()
-        self.elect(1, 3, others=())
+        self.serving(expected=3)
+        self.assertEqual(self.result(self.order(3, "before")), {"order_number": 0})
+        self.kill(1)
+        self.kill(2)
         d = self.order(3, "k")
-        self.clock.advance(self.replicas[3].config.commit_timeout)
-        self.assertIn("no majority", self.failureResultOf(d, Unavailable).value.message)
+        error = self.error(d, within=self.replicas[3].config.commit_timeout + 1)
+        self.assertIn(error.code, (421, 503))
+        self.assertEqual(self.sold("k"), 1)  # bought, logged on 3 alone
+        self.make(ids=(1,))
+        self.serving()
+        retry = self.result(self.order(1, "k"))
+        self.assertEqual(retry, {"order_number": 1})
+        self.assertEqual(self.sold("k"), 1)
+        self.settle()
+        self.assert_identical((1, 3))
+        self.assertEqual(self.keys(1), {"before": 0, "k": 1})
 
-    def test_follower_refuses_orders(self) -> None:
-        """A follower answers an order with 421, naming the leader."""
-        self.make()
-        self.elect(1, 3)
-        failure = self.failureResultOf(self.order(1, "k"), NotLeader)
-        self.assertIn("replica 3 leads", failure.value.message)
 
-    def test_lagging_follower_leaves_and_rejoins_the_in_sync_set(self) -> None:
-        """A follower whose acks stop leaves the in-sync set; orders commit on the other; it rejoins on catching up."""
+class InDoubtBuyTests(Cluster):
+    """A buy whose answer was lost is asked again under its key, and made once."""
+
+    def test_lost_reply(self) -> None:
+        """
+        The catalog makes the buy but its reply is lost (the link drops):
+        the leader asks again under the same key until the catalog answers,
+        and acknowledges the order once; the ledger has the key once.
+        """
         self.make()
-        self.elect(1, 3)
-        self.assertEqual(self.replicas[3].status()["in_sync"], [1, 2])
-        stream = next(c for c, f in self.replicas[3].streams.by_connection.items() if f.follower_id == 2)
-        slow = next(p for p in self.network.pipes if p.server is stream)
-        slow.hold()
+        leader = self.serving(expected=3)
+        buy = self.catalog.call_buy
+
+        def buy_then_cut(message: dict[str, Any], connection: Any) -> Any:
+            d = ensureDeferred(buy(message, connection))
+            self.assertTrue(d.called, "the buy is made at once (disk work inline)")
+            leader.catalog.cut()  # its reply never arrives
+            return d
+
+        self.catalog.call_buy = buy_then_cut  # type: ignore[method-assign]
         d = self.order(3, "k")
-        self.assertEqual(self.successResultOf(d), {"order_number": 0})
-        self.clock.advance(1.5)
-        self.assertEqual(self.replicas[3].status()["in_sync"], [1])
-        slow.release()
-        self.network.flush()
-        self.assertEqual(self.replicas[3].status()["in_sync"], [1, 2])
-        self.assertEqual(self.file(2), self.file(3))
+        self.catalog.call_buy = buy  # type: ignore[method-assign]
+        self.assertEqual(self.sold("k"), 1)
+        self.advance(leader.timing.election / 2)  # (a leader without the catalog for an election timeout hands over)
+        self.assertNoResult(d)
+        asked = [fields for type, fields in leader.catalog.calls if type == "buy"]
+        self.assertGreater(len(asked), 1, "the buy in doubt is asked again")
+        self.assertEqual({fields["key"] for fields in asked}, {"k"})
+        leader.catalog.restore()
+        self.assertEqual(self.result(d), {"order_number": 0})
+        self.assertEqual(self.sold("k"), 1)
+        self.settle()
+        self.assertEqual(self.keys(1), {"k": 0})
+        self.assert_identical()
 
-
-class DivergenceTests(ReplicaCase):
-    """A follower's tail that the leader never committed is cut off."""
-
-    def test_truncate_divergent_tail(self) -> None:
-        """Records an old leader wrote alone are truncated when its replica syncs with the new leader."""
-        common = Log()
-        common.append_leader(1, 3)
-        common.append_order(1, "Tux", 1, "k0")
-        old = Log(common.lines)
-        old.append_order(1, "Tux", 1, "never-committed")
-        new = Log(common.lines)
-        new.append_leader(2, 2)
-        new.append_order(2, "Fox", 1, "k1")
-        self.make({3: (old.lines, 1), 2: (new.lines, 2), 1: (new.lines, 2)})
-        self.elect(3, 2)
-        self.network.flush()
-        self.assertEqual(self.file(3), self.file(2))
-        self.assertNotIn("never-committed", self.replicas[3].order_log.keys)
-        self.assertEqual(self.replicas[3].order_log.keys, {"k0": 0, "k1": 1})
-
-
-class OneTurnTests(ReplicaCase):
-    """A leader's orders of one reactor turn go to each follower in one push and to its disk in one write."""
-
-    def counts(self) -> tuple[int, int, float | None, float | None]:
-        leader, follower = self.replicas[3].metrics, self.replicas[1].metrics
-        batches = leader.registry.get_sample_value
-        return (
-            follower.calls.count("records", "ok"),
-            leader.calls.count("ack", "ok"),
-            batches("toystore_order_fsync_batch_size_count"),
-            batches("toystore_order_fsync_batch_size_sum"),
-        )
-
-    def test_one_push_and_one_write_per_turn(self) -> None:
-        """Three orders placed in one turn: one records push per follower, one ack each, one log write."""
+    def test_held_link(self) -> None:
+        """
+        The catalog stops answering mid-buy (held link: the call times out):
+        the order is acknowledged once it answers again, and bought once.
+        """
         self.make()
-        self.elect(1, 3)
-        pushes, acks, writes, written = self.counts()
-        placed = [Deferred.fromCoroutine(self.replicas[3].place("Tux", 1, f"k{n}")) for n in range(3)]
-        self.assertEqual(len(self.replicas[1].order_log), 1, "nothing is pushed before the turn ends")
-        self.network.flush()
-        self.assertEqual([self.successResultOf(d) for d in placed], [{"order_number": n} for n in range(3)])
-        self.assertEqual(self.counts(), (pushes + 1, acks + 2, writes + 1, written + 1))
-        self.assertEqual(self.file(1), self.file(3))
+        leader = self.serving(expected=3)
+        leader.catalog.hold()
+        d = self.order(3, "k")
+        self.advance(self.cluster.wire.call_timeout + 1)
+        self.assertNoResult(d)
+        leader.catalog.release()
+        self.assertEqual(self.result(d, within=10), {"order_number": 0})
+        self.assertEqual(self.sold("k"), 1)
+        self.assertEqual(self.result(self.order(3, "k")), {"order_number": 0})
 
-    def test_failed_write_fails_its_orders(self) -> None:
-        """When the leader cannot write its log, the orders of that write fail with a 500, not a timeout."""
+
+class PartitionTests(Cluster):
+    """A leader cut off from its followers: the others go on, and its tail that never committed is cut."""
+
+    def test_isolated_leader_tail_is_cut(self) -> None:
+        """
+        Leader 3 is cut off with an order it bought but could not commit; 1
+        and 2 elect a leader, which adopts that buy, and take orders; an
+        order sent to 3 meanwhile is refused and bought nowhere.  When 3 is
+        back its uncommitted tail is cut and every log ends identical; each
+        unacknowledged order is in every log or in none, as its retry says.
+        """
         self.make()
-        self.elect(1, 3)
-        leader = self.replicas[3]
+        old = self.serving(expected=3)
+        self.assertEqual(self.result(self.order(3, "k0")), {"order_number": 0})
+        old_epoch = old.epoch
+        self.network.cut(3)
+        stranded = self.order(3, "stranded")  # bought at once, logged on 3 alone
+        self.assertNoResult(stranded)
+        tail = len(old.order_log) - 1
+        self.assertEqual(self.records(3)[tail]["epoch"], old_epoch)
+        self.assertEqual(self.records(3)[tail]["order"]["key"], "stranded")
+        new = self.serving_among((1, 2))
+        self.assertGreater(new.epoch, old_epoch)
+        self.assertEqual(self.error(stranded).code, 421)  # 3 stepped down when it lost its majority
+        self.assertFalse(old.status()["serving"])
+        self.assertEqual(self.error(self.order(3, "late")).code, 421)  # 3 no longer leads: nothing bought
+        self.assertEqual(self.sold("late"), 0)
+        self.assertEqual(self.result(self.order(new.id, "k1")), {"order_number": 2})
+        self.network.restore(3)
+        self.serving(expected=3, within=15)
+        self.settle()
+        self.assert_identical()
+        cut = self.records(3)[tail]
+        self.assertGreater(cut["epoch"], old_epoch, "3's uncommitted record was replaced")
+        self.assertNotEqual(cut.get("order", {}).get("key"), "stranded")
+        # Bought but never acknowledged: adopted by the new leader, so in every log, at the number its retry gets.
+        self.assertEqual(self.result(self.order(1, "stranded")), {"order_number": self.keys(1)["stranded"]})
+        self.assertEqual(self.keys(1)["stranded"], 1)
+        # Refused and never bought: in no log; its retry makes it an order.
+        self.assertNotIn("late", self.keys(1))
+        self.assertEqual(self.result(self.order(2, "late")), {"order_number": 3})
+        self.settle()
+        self.assert_identical()
+        self.assertEqual(self.keys(2), {"k0": 0, "stranded": 1, "k1": 2, "late": 3})
+        self.assertEqual([self.sold(key) for key in ("k0", "stranded", "k1", "late")], [1, 1, 1, 1])
+        self.assertEqual(self.fail_stops, [])
 
-        class BrokenFile:
-            def write(self, operations: Any) -> None:
-                raise OSError("no space left on device")
 
-            def close(self) -> None:
-                pass
+class HandoverTests(Cluster):
+    """A leader told to stop hands over first, so a rolling restart costs no election timeout."""
 
-        leader.writes.file = BrokenFile()
-        failure = self.failureResultOf(self.order(3, "k"), ApiError)
-        self.assertEqual((failure.value.code, failure.value.message), (500, "the order log could not be written"))
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
-
-
-class DiscoveryTests(ReplicaCase):
-    """A follower that nobody told finds the leader by itself."""
-
-    def test_from_the_front_end(self) -> None:
-        """GET /leader names the leader: the follower accepts its epoch and streams from it, asking no peer."""
+    def test_stop_hands_over(self) -> None:
+        """
+        SIGTERM of the leader: it hands over and learns it did, so its stop
+        and the next leader's start take less than one election timeout; the
+        next leader leads the next epoch and takes orders.
+        """
         self.make()
-        self.elect(4, 3, others=(2,))
-        self.front_end = {"leader": 3, "epoch": 4}
-        asked = [self.replicas[i].metrics.calls.count("status", "ok") for i in (2, 3)]
-        self.clock.advance(self.replicas[1].config.discovery_interval)
-        self.network.flush()
-        self.assertEqual((self.replicas[1].leader, self.replicas[1].epoch), (3, 4))
-        self.assertEqual(self.file(1), self.file(3))
-        self.assertEqual([self.replicas[i].metrics.calls.count("status", "ok") for i in (2, 3)], asked)
+        old = self.serving(expected=3)
+        self.assertEqual(self.result(self.order(3, "k0")), {"order_number": 0})
+        self.settle()
+        epoch, handovers, started = old.epoch, old.status()["handovers"], self.clock.seconds()
+        self.stop((3,))
+        new = self.serving()
+        self.assertLess(self.clock.seconds() - started, old.timing.election / 2)
+        self.assertEqual(new.epoch, epoch + 1, "one election, won at once")
+        status = old.status()
+        self.assertEqual((status["role"], status["serving"], status["handovers"]), ("stopping", False, handovers + 1))
+        self.assertEqual(old.node and old.node.role, Role.FOLLOWER, "the old leader saw its successor win")
+        self.assertEqual(self.result(self.order(new.id, "k1")), {"order_number": 1})
+        self.assertEqual(self.result(self.order(new.id, "k0")), {"order_number": 0})
+        self.settle()
+        self.assert_identical((1, 2))
+        self.assertEqual(self.keys(1), {"k0": 0, "k1": 1})
 
-    def test_from_the_peers(self) -> None:
-        """With the front-end down, the peers' status names the leader."""
+    def test_stop_hands_over_to_a_follower_behind(self) -> None:
+        """
+        The leader is stopped while its followers' answers to its last
+        records are still on the way: it brings its successor up to date
+        (hearing those answers while it stops, which also commit the
+        order that waited for them), hands over, and stops in less than
+        one election timeout.
+        """
         self.make()
-        self.elect(4, 3, others=(2,))
-        self.clock.advance(self.replicas[1].config.discovery_interval)
-        self.network.flush()
-        self.assertEqual((self.replicas[1].leader, self.replicas[1].epoch), (3, 4))
-        self.assertEqual(self.replicas[3].status()["in_sync"], [1, 2])
+        old = self.serving(expected=3)
+        self.settle()
+        handovers = old.status()["handovers"]
+        answers = [pipe for pipe in self.network.pipes if pipe.source in (1, 2) and pipe.target == 3]
+        self.assertEqual(len(answers), 2)
+        for pipe in answers:
+            pipe.hold()
+        pending = self.order(3, "k0")
+        self.advance(old.timing.heartbeat)
+        self.assertNoResult(pending)
+        started = self.clock.seconds()
+        stopping = old.stopService()
+        self.assertEqual(old.role, "stopping")
+        for pipe in answers:
+            pipe.release()
+        self.advance(old.timing.election, until=lambda: stopping.called)
+        self.successResultOf(stopping)
+        self.assertLess(self.clock.seconds() - started, old.timing.election / 2, "it handed over")
+        self.assertEqual(old.status()["handovers"], handovers + 1)
+        self.assertEqual(self.successResultOf(pending), {"order_number": 0})
+        old.catalog.stopService()
+        del self.replicas[3]
+        self.network.cut(3)
+        new = self.serving(within=old.timing.election / 2)
+        self.assertEqual(self.result(self.order(new.id, "k0")), {"order_number": 0})
+        self.assertEqual(self.sold("k0"), 1)
 
-
-class OperatorPortTests(ReplicaCase):
-    """GET /orders/<n>, /health and /metrics of a replica, through StubTreq."""
-
-    def get(self, replica: int, path: str) -> tuple[int, Any]:
-        treq = StubTreq(replica_root(self.replicas[replica]))
-        response = self.successResultOf(treq.get("http://replica" + path))
-        body = self.successResultOf(response.content())
-        return response.code, body
-
-    def test_endpoints(self) -> None:
-        """Orders come from the replica's own log; bad numbers are 400, unknown ones 404."""
+    def test_stopping_follower_refuses(self) -> None:
+        """A follower being stopped neither relays nor serves: 421."""
         self.make()
-        self.elect(1, 3)
-        self.successResultOf(self.order(3, "k", name="Whale"))
-        for replica in (3, 1):
-            code, body = self.get(replica, "/orders/0")
-            self.assertEqual((code, json.loads(body)), (200, {"data": {"number": 0, "name": "Whale", "quantity": 1}}))
-        self.assertEqual(self.get(3, "/orders/1")[0], 404)
-        self.assertEqual(self.get(3, "/orders/-1")[0], 400)
-        self.assertEqual(self.get(3, "/orders/x")[0], 400)
-        code, body = self.get(3, "/health")
-        health = json.loads(body)["data"]
-        self.assertEqual((health["id"], health["role"], health["epoch"], health["last_order"]), (3, "leader", 1, 0))
-        code, body = self.get(3, "/metrics")
-        self.assertIn(b'toystore_order_role{role="leader"} 1.0', body)
-        self.assertIn(b"toystore_order_log_committed 2.0", body)
-        self.assertIn(b'toystore_order_calls_total{outcome="ok",type="sync"} 2.0', body)
-        self.assertIn(b'toystore_order_call_seconds_count{type="sync"} 2.0', body)
+        self.serving(expected=3)
+        follower = self.replicas[1]
+        stopping = follower.stopService()
+        self.assertEqual(follower.role, "stopping")
+        self.assertIsInstance(self.error(self.drive(follower.place("Tux", 1, "k"))), NotLeader)
+        self.result(stopping)
+        self.assertEqual(self.sold("k"), 0)
 
-    def test_state_read_at_scrape_time(self) -> None:
-        """The gauges follow the replica's state as it is when scraped, with nothing updated per write."""
+
+class StaleLeaderTests(Cluster):
+    """A leader that may have been replaced answers nothing from its own log."""
+
+    def test_isolated_leader_refuses_reads(self) -> None:
+        """
+        Leader 3 is cut off; a get sent to it at once is not answered from
+        its log (it cannot confirm it leads) and fails with 421 when it
+        steps down; once 1 and 2 have a leader with a newer order, a get
+        of that order on 3 is refused, not answered 404.
+        """
         self.make()
-        self.elect(1, 3)
-        leader, follower = self.replicas[3], self.replicas[1]
+        old = self.serving(expected=3)
+        self.assertEqual(self.result(self.order(3, "k0")), {"order_number": 0})
+        self.network.cut(3)
+        early = self.get(3, 0)
+        self.advance(old.timing.election / 2)
+        self.assertTrue(old.status()["serving"], "3 still believes it leads")
+        self.assertNoResult(early)
+        new = self.serving_among((1, 2))
+        self.assertIsInstance(self.error(early), NotLeader)
+        self.assertFalse(old.status()["serving"])
+        self.assertEqual(self.result(self.order(new.id, "k1")), {"order_number": 1})
+        self.assertEqual(self.result(self.get(new.id, 1)), {"number": 1, "name": "Tux", "quantity": 1})
+        other = 3 - new.id
+        self.assertEqual(self.result(self.get(other, 1)), {"number": 1, "name": "Tux", "quantity": 1})
+        self.assertIn(self.error(self.get(3, 1)).code, (421, 503))
+        self.assertIn(self.error(self.get(3, 0)).code, (421, 503))
 
-        def gauges(replica: Any) -> dict[str, float | None]:
-            value = replica.metrics.registry.get_sample_value
-            return {
-                "leader": value("toystore_order_role", {"role": "leader"}),
-                "follower": value("toystore_order_role", {"role": "follower"}),
-                "epoch": value("toystore_order_epoch"),
-                "records": value("toystore_order_log_records"),
-                "durable": value("toystore_order_log_durable"),
-                "committed": value("toystore_order_log_committed"),
-                "in_sync": value("toystore_order_followers_in_sync"),
-            }
-
-        self.successResultOf(self.order(3, "a"))
-        self.successResultOf(self.order(3, "b"))
-        self.assertEqual(
-            gauges(leader),
-            {"leader": 1, "follower": 0, "epoch": 1, "records": 3, "durable": 3, "committed": 3, "in_sync": 2},
-        )
-        self.assertEqual(
-            gauges(follower),
-            {"leader": 0, "follower": 1, "epoch": 1, "records": 3, "durable": 3, "committed": 0, "in_sync": 0},
-        )
-        leader.step_down("a test says so")
-        self.assertEqual((gauges(leader)["leader"], gauges(leader)["follower"], gauges(leader)["in_sync"]), (0, 1, 0))
+    def test_fenced_leader_refuses_orders(self) -> None:
+        """A leader whose epoch the catalog has fenced (a newer leader reconciled) refuses orders: 421, none logged."""
+        self.make()
+        leader = self.serving(expected=3)
+        self.result(self.to_catalog("reconcile", epoch=leader.epoch + 1, after=0))
+        length = len(leader.order_log)
+        self.assertIsInstance(self.error(self.order(3, "k")), NotLeader)
+        self.assertEqual(self.sold("k"), 0)
+        self.assertEqual(len(leader.order_log), length)
 
 
-class InSyncTests(SynchronousTestCase):
-    """The in-sync set: late acknowledgements take a follower out, not a steady stream of work."""
+class OneTurnTests(Cluster):
+    """The orders bought in one reactor turn become records together."""
 
     def setUp(self) -> None:
-        from toystore.order.replication import FollowerStream, Streams
+        super().setUp()
+        # Lines long enough for an append of several records (the harness's 4096 bytes allow one).
+        wire = dataclasses.replace(self.cluster.wire, max_line=1 << 16)
+        self.cluster = dataclasses.replace(self.cluster, wire=wire)
+        self.network.config = wire
 
-        self.clock = Clock()
-        replica = type(
-            "StubReplica",
-            (),
+    def test_one_proposal_one_append_one_write(self) -> None:
+        """
+        Three orders bought in one turn: one propose, one append with
+        records to each follower, one log write on each replica.
+        """
+        self.make()
+        leader = self.serving(expected=3)
+        self.settle()
+        self.assertGreaterEqual(leader.timing.max_batch, 3)
+        node = leader.node
+        assert node is not None
+        proposals: list[int] = []
+        propose = node.propose
+
+        def counting(payloads: list[Any], now: float) -> Any:
+            proposals.append(len(payloads))
+            return propose(payloads, now)
+
+        node.propose = counting  # type: ignore[method-assign]
+        appends: dict[int, list[int]] = {1: [], 2: []}
+        for i in (1, 2):
+            self.count_appends(self.replicas[i], appends[i])
+
+        def writes(i: int) -> tuple[float | None, float | None]:
+            value = self.replicas[i].metrics.registry.get_sample_value
+            return value("toystore_order_fsync_batch_size_count"), value("toystore_order_fsync_batch_size_sum")
+
+        before = {i: writes(i) for i in (1, 2, 3)}
+        placed = [Deferred.fromCoroutine(leader.place("Tux", 1, f"k{n}")) for n in range(3)]
+        self.assertEqual(proposals, [], "nothing is proposed before the buys are answered")
+        self.network.flush()
+        self.assertEqual([self.successResultOf(d) for d in placed], [{"order_number": n} for n in range(3)])
+        self.assertEqual(proposals, [3])
+        self.assertEqual(appends, {1: [3], 2: [3]})
+        for i in (1, 2, 3):
+            count, total = before[i]
+            self.assertEqual(writes(i), ((count or 0) + 1, (total or 0) + 1), f"replica {i}")
+        self.assert_identical()
+
+    @staticmethod
+    def count_appends(replica: Replica, counts: list[int]) -> None:
+        """Record in ``counts`` the number of records of each append ``replica`` receives that carries some."""
+        push = replica.push_append
+
+        def counting(message: dict[str, Any], connection: Any) -> None:
+            if message["lines"]:
+                counts.append(len(message["lines"]))
+            push(message, connection)
+
+        replica.push_append = counting  # type: ignore[method-assign]
+
+
+class OperatorPortTests(Cluster):
+    """A replica's operator port: GET /orders/<n>, /health and /metrics, through StubTreq."""
+
+    def fetch(self, replica: Replica, path: str) -> tuple[int, bytes]:
+        treq: Any = StubTreq(replica_root(replica))  # (its verbs are made at run time)
+        response = self.successResultOf(treq.get("http://replica" + path))
+        return response.code, self.successResultOf(response.content())
+
+    def health(self, replica: Replica) -> dict[str, Any]:
+        code, body = self.fetch(replica, "/health")
+        self.assertEqual(code, 200)
+        data: dict[str, Any] = json.loads(body)["data"]
+        return data
+
+    def gauges(self, replica: Replica) -> dict[str, Any]:
+        """The state /metrics shows, from its text."""
+        code, body = self.fetch(replica, "/metrics")
+        self.assertEqual(code, 200)
+        samples: dict[str, float] = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                samples[name] = float(value)
+        roles = [name for name in samples if name.startswith("toystore_order_role{") and samples[name] == 1]
+        return {
+            "role": roles,
+            "epoch": samples["toystore_order_epoch"],
+            "serving": samples["toystore_order_serving"],
+            "commit": samples["toystore_order_log_committed"],
+            "records": samples["toystore_order_log_records"],
+            "lag": {name: value for name, value in samples.items() if name.startswith("toystore_order_follower_lag{")},
+            "elections": samples["toystore_order_elections_total"],
+            "prevotes_refused": samples["toystore_order_prevotes_refused_total"],
+            "handovers": samples["toystore_order_handovers_total"],
+            "orders": samples.get('toystore_order_calls_total{outcome="ok",type="order"}', 0.0),
+            "order_seconds": samples.get('toystore_order_call_seconds_count{type="order"}', 0.0),
+        }
+
+    def test_orders(self) -> None:
+        """
+        /orders/<n> answers from the replica's own durable log, on followers
+        too; bad numbers are 400, unknown ones 404.
+        """
+        self.make()
+        self.serving(expected=3)
+        self.result(self.order(3, "k", name="Whale"))
+        self.settle()
+        for replica in self.replicas.values():
+            code, body = self.fetch(replica, "/orders/0")
+            self.assertEqual((code, json.loads(body)), (200, {"data": {"number": 0, "name": "Whale", "quantity": 1}}))
+        self.assertEqual(self.fetch(self.replicas[1], "/orders/1")[0], 404)
+        self.assertEqual(self.fetch(self.replicas[3], "/orders/-1")[0], 400)
+        self.assertEqual(self.fetch(self.replicas[3], "/orders/x")[0], 400)
+
+    def test_health(self) -> None:
+        """
+        /health is the replica's status: role, epoch, serving, commit, lag,
+        elections, prevotes_refused, handovers.
+        """
+        self.make()
+        leader = self.serving(expected=3)
+        self.result(self.order(3, "k"))
+        self.settle()
+        health = {i: self.health(r) for i, r in self.replicas.items()}
+        for i, replica in self.replicas.items():
+            self.assertEqual(health[i], json.loads(json.dumps(replica.status())))
+        self.assertEqual(
+            {k: health[3][k] for k in ("id", "role", "leader", "serving", "last_order", "lag", "in_sync")},
             {
-                "order_log": Log(),
-                "epoch": 1,
                 "id": 3,
                 "role": "leader",
-                "advance_commit": lambda self: None,
+                "leader": 3,
+                "serving": True,
+                "last_order": 0,
+                "lag": {"1": 0, "2": 0},
+                "in_sync": [1, 2],
             },
-        )()
-        self.log = replica.order_log
-        self.streams = Streams(replica, self.clock, ack_timeout=1.0)
-        self.connection, self.transport = connect(None, self.clock)
-        self.stream = FollowerStream(2, self.connection, sent=0)
-        self.streams.by_connection[self.connection] = self.stream
+        )
+        self.assertEqual(health[3]["commit"], health[3]["length"])
+        for i in (1, 2):
+            self.assertEqual(
+                {k: health[i][k] for k in ("role", "leader", "serving", "epoch", "commit", "lag")},
+                {
+                    "role": "follower",
+                    "leader": 3,
+                    "serving": False,
+                    "epoch": leader.epoch,
+                    "commit": health[3]["commit"],
+                    "lag": {},
+                },
+            )
+        self.assertGreaterEqual(health[3]["elections"], 1)
+        for key in ("prevotes_refused", "handovers", "elections"):
+            self.assertIsInstance(health[3][key], int)
 
-    def write(self) -> None:
-        self.log.append_order(1, "Tux", 1, f"k{len(self.log)}")
-        self.streams.send_new()
-
-    def ack(self, length: int) -> None:
-        self.streams.ack({"length": length}, self.connection)
-
-    def at(self, when: float) -> None:
-        self.clock.advance(when - self.clock.seconds())
-        self.streams._check_lag()
-
-    def test_busy_follower_stays_in_sync(self) -> None:
-        """A follower always one record behind, but acking each within the timeout, stays in the set."""
-        self.write()
-        self.ack(1)
-        self.assertEqual(self.streams.in_sync(), [2])
-        for step in range(1, 10):
-            self.at(step * 0.6)
-            self.write()
-            self.at(step * 0.6 + 0.1)
-            self.write()
-            self.ack(len(self.log) - 1)
-            self.assertEqual(self.streams.in_sync(), [2], f"at {self.clock.seconds()} s")
-
-    def test_silent_follower_leaves_and_returns(self) -> None:
-        """A record unacknowledged past the timeout takes it out; acknowledging the old records brings it back."""
-        self.write()
-        self.ack(1)
-        self.write()
-        self.at(0.9)
-        self.assertEqual(self.streams.in_sync(), [2])
-        self.at(1.1)
-        self.assertEqual(self.streams.in_sync(), [])
-        self.ack(2)
-        self.assertEqual(self.streams.in_sync(), [2])
+    def test_metrics_read_at_scrape_time(self) -> None:
+        """
+        /metrics shows the state as it is when scraped: a dead follower's lag
+        grows, the commit point moves, a stopping leader's role, serving and
+        handovers change.
+        """
+        self.make()
+        leader = self.serving(expected=3)
+        self.result(self.order(3, "k0"))
+        self.settle()
+        status = leader.status()
+        first = self.gauges(leader)
+        self.assertEqual(
+            first,
+            {
+                "role": ['toystore_order_role{role="leader"}'],
+                "epoch": status["epoch"],
+                "serving": 1,
+                "commit": status["commit"],
+                "records": status["length"],
+                "lag": {'toystore_order_follower_lag{replica="1"}': 0, 'toystore_order_follower_lag{replica="2"}': 0},
+                "elections": status["elections"],
+                "prevotes_refused": status["prevotes_refused"],
+                "handovers": status["handovers"],
+                "orders": 0,
+                "order_seconds": 0,
+            },
+        )
+        self.kill(1)
+        for n in range(1, 4):
+            self.result(self.order(2, f"k{n}"))
+        second = self.gauges(leader)
+        self.assertEqual(second["lag"]['toystore_order_follower_lag{replica="1"}'], 3)
+        self.assertEqual(second["lag"]['toystore_order_follower_lag{replica="2"}'], 0)
+        self.assertEqual((second["commit"], second["records"]), (first["commit"] + 3, first["records"] + 3))
+        self.assertEqual(second["orders"], 3)
+        self.assertEqual(second["order_seconds"], 3)
+        follower = self.gauges(self.replicas[2])
+        self.assertEqual(
+            (follower["role"], follower["serving"], follower["lag"]), (['toystore_order_role{role="follower"}'], 0, {})
+        )
+        stopping = leader.stopService()
+        self.assertEqual(self.gauges(leader)["role"], ['toystore_order_role{role="stopping"}'])
+        self.advance(leader.timing.election, until=lambda: stopping.called)
+        self.successResultOf(stopping)
+        third = self.gauges(leader)
+        self.assertEqual((third["serving"], third["handovers"]), (0, first["handovers"] + 1))

@@ -25,7 +25,7 @@ class OptionsTests(SynchronousTestCase):
             ([], "--id is required"),
             (["--id", "x"], "--id must be an integer"),
             (["--id", "9"], "no replica with id 9"),
-            (["--id", "1", "--min-insync", "4"], "order.min_insync must be at most the number of replicas"),
+            (["--id", "1", "--min-insync", "2"], "option --min-insync not recognized"),
         ]:
             with self.subTest(argv=argv):
                 error = self.assertRaises(SystemExit, Options().parseOptions, argv)
@@ -64,3 +64,15 @@ class MakeServiceTests(SynchronousTestCase):
         children = list(service)
         self.assertLess(max(children.index(pool) for pool in pools), children.index(replica))
         self.assertIs(replica.reads.run_in_thread.__self__, pools[1])
+
+    def test_replaces(self) -> None:
+        """--replaces starts the replica as one that does not vote until it has caught up; without it, it votes."""
+        for argv, voter in (([], True), (["--replaces"], False)):
+            with self.subTest(argv=argv):
+                options = Options()
+                options.parseOptions(["--id", "1", "--data-dir", self.mktemp(), *argv])
+                service = makeService(options, reactor=MemoryReactorClock())
+                [replica] = [child for child in service if isinstance(child, Replica)]
+                replica.startService()
+                self.addCleanup(replica.stopService)
+                self.assertIs(replica.status()["voter"], voter)

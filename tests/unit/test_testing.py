@@ -52,4 +52,4 @@ class ClusterFileTests(SynchronousTestCase):
         self.assertEqual(cluster.order.replica(3).peer_address, route["peer_connect"])
         self.assertEqual(cluster.order.data_dir, str(directory / "order-{id}"))
         self.assertEqual(cluster.order.max_batch, 1)
-        self.assertEqual(cluster.order.min_insync, load().order.min_insync)
+        self.assertEqual(cluster.order.election_timeout, load().order.election_timeout)

@@ -1,13 +1,13 @@
 """
 The public REST API (``docs/openapi.yaml``; ``docs/architecture.rst``, "Public API"), plus ``/leader``, ``/health``,
-``/metrics`` and ``/cache`` for replicas, operators and the evaluation.
+``/metrics`` and ``/cache`` for operators and the evaluation.
 
 ::
 
     GET  /products/<name>          also /products/product_name=<name>, /products?product_name=<name>
     POST /orders                   body {"name": "Tux", "quantity": 2}; optional Idempotency-Key header
     GET  /orders/<number>          also /orders/order_num=<n>, /orders?order_number=<n>
-    GET  /leader                   {"data": {"leader": 3, "epoch": 7}}
+    GET  /leader                   {"data": {"leader": 3, "epoch": 7, "via": 3}}  (via: where calls go)
     GET  /cache                    the cached toys, least recently used first, and the counters
 
 Every reply is ``{"data": ...}`` or ``{"error": {"code", "message"}}`` with

@@ -5,7 +5,7 @@ fresh.
 
 Failover: a call to the leader that fails in a way that says it may not lead
 (it cannot be reached, does not answer in time, drops the connection, or
-answers 421 "not leader") makes the tracker elect a new leader; the request
+answers 421 "not leader") makes the tracker look for the leader again; the request
 is then retried against it with the same idempotency key, so it is placed at
 most once.  A leader that answers 503 (no majority yet, catalog unreachable)
 is asked again after a short pause.  One try waits at most half the
@@ -39,7 +39,7 @@ from ..envelope import (
 from ..stats import RequestStats
 from ..wire import CallTimeout, ConnectionDropped, NotConnected, WireProtocol
 from .cache import LRUCache
-from .election import LeaderTracker
+from .discovery import LeaderTracker
 
 #: Errors from the leader that mean it may not lead any more.
 NOT_LEADING = (421,)
@@ -58,7 +58,9 @@ class FrontendMetrics:
             ("toystore_frontend_request_seconds", "Time to answer a public request"),
         )
         self.failovers = Counter("toystore_frontend_failovers", "Calls retried after a leader failed", registry=r)
-        self.elections = Gauge("toystore_frontend_elections", "Elections held since start", registry=r)
+        self.discoveries = Gauge(
+            "toystore_frontend_leader_discoveries", "Times this front-end looked for the leader", registry=r
+        )
         self.pushes = Counter("toystore_frontend_pushes", "Invalidations pushed by the catalog", registry=r)
         stats = cache.stats
         for name, help_text, read in [
@@ -94,29 +96,30 @@ class FrontendService(Service):
         self._placing: dict[str, tuple[str, int]] = {}  # key -> (name, quantity) of orders under way
         self.metrics = FrontendMetrics(self.cache)
         self.tracker = LeaderTracker(
-            replicas, clock, self.config.status_timeout, on_elected=lambda leader, epoch: self._elected()
+            replicas, clock, self.config.status_timeout, on_found=lambda target, epoch: self._found()
         )
 
     # -- life cycle ------------------------------------------------------------
 
     def startService(self) -> None:
-        """Elect a leader at once (in the background)."""
+        """Find the leader at once, and keep looking (in the background)."""
         super().startService()
-        self.tracker.elect().addErrback(lambda f: None)
+        self.tracker.start()
 
     def stopService(self) -> None:
         super().stopService()
         self.tracker.stop()
 
-    def _elected(self) -> None:
-        self.metrics.elections.set(self.tracker.elections)
+    def _found(self) -> None:
+        self.metrics.discoveries.set(self.tracker.discoveries)
 
     def status(self) -> dict[str, Any]:
         """What ``GET /health`` shows."""
         return {
             "service": "frontend",
             "status": "ok" if self.running else "stopping",
-            "leader": self.tracker.leader,
+            "leader": self.tracker.known,
+            "via": self.tracker.leader,
             "epoch": self.tracker.epoch,
             "cache": {"size": self.cache.size, "entries": len(self.cache)},
         }
@@ -187,10 +190,10 @@ class FrontendService(Service):
         return self._with_leader("get", {"number": number}, encoded=True)
 
     def leader(self) -> dict[str, Any]:
-        """``GET /leader``: the replica that leads, for replicas starting up."""
+        """``GET /leader``: the replica that leads, as this front-end knows it, and where its calls go."""
         if self.tracker.leader is None:
             raise Unavailable("no leader is known yet")
-        return {"leader": self.tracker.leader, "epoch": self.tracker.epoch}
+        return {"leader": self.tracker.known, "epoch": self.tracker.epoch, "via": self.tracker.leader}
 
     def _with_leader(self, kind: str, fields: dict[str, Any], encoded: bool = False) -> Deferred[Any]:
         """
@@ -233,7 +236,7 @@ class FrontendService(Service):
                 raise Unavailable(f"no order replica could serve within {self.config.failover_deadline} s: {last}")
             leader = None
             try:
-                leader = self.tracker.leader  # known, the common case; else wait for an election
+                leader = self.tracker.leader  # known, the common case; else wait for a discovery
                 if leader is None:
                     leader = await _within(self.tracker.current(), left, self.clock)
                 # Half the deadline at most for one try, so that a leader that hangs

@@ -3,7 +3,8 @@
 
 Listens on ``frontend.http`` (8000) for the public REST API; holds wire
 connections to the catalog (queries, and the feed that invalidates the
-cache) and to every order replica (orders go to the leader it elects).
+cache) and to every order replica (orders go to the leader the replicas
+elected, which it finds: :mod:`toystore.frontend.discovery`).
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
 """
-The leader's commit point, and the orders waiting for it.
+The orders waiting for the leader's commit point.
 
-An order is acknowledged only once its record is on disk on ``min_insync``
-replicas, the leader included.  The leader counts the copies: its own
-durable length and each follower's acknowledged length; the commit point is
-the ``min_insync``-th largest.  Only a point past the record that opened the
-leader's epoch counts: records of earlier epochs become committed by that
-record, never by counting their own copies, which is Raft's rule against a
-record on a majority being overwritten later.
+An order is acknowledged only once its record is committed: on disk on a
+majority of the replicas, the leader included, by the protocol's rules
+(:meth:`toystore.order.core.Node._advance_commit`).  The protocol moves the
+commit point; this module holds the orders until it passes their records,
+or until they time out.
 
 Every order of a busy leader waits here, so a wait costs little: a
 Deferred, and a place in a heap by record index and in a queue by arrival.
@@ -27,7 +25,6 @@ from __future__ import annotations
 from collections import deque
 from heapq import heapify, heappop, heappush
 from itertools import count
-from typing import Iterable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -57,16 +54,13 @@ class Commitment:
     the heap or the queue a while; it is skipped, and dropped, when reached.
 
     :param clock: for the timeout of each wait.
-    :param min_insync: the copies (leader included) that commit a record.
     :param timeout: seconds an order waits for commitment before it fails.
     """
 
-    def __init__(self, clock: IReactorTime, min_insync: int, timeout: float) -> None:
+    def __init__(self, clock: IReactorTime, timeout: float) -> None:
         self.clock = clock
-        self.min_insync = min_insync
         self.timeout = timeout
-        self.point = 0  # records known to be on min_insync replicas (leader: exact; follower: 0)
-        self.epoch_start = 0  # index of the record that opened this leader's epoch
+        self.point = 0  # records committed, as the protocol says
         self._by_index: list[tuple[int, int, Waiter]] = []  # a heap: the lowest index first
         self._by_arrival: deque[Waiter] = deque()  # so by deadline too
         self._ties = count()  # orders waits for the same index in the heap
@@ -76,26 +70,12 @@ class Commitment:
         """How many orders wait now."""
         return sum(1 for waiter in self._by_arrival if not waiter.deferred.called)
 
-    def start(self, epoch_start: int) -> None:
-        """A new leadership whose first record (the leader record) is ``epoch_start``: nothing is committed yet."""
-        self.epoch_start = epoch_start
-        self.point = 0
-
-    def truncate(self, length: int) -> None:
-        """The log keeps only its first ``length`` records."""
-        self.point = min(self.point, length)
-
-    def advance(self, copies: Iterable[int]) -> bool:
+    def advance(self, point: int) -> bool:
         """
-        Recompute the commit point from the lengths on disk of every copy
-        (the leader's and each follower's acknowledged one); release the
-        orders it commits, lowest index first.  Whether the point moved.
+        The commit point is now ``point``: release the orders it commits,
+        lowest index first.  Whether the point moved.
         """
-        ranked = sorted(copies, reverse=True)
-        if len(ranked) < self.min_insync:
-            return False
-        point = ranked[self.min_insync - 1]
-        if point <= self.epoch_start or point <= self.point:
+        if point <= self.point:
             return False
         self.point = point
         heap = self._by_index
@@ -139,17 +119,10 @@ class Commitment:
             if not waiter.deferred.called:
                 waiter.deferred.errback(
                     Unavailable(
-                        f"no majority: the order is on fewer than {self.min_insync} replicas "
+                        f"no majority: the order is not on a majority of the replicas "
                         f"after {self.timeout} s, so it is not acknowledged"
                     )
                 )
-        self._compact()
-
-    def fail_from(self, index: int, error: ApiError) -> None:
-        """Fail every order waiting for record ``index`` or a later one (their records cannot be written)."""
-        for waiter in [entry[2] for entry in self._by_index if entry[0] >= index]:
-            if not waiter.deferred.called:
-                waiter.deferred.errback(error)
         self._compact()
 
     def fail_all(self, error: ApiError) -> None:

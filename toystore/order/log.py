@@ -205,6 +205,15 @@ class Log:
         self._add(line, record)
         return line
 
+    def append_record(self, line: bytes, record: dict[str, Any]) -> bytes:
+        """
+        Add a line already decoded (by :func:`~toystore.order.records.decode`) into ``record``; return it.
+
+        :raises ValueError: when it does not continue this log.
+        """
+        self._add(line, record)
+        return line
+
     def mark_durable(self, length: int) -> None:
         """The first ``length`` records are on disk: their lines may leave memory."""
         self._window.mark_durable(length)

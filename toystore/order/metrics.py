@@ -15,11 +15,11 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..stats import Observations, RequestStats
 
-ROLES = ("follower", "promoting", "leader", "stopping")
+ROLES = ("follower", "pre-candidate", "candidate", "leader", "stopping")
 
 
 class StateCollector:
@@ -27,7 +27,8 @@ class StateCollector:
     The replica's state as gauges, read at scrape time.
 
     :param status: the replica's ``status()``: ``role``, ``epoch``,
-        ``length``, ``durable``, ``commit`` and ``in_sync``.
+        ``length``, ``durable``, ``commit``, ``lag``, ``elections``,
+        ``prevotes_refused`` and ``handovers``.
     """
 
     def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
@@ -45,9 +46,22 @@ class StateCollector:
             ("toystore_order_log_records", "Records in the log", status["length"]),
             ("toystore_order_log_durable", "Records on disk", status["durable"]),
             ("toystore_order_log_committed", "Records known to be on a majority", status["commit"]),
-            ("toystore_order_followers_in_sync", "Followers in the in-sync set", len(status["in_sync"])),
+            ("toystore_order_serving", "1 while this replica leads and takes orders", int(status["serving"])),
+            ("toystore_order_voter", "1 while this replica's copies count toward a commit", int(status["voter"])),
         ):
             yield GaugeMetricFamily(name, documentation, value=value)
+        for name, documentation, value in (
+            ("toystore_order_elections", "Elections this replica ran (pre-votes not counted)", status["elections"]),
+            ("toystore_order_prevotes_refused", "Pre-votes this replica refused", status["prevotes_refused"]),
+            ("toystore_order_handovers", "Handovers this replica started as leader", status["handovers"]),
+        ):
+            yield CounterMetricFamily(name, documentation, value=value)
+        lag = GaugeMetricFamily(
+            "toystore_order_follower_lag", "Records a follower lacks, as its leader knows it", labels=["replica"]
+        )
+        for replica, records in status["lag"].items():
+            lag.add_metric([replica], records)
+        yield lag
 
     def describe(self) -> list[Metric]:
         """Nothing up front: the registry then calls :meth:`collect` at scrape time only."""

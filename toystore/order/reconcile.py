@@ -1,13 +1,13 @@
 """
-Reconciliation: a new leader makes every buy of the catalog an order of its
-log before it serves.
+Reconciliation: a leader makes every buy of the catalog an order of its log.
 
 A leader buys from the catalog first and logs the order after.  If it dies
 in between, the catalog has sold toys that no order log holds, and stock is
 no longer conserved (initial + restocked - ordered = stock).  The catalog
 keeps every buy with its key and a sequence number (``seq``), and orders in
-the log carry the ``seq`` of their buy.  So a new leader, once its log is
-the most up to date, calls the catalog's ``reconcile``, which
+the log carry the ``seq`` of their buy.  So a leader, once it serves (its
+leader record committed, so its log holds every committed order), calls the
+catalog's ``reconcile`` (:mod:`toystore.order.reconciling`), which
 
 * fences the catalog at the new epoch, in the same serial order as buys: a
   buy of an older leader is either listed here or refused afterwards (412);
@@ -15,8 +15,8 @@ the most up to date, calls the catalog's ``reconcile``, which
   (:meth:`~toystore.order.journal.Log.reconciled`).
 
 Buys whose key no order of the log has are *adopted*: appended as orders of
-the new epoch, before the leader record, which states the new ``reconciled``
-seq.  The client's retry with the same key then finds its order.  Adopting,
+the new epoch.  The leader record states the ``reconciled`` seq of the log
+it ends.  The client's retry with the same key then finds its order.  Adopting,
 rather than giving the stock back, keeps the catalog's record of each key
 final: a key the catalog has sold under is an order, once.
 
@@ -30,12 +30,7 @@ the new leader then lists more buys and finds their keys in its log.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
-
-from ..envelope import ApiError, Unavailable
-
-if TYPE_CHECKING:
-    from .journal import Log
+from typing import Any
 
 #: Records between two snapshots of :class:`Reconciled`; a truncation
 #: replays at most this many records from the last one before the cut.
@@ -109,34 +104,3 @@ class Reconciled:
         records, self.through, pending = self._checkpoints[-1]
         self._pending = set(pending)
         return records
-
-
-async def unlogged_buys(
-    catalog: Any, order_log: Log, epoch: int, find_order: Callable[[str], Awaitable[Any]]
-) -> tuple[list[dict[str, Any]], int]:
-    """
-    Fence the catalog at ``epoch`` and find the buys ``order_log`` lacks.
-
-    :param find_order: the order of a key in the log, or None (it may ask
-        the key store on disk: :meth:`~toystore.order.reads.LogReads.find_order`).
-    :return: those buys (``seq``, ``key``, ``name``, ``quantity``), oldest
-        first, and the seq up to which the log holds every buy once they are
-        appended.
-    :raises StaleEpoch: the catalog has seen a newer epoch.
-    :raises Unavailable: the catalog cannot be reached (nobody can buy then).
-    """
-    through = order_log.reconciled()
-    missing: list[dict[str, Any]] = []
-    while True:
-        try:
-            reply = await catalog.call("reconcile", {"epoch": epoch, "after": through})
-        except ApiError as e:
-            if e.code == 412:
-                raise
-            raise Unavailable(f"cannot reconcile with the catalog before leading: {e.message}") from None
-        for buy in reply["buys"]:
-            through = buy["seq"]
-            if await find_order(buy["key"]) is None:
-                missing.append(buy)
-        if not reply["more"]:
-            return missing, through

@@ -1,70 +1,82 @@
 """
-One order replica: its log on disk, its role, and the calls of its lines port.
+One order replica: its log on disk, its part in the election, and the calls
+of its lines port.
 
-A replica starts as a follower.  Told ``lead {epoch, leader}`` naming itself,
-it pulls what it lacks from the most up-to-date reachable peer, writes the
-record that opens its epoch, and serves orders; naming another replica, it
-follows that one's log stream (:mod:`toystore.order.replication`).  The
-highest epoch it has accepted is on disk, and everything from an older epoch
-(notices, streams, records) is refused, so a deposed leader cannot commit.
+The replicas elect their leader themselves, by Raft's rules: the rules are
+the protocol core (:mod:`toystore.order.core`, no I/O), run here by
+:mod:`toystore.order.consensus`, which does the I/O (the peers' connections,
+the timer, the disk).  This module is the store around it:
 
-An order is acknowledged only once its record is durable on ``min_insync``
-replicas, the leader included (:mod:`toystore.order.commitment`).  Log
-writes, the leader's like the followers', go to one thread in batches
-(:mod:`toystore.order.writes`): one fsync per batch, and the reactor thread
-never waits on the disk.  The records a leader adds in one reactor turn go
-to each follower in one push and to its own file in one write, at the end
-of the turn.
+- **orders**: the leader buys from the catalog under the order's key, then
+  logs the order, and answers once the protocol has committed its record
+  (on disk on a majority).  A buy whose answer was lost is asked again,
+  same key, until the catalog answers definitely (the catalog answers a key
+  it has recorded as it did the first time).  The orders bought in one
+  reactor turn become records together: one append to each follower, one
+  write;
+- **reads**: ``get`` is answered by the leader once a majority has
+  confirmed that it still leads (a heartbeat round since the read arrived),
+  so a deposed leader never answers 404 for an acknowledged order;
+- **relaying**: a replica that does not lead passes an order or a read on
+  to the leader it knows, once (a relayed call is not relayed again), so a
+  front-end cut from the leader alone still gets served;
+- **reconciliation**: a leader that starts serving fences the catalog at
+  its epoch and adopts every buy of the catalog that no order of the log
+  holds (an earlier leader died between its buy and its record), a page
+  at a time, while it serves (:mod:`toystore.order.reconcile`);
+- **stopping**: a leader told to stop hands over to its most up-to-date
+  follower first, so that a rolling restart costs no election;
+- **the catalog's reach**: every replica asks its peers' status twice per
+  election timeout and tells the protocol which of them cannot reach the
+  catalog (the seed's rule then passes them by); a leader that has not
+  reached the catalog for an election timeout hands over to an in-sync
+  follower that does.
 
 The log in memory holds only the most recent lines and a few bytes per order
 (:mod:`toystore.order.log`); the idempotency keys are in a key store beside
-the journal (:mod:`toystore.order.keystore`).  An older line (a follower's
-catch-up) is read back from the journal in a thread of its own
-(:mod:`toystore.order.reads`), and a key from the store in the disk thread.
+the journal (:mod:`toystore.order.keystore`).  Log writes go to one thread in
+batches (:mod:`toystore.order.writes`): one fsync per batch, and the reactor
+thread never waits on the disk.
 """
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from pathlib import Path
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredLock, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .. import failpoints
 from ..config import ClusterConfig, ReplicaConfig
-from ..contract import FENCE, GET, LEAD, ORDER
-from ..envelope import (
-    ApiError,
-    Conflict,
-    NotFound,
-    StaleEpoch,
-    Unavailable,
-    Unprocessable,
-    dumps,
-    loads,
-)
+from ..contract import GET, ORDER
+from ..envelope import ApiError, NotFound, StaleEpoch, Unavailable, Unprocessable
 from ..runtime import EXIT_DISK_FAILED, StartupError, exit_now
 from ..wire import WireProtocol
 from .commitment import Commitment
-from .journal import CorruptJournal, Log, open_log, write_durably
+from .consensus import Consensus, epochs_of, read_state
+from .core import Node, NotServing, Ready, Role, Timing
+from .journal import CorruptJournal, Log, open_log
 from .metrics import ReplicaMetrics
+from .peering import PeerLinks, digest, records_per_append
 from .reads import LogReads
-from .reconcile import unlogged_buys
-from .replication import Link, Streams
+from .reconciling import Reconciliation
 from .writes import LogWrites
-
-EPOCH = "epoch.json"
 
 RunInThread = Callable[..., Deferred[Any]]
 
+#: Seconds before a buy whose answer was lost is asked again (doubling, up to BUY_RETRY_MAX).
+BUY_RETRY, BUY_RETRY_MAX = 0.05, 1.0
+
 
 class NotLeader(ApiError):
-    """This replica does not lead; the message names the one it knows (421 Misdirected Request)."""
+    """This replica does not serve orders; the message names the leader it knows (421 Misdirected Request)."""
 
     code = 421
 
@@ -75,15 +87,16 @@ class Replica(Service):
 
     :param me: this replica's addresses.
     :param cluster: the whole cluster file.
-    :param clock: timers (commit timeouts, in-sync checks, discovery).
+    :param clock: timers.
     :param run_in_thread: runs disk work off the reactor thread (one thread).
-    :param peers: a wire client per other replica id, for promotion.
     :param catalog: the wire client of the catalog, for buys.
-    :param connect: the client endpoint of a replica id, for the log stream.
-    :param find_leader: asks the front-end who leads (``GET /leader``).
+    :param connect: the client endpoint of a replica id (its lines port).
     :param key_hash: the hash of idempotency keys in the log's Bloom filter (tests make it collide).
     :param read_in_thread: runs reads of records no longer in memory (default:
         ``run_in_thread``; a thread of their own spares them the wait behind fsyncs).
+    :param replaces: this replica starts on a new or emptied disk in a store
+        that has run before: it does not vote until it has caught up.
+    :param rng: the election's randomness.
     """
 
     log = Logger()
@@ -94,50 +107,65 @@ class Replica(Service):
         cluster: ClusterConfig,
         clock: IReactorTime,
         run_in_thread: RunInThread,
-        peers: dict[int, Any],
         catalog: Any,
         connect: Callable[[int], Any],
-        find_leader: Callable[[], Deferred[dict[str, Any]]],
         key_hash: Callable[[str], int] = hash,
         read_in_thread: RunInThread | None = None,
         fail_stop: Callable[[str], None] = lambda why: exit_now(EXIT_DISK_FAILED, why),
+        replaces: bool = False,
+        rng: random.Random | None = None,
     ) -> None:
         self.id = me.id
         self.config = cluster.order
         self.clock = clock
         self.data_dir = Path(self.config.data_dir.format(id=me.id))
         self.metrics = ReplicaMetrics(self.status)
-        self.peers = peers
         self.catalog = catalog
-        self.role = "follower"
-        self.epoch = 0
-        self.leader: int | None = None
+        self.ids = tuple(sorted(r.id for r in self.config.replicas))
+        self.digest = digest(self.ids)
+        self.timing = Timing(
+            election=self.config.election_timeout,
+            heartbeat=self.config.heartbeat,
+            stagger=2 * self.config.heartbeat,
+            # an append is one wire line: it must fit in the peer's wire.max_line, whatever its records
+            max_batch=records_per_append(cluster.wire.max_line, Timing().max_batch),
+        )
+        self._rng = rng or random.Random()
+        self.links = PeerLinks(
+            [i for i in self.ids if i != me.id], connect, clock, cluster.wire, self._link_changed, self._rng
+        )
         self._order_log_options = {"window_bytes": self.config.window_bytes, "key_hash": key_hash}
         self.order_log: Log = Log(**self._order_log_options)
-        self.commitment = Commitment(clock, self.config.min_insync, self.config.commit_timeout)
-        self.streams = Streams(self, clock, self.config.ack_timeout)
-        self.link = Link(self, clock, cluster.wire, connect, find_leader, self.config.discovery_interval)
+        self.commitment = Commitment(clock, self.config.commit_timeout)
         self._run = run_in_thread
         self._fail_stop = fail_stop
-        self.writes = LogWrites(
-            run_in_thread, self.config.max_batch, self.metrics, lambda _: self.advance_commit(), self._write_failed
-        )
+        self._replaces = replaces
+        self.writes = LogWrites(run_in_thread, self.config.max_batch, self.metrics, lambda _: None, self._write_failed)
         self.reads = LogReads(self.order_log, read_in_thread or run_in_thread, self.writes.find_key)
-        self._unwritten: list[bytes] = []  # the leader's new records, written once per reactor turn
-        self._unwritten_end = 0  # the length of the log with them
-        self._write_call: IDelayedCall | None = None
+        self.node: Node | None = None
+        self.consensus: Consensus | None = None
+        self.reconciliation = Reconciliation(self)
+        self._stopping = False
+        #: key -> ((name, quantity), callers waiting), for each key bought or adopted and not yet in the log
         self._placing: dict[str, tuple[tuple[str, int], list[Deferred[int]]]] = {}
-        self._roles = DeferredLock()
+        #: orders bought (or adopted) in this reactor turn, logged together at its end
+        self._unlogged: list[tuple[str, int, str, int | None, Deferred[tuple[int, int]]]] = []
+        self._log_call: IDelayedCall | None = None
+        self._leading: int | None = None  # the epoch this replica leads, as last seen
+        self._catalog_lost_at: float | None = None  # since when this replica has had no catalog connection
+        self._peers_reach: dict[int, bool] = {}  # whether each peer reaches the catalog, as it last said
+        self._watch = LoopingCall(self._watch_catalog)
+        self._watch.clock = clock
+        self._stepped_down: list[Deferred[None]] = []
 
     # -- life cycle --------------------------------------------------------------
 
     def startService(self) -> None:
-        """Read the log (cutting a torn tail) and the accepted epoch."""
+        """Read the log (cutting a torn tail) and the vote state; join the election."""
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            epoch_file = self.data_dir / EPOCH
-            self.epoch = loads(epoch_file.read_bytes())["epoch"] if epoch_file.exists() else 0
             opened = open_log(self.data_dir, **self._order_log_options)
+            state = read_state(self.data_dir, voter=not self._replaces)
         except CorruptJournal as e:
             raise StartupError(f"the order log is corrupt, refusing to start: {e}") from None
         except (OSError, ValueError, KeyError, ApiError, sqlite3.Error) as e:
@@ -150,335 +178,437 @@ class Replica(Service):
             self.log.warn("cut a torn record ({n} bytes) off the end of the log", n=opened.torn_bytes)
         if opened.keys_rewritten_from is not None:
             self.log.info("keys written to the key store again from order {n}", n=opened.keys_rewritten_from)
+        if not state.voter:
+            self.log.warn("replica {id} replaces a lost disk: it votes once it has caught up", id=self.id)
         self.order_log = opened.order_log
+        now = self.clock.seconds()
+        self.node = Node(
+            self.id,
+            self.ids,
+            self.digest,
+            state,
+            epochs_of(self.order_log),
+            self._leader_record,
+            self._rng,
+            now,
+            self.timing,
+        )
+        self.consensus = Consensus(
+            self.node,
+            self.order_log,
+            self.writes,
+            self.reads,
+            self.links,
+            self.clock,
+            self.data_dir / "epoch.json",
+            self._ready,
+            self._broken,
+        )
         super().startService()
-        self.link.start()
-
-    async def _stop(self) -> None:
-        self.role = "stopping"
-        self.link.shutdown()
-        self.streams.close_all()
-        self.commitment.fail_all(Unavailable(f"replica {self.id} is stopping"))
-        self._write_new()
-        await self.writes.close()
-        await self.reads.close()
+        self.links.start()
+        self.consensus.start()
+        self._watch.start(self.timing.election / 2, now=False)
 
     def stopService(self) -> Deferred[None]:
-        """Let the queued log writes finish, then close the log."""
+        """Hand over if leading, then let the queued log writes finish and close the log."""
         super().stopService()
         return Deferred.fromCoroutine(self._stop())
 
-    # -- the disk ----------------------------------------------------------------
+    async def _stop(self) -> None:
+        self._stopping = True
+        if self._watch.running:
+            self._watch.stop()
+        node, consensus = self.node, self.consensus
+        if node is not None and consensus is not None and node.role is Role.LEADER and not consensus.stopped:
+            stepped: Deferred[None] = Deferred()
+            self._stepped_down.append(stepped)
+            consensus.run(node.hand_over(self.clock.seconds()))
+            if node.role is Role.LEADER:
+                try:
+                    await stepped.addTimeout(self.timing.election, self.clock)
+                except Exception:
+                    self.log.info("replica {id} stops without handing over", id=self.id)
+        if consensus is not None:
+            consensus.stop()
+        self.reconciliation.stop()
+        self._fail_waiting(Unavailable(f"replica {self.id} is stopping"))
+        for d in self.links.stop():
+            await d
+        await self.writes.close()
+        await self.reads.close()
+
+    def _broken(self, why: str) -> None:
+        self._fail_stop(f"replica {self.id}: {why}")
+
+    def _write_failed(self, failure: Any) -> None:
+        """The log's file failed a write: it may no longer hold what memory says it does. Stop."""
+        why = f"replica {self.id}: a write to the order log failed ({failure.getErrorMessage()})"
+        self.log.failure("{why}; stopping: its next start recovers from the file and its peers", failure, why=why)
+        if self.consensus is not None:
+            self.consensus.stop()
+        self._fail_waiting(ApiError("the order log could not be written", 500))
+        self._fail_stop(why)
+
+    # -- the protocol's effects on the store ---------------------------------------------
+
+    def _leader_record(self, epoch: int, leader: int) -> bytes:
+        """The record that opens a leadership, added to the log as the protocol asks for it."""
+        return self.order_log.append_leader(epoch, leader, self.order_log.reconciled())
+
+    def _ready(self, ready: Ready) -> None:
+        """After each event: leadership gained or lost, the commit point, reads that may be answered."""
+        node = self.node
+        assert node is not None
+        leading = node.epoch if node.role is Role.LEADER else None
+        if self._leading is not None and leading != self._leading:
+            self._stop_leading()
+        self._leading = leading
+        self.commitment.advance(node.commit)
+        for context, point in ready.reads:
+            context.callback(point)
+        for context in ready.failed_reads:
+            context.errback(self.not_leader())
+        if node.serving and self.reconciliation.epoch != node.epoch:
+            self.reconciliation.start(node.epoch)
+
+    def _stop_leading(self) -> None:
+        self.log.warn("replica {id} no longer leads epoch {epoch}", id=self.id, epoch=self._leading)
+        self._fail_waiting(self.not_leader())
+        stepped, self._stepped_down = self._stepped_down, []
+        for d in stepped:
+            d.callback(None)
+
+    def _fail_waiting(self, error: ApiError) -> None:
+        """Fail the orders waiting to be logged or committed (their buys are adopted by whoever leads next)."""
+        self.commitment.fail_all(error)
+        unlogged, self._unlogged = self._unlogged, []
+        for _, _, key, _, done in unlogged:
+            self._placing.pop(key, None)
+            done.errback(error)
+
+    def _watch_catalog(self) -> None:
+        """See who reaches the catalog (see the module's docstring); hand over if this leader has not for too long."""
+        node, consensus = self.node, self.consensus
+        if node is None or consensus is None or consensus.stopped:
+            return
+        now = self.clock.seconds()
+        if self.catalog.connected:
+            self._catalog_lost_at = None
+        elif self._catalog_lost_at is None:
+            self._catalog_lost_at = now
+        for peer in self.links.clients:
+            if self.links.up(peer):
+                asked = self.links.call(peer, "status", {}, timeout=self.timing.election / 2)
+                asked.addCallbacks(self._peer_reach, lambda failure, p=peer: self._peers_reach.pop(p, None), (peer,))
+            else:
+                self._peers_reach.pop(peer, None)
+        node.unfit = frozenset(peer for peer, reaches in self._peers_reach.items() if not reaches)
+        lost = self._catalog_lost_at
+        if (
+            node.role is Role.LEADER
+            and node.handover_to is None
+            and lost is not None
+            and now - lost >= self.timing.election
+        ):
+            fit = [p for p, progress in node.progress.items() if progress.voter and self._peers_reach.get(p)]
+            if fit:
+                target = max(fit, key=lambda p: (node.progress[p].match, p))
+                self.log.warn(
+                    "replica {id} has not reached the catalog for {s:.1f} s: handing over to replica {to}, which does",
+                    id=self.id,
+                    s=now - lost,
+                    to=target,
+                )
+                consensus.run(node.hand_over(now, to=target))
+
+    def _peer_reach(self, status: dict[str, Any], peer: int) -> None:
+        self._peers_reach[peer] = bool(status.get("catalog"))
+
+    def _link_changed(self, peer: int, up: bool) -> None:
+        if self.consensus is not None:
+            self.consensus.link_changed(peer, up)
+
+    # -- roles -------------------------------------------------------------------
+
+    @property
+    def role(self) -> str:
+        return "stopping" if self._stopping else (self.node.role.value if self.node else "follower")
+
+    @property
+    def epoch(self) -> int:
+        return self.node.epoch if self.node else 0
+
+    @property
+    def leader(self) -> int | None:
+        return self.node.leader if self.node else None
 
     @property
     def durable(self) -> int:
         """Records on disk here."""
         return self.writes.durable
 
-    def write_lines(self, lines: list[bytes]) -> Deferred[Any]:
-        """Append ``lines`` (the last records of the in-memory log) to the file: a Deferred of their fsync."""
-        self._write_new()  # earlier records first, in the log's order
-        return self.writes.append(lines, len(self.order_log))
-
-    def _write_soon(self, line: bytes) -> None:
-        """Push and write a leader's new record with the others of this reactor turn: one message, one write."""
-        self._unwritten.append(line)
-        self._unwritten_end = len(self.order_log)
-        if self._write_call is None:
-            self._write_call = self.clock.callLater(0, self._write_new)
-
-    def _write_new(self) -> None:
-        """Push the records added since the last push to the followers, and write them (the leader's)."""
-        if self._write_call is not None:
-            if self._write_call.active():
-                self._write_call.cancel()
-            self._write_call = None
-        lines, self._unwritten = self._unwritten, []
-        if lines:
-            self.streams.send_new()
-            end = self._unwritten_end
-            self.writes.append(lines, end).addErrback(self._not_written, end - len(lines), len(lines))
-
-    def _not_written(self, failure: Failure, first: int, count: int) -> None:
-        self.log.failure("while writing records {first} to {last}", failure, first=first, last=first + count - 1)
-        self.commitment.fail_from(first, ApiError("the order log could not be written", 500))
-
-    async def truncate(self, length: int) -> None:
-        """Keep only the first ``length`` records, in memory and (durably) on disk."""
-        if length >= len(self.order_log):
-            return
-        self.log.warn("truncating the log from {old} to {new} records", old=len(self.order_log), new=length)
-        self._write_new()  # in the file's order
-        size = self.order_log.truncate(length)
-        self.commitment.truncate(length)
-        await self.writes.truncate(length, size)
-
-    def refuse_older(self, epoch: int) -> None:
-        """Raise :class:`StaleEpoch` if ``epoch`` is older than the one this replica accepted."""
-        if epoch < self.epoch:
-            raise StaleEpoch(f"epoch {epoch} is older than epoch {self.epoch}, which replica {self.id} accepted")
-
-    def accept_epoch(self, epoch: int) -> Deferred[None]:
-        """
-        Make ``epoch`` the highest accepted: at once in memory, so that older
-        epochs are refused from now on, and durably on disk by the time the
-        Deferred fires.  The write goes to the disk thread ahead of any log
-        write queued after this call, so no record of ``epoch`` is
-        acknowledged before the epoch is on disk.
-        """
-        self.refuse_older(epoch)
-        if epoch == self.epoch:
-            return succeed(None)
-        # In the same turn as the epoch changes: a replica never reports, or
-        # writes records of, a new epoch while it still leads an older one.
-        self.step_down(f"epoch {epoch} is accepted")
-        self.leader = None
-        self.epoch = epoch
-        return self._run(write_durably, self.data_dir / EPOCH, dumps({"epoch": epoch}))
-
-    # -- commitment -------------------------------------------------------------
-
-    def _write_failed(self, failure: Failure) -> None:
-        """The log's file failed a write: it may no longer hold what memory says it does. Stop."""
-        why = f"replica {self.id}: a write to the order log failed ({failure.getErrorMessage()})"
-        self.log.critical("{why}; stopping: its next start recovers from the file and its peers", why=why)
-        self._fail_stop(why)
-
-    def advance_commit(self) -> None:
-        """Recompute the commit point from the copies on disk: the leader's own and each follower's."""
-        if self.role == "leader":
-            self.commitment.advance([self.durable, *self.streams.acked()])
-
-    # -- roles ---------------------------------------------------------------------
+    def serving_in(self, epoch: int) -> bool:
+        """Whether this replica still serves as the leader of ``epoch``."""
+        node = self.node
+        return node is not None and node.serving and node.epoch == epoch and not self._stopping
 
     def not_leader(self) -> NotLeader:
-        """The error for a call only a leader serves."""
+        """The error for a call only a serving leader takes."""
+        node = self.node
+        if node is not None and node.role is Role.LEADER:
+            reason = f"replica {self.id} leads epoch {node.epoch} but does not serve yet"
+            if node.handover_to is not None:
+                reason = f"replica {self.id} is handing over to replica {node.handover_to}"
+            return NotLeader(reason)
         known = f"replica {self.leader} leads" if self.leader is not None else "no leader is known"
         return NotLeader(f"replica {self.id} is not the leader ({known}, epoch {self.epoch})")
 
-    def step_down(self, reason: str) -> None:
-        """Stop leading (a newer epoch exists): fail the orders waiting to commit."""
-        if self.role == "leader":
-            self.log.warn("replica {id} steps down: {reason}", id=self.id, reason=reason)
-            self.role = "follower"
-            self.streams.close_all()
-            self.commitment.fail_all(self.not_leader())
-
-    async def lead(self, epoch: int, leader: int) -> dict[str, Any]:
-        """
-        Handle a leader notice: ``leader`` leads ``epoch``.  Naming this
-        replica, it promotes itself; naming another, it follows that one.
-        An epoch is led by one replica, once: a repeated notice is answered
-        again, a conflicting or older one refused.
-        """
-        async with self._roles:
-            self.refuse_older(epoch)
-            if epoch == self.epoch:
-                if leader == self.leader and (leader != self.id or self.role == "leader"):
-                    return self._notice_reply()
-                if leader == self.id:
-                    raise StaleEpoch(f"replica {self.id} already accepted epoch {epoch}: leading needs a newer one")
-                if self.leader is not None and self.leader != leader:
-                    raise Conflict(f"epoch {epoch} is led by replica {self.leader}, not {leader}")
-            await self.accept_epoch(epoch)
-            self.leader = leader
-            if leader == self.id:
-                await self.promote(epoch)
-            else:
-                self.step_down(f"replica {leader} leads epoch {epoch}")
-                self.link.follow(leader)
-            return self._notice_reply()
-
-    def _notice_reply(self) -> dict[str, Any]:
-        reply = {"epoch": self.epoch, "leader": self.leader, "role": self.role, "length": len(self.order_log)}
-        if self.role == "leader":
-            reply["ready"] = True
-        return reply
-
-    async def promote(self, epoch: int) -> None:
-        """
-        Catch up from the most up-to-date reachable peer, adopt the catalog's
-        buys no log holds, write the leader record, and lead.
-        """
-        self.role = "promoting"
-        self.link.stop()
-        # Streams of an earlier leadership must sync again, and so learn the new epoch.
-        self.streams.close_all()
-        try:
-            await self.link.catch_up_from_peers(epoch)
-            adopted, reconciled = await unlogged_buys(self.catalog, self.order_log, epoch, self.reads.find_order)
-            if self.epoch != epoch:
-                raise StaleEpoch(f"epoch {epoch} was superseded by epoch {self.epoch} during the promotion")
-            lines = [self.order_log.append_order(epoch, b["name"], b["quantity"], b["key"], b["seq"]) for b in adopted]
-            self.commitment.start(len(self.order_log))
-            lines.append(self.order_log.append_leader(epoch, self.id, reconciled))
-            self.role = "leader"
-            self.streams.open()
-            self.streams.send_new()
-            await self.write_lines(lines)
-        except BaseException:
-            self.role = "follower"
-            self.leader = None
-            raise
-        if adopted:
-            self.log.warn(
-                "adopted {n} buy(s) the catalog made for a leader that died before logging them: keys {keys}",
-                n=len(adopted),
-                keys=", ".join(b["key"] for b in adopted),
-            )
-        self.log.info(
-            "replica {id} leads epoch {epoch} from record {index}",
-            id=self.id,
-            epoch=epoch,
-            index=self.commitment.epoch_start,
-        )
-
-    async def fence(self, epoch: int) -> dict[str, Any]:
-        """
-        A peer promoting itself to ``epoch`` asks for this replica's log.
-        Accept the epoch first (durably), so that no older leader can count
-        this replica's copies any more: it steps down if it leads, and acks
-        nothing further on an older leader's stream.  Then answer the status.
-        """
-        if epoch > self.epoch:
-            await self.accept_epoch(epoch)
-        return self.status()
+    def _relay(self, type: str, fields: dict[str, Any], relayed: bool) -> Deferred[Any]:
+        """Pass a call this replica cannot serve on to the leader it knows, once."""
+        leader = self.leader
+        if relayed or leader is None or leader == self.id or self._stopping:
+            raise self.not_leader()
+        return self.links.call(leader, type, {**fields, "relayed": True}, timeout=self.config.commit_timeout + 1)
 
     # -- orders ----------------------------------------------------------------
 
-    async def place(self, name: str, quantity: int, key: str) -> dict[str, int]:
+    async def place(self, name: str, quantity: int, key: str, relayed: bool = False) -> dict[str, int]:
         """Place an order (once per key) and return its number once committed."""
-        if self.role != "leader":
-            raise self.not_leader()
+        node = self.node
+        if node is None or not node.serving or self._stopping:
+            return await self._relay("order", {"name": name, "quantity": quantity, "key": key}, relayed)
+        epoch = node.epoch
         # A key the log's Bloom filter has never seen is new (the common case, answered at once);
         # another may be in the key store on disk, which lets time pass.
         order_log = self.order_log
         number = await self.reads.find_order(key) if order_log.may_hold(key) else None
-        if self.role != "leader":
+        if not self.serving_in(epoch):
             raise self.not_leader()
         if number is not None:
             index, summary = order_log.order_index(number), order_log.summary(number)
             assert index is not None and summary is not None
-            self._same_body(key, {"name": summary[0], "quantity": summary[1]}, name, quantity)
+            self._same_body(key, summary, name, quantity)
             await self.commitment.wait(index)
             return {"order_number": number}
         if key in self._placing:
-            (first_name, first_quantity), waiting = self._placing[key]
-            self._same_body(key, {"name": first_name, "quantity": first_quantity}, name, quantity)
+            first, waiting = self._placing[key]
+            self._same_body(key, first, name, quantity)
             waiting.append(Deferred())
             return {"order_number": await waiting[-1]}
-        waiting: list[Deferred[int]] = []
-        self._placing[key] = ((name, quantity), waiting)
+        entry: tuple[tuple[str, int], list[Deferred[int]]] = ((name, quantity), [])
+        self._placing[key] = entry
         try:
-            number = await self._place(name, quantity, key)
+            number = await self._place(name, quantity, key, epoch)
         except Exception as e:
-            for d in waiting:
+            for d in entry[1]:
                 d.errback(e)
             raise
         finally:
-            self._placing.pop(key, None)
-        for d in waiting:
+            if self._placing.get(key) is entry:
+                del self._placing[key]
+        for d in entry[1]:
             d.callback(number)
         return {"order_number": number}
 
     @staticmethod
-    def _same_body(key: str, order: dict[str, Any], name: str, quantity: int) -> None:
-        if (order["name"], order["quantity"]) != (name, quantity):
-            raise Unprocessable(
-                f"key {key!r} was used for {order['quantity']} x {order['name']}, not {quantity} x {name}"
-            )
+    def _same_body(key: str, first: tuple[str, int], name: str, quantity: int) -> None:
+        if first != (name, quantity):
+            raise Unprocessable(f"key {key!r} was used for {first[1]} x {first[0]}, not {quantity} x {name}")
 
-    async def _place(self, name: str, quantity: int, key: str) -> int:
-        epoch = self.epoch
+    async def _place(self, name: str, quantity: int, key: str, epoch: int) -> int:
         started = self.clock.seconds()
-        try:
-            bought = await self.catalog.call("buy", {"name": name, "quantity": quantity, "key": key, "epoch": epoch})
-        except StaleEpoch as e:
-            self.step_down(f"the catalog refused epoch {epoch}: {e.message}")
-            raise self.not_leader() from None
+        bought = await self._buy(name, quantity, key, epoch)
         failpoints.reach("order.after-buy")
-        if self.role != "leader" or self.epoch != epoch:
-            raise self.not_leader()
-        number = self.order_log.order_count
-        self._write_soon(self.order_log.append_order(epoch, name, quantity, key, bought.get("seq")))
-        await self.commitment.wait(len(self.order_log) - 1)
+        index, number = await self.log_order(name, quantity, key, bought.get("seq"))
+        await self.commitment.wait(index)
         self.metrics.commit_seconds.observe(self.clock.seconds() - started)
         return number
 
-    def order(self, number: int) -> dict[str, Any] | Deferred[dict[str, Any]]:
+    async def _buy(self, name: str, quantity: int, key: str, epoch: int) -> dict[str, Any]:
         """
-        An order from this replica's log, answered from memory (the log
-        keeps every order's toy and quantity).  A leader answers for
-        committed orders only, waiting (up to ``order.commit_timeout``) for
-        one that is in its log but not yet committed, as after a promotion:
-        then the answer is a Deferred.  A follower answers from what it has
-        on disk.
+        Buy from the catalog under ``key``, asking again while the answer is
+        in doubt (lost, timed out, the catalog unreachable) and this replica
+        still leads ``epoch``.  A definite refusal (out of stock, unknown
+        toy, fenced) is raised.
         """
-        index = self.order_log.order_index(number)
-        if index is None or (self.role != "leader" and index >= self.durable):
-            raise NotFound(f"order {number} not found")
-        if self.role == "leader" and index >= self.commitment.point:
-            return self.commitment.wait(index).addCallback(lambda _: self._order_reply(number))
-        return self._order_reply(number)
+        delay = BUY_RETRY
+        while True:
+            try:
+                return await self.catalog.call("buy", {"name": name, "quantity": quantity, "key": key, "epoch": epoch})
+            except StaleEpoch:
+                # A newer leader has bought: this one is deposed, and learns so from its peers soon.
+                raise self.not_leader() from None
+            except Unavailable as e:
+                self.log.info("the buy of key {key} is in doubt ({error}): asking again", key=key, error=e.message)
+            await deferLater(self.clock, delay, lambda: None)
+            delay = min(2 * delay, BUY_RETRY_MAX)
+            node = self.node
+            if node is None or node.role is not Role.LEADER or node.epoch != epoch or self._stopping:
+                raise self.not_leader()  # the next leader adopts the buy if the catalog made it
 
-    def _order_reply(self, number: int) -> dict[str, Any]:
+    def adopt(self, key: str, name: str, quantity: int, seq: int) -> bool:
+        """
+        Log a buy of the catalog that no order holds (reconciliation), unless
+        it is being logged already: whether it is adopted.
+        """
+        if key in self._placing:
+            return False
+        entry: tuple[tuple[str, int], list[Deferred[int]]] = ((name, quantity), [])
+        self._placing[key] = entry
+
+        def logged(result: Any) -> None:
+            if self._placing.get(key) is entry:
+                del self._placing[key]
+            for d in entry[1]:
+                if isinstance(result, Failure):
+                    d.errback(result)
+                else:  # a caller of the same key is answered once the record is committed
+                    index, number = result
+                    self.commitment.wait(index).addCallback(lambda _, n=number: n).chainDeferred(d)
+
+        self.log_order(name, quantity, key, seq).addBoth(logged)
+        return True
+
+    def log_order(self, name: str, quantity: int, key: str, seq: int | None) -> Deferred[tuple[int, int]]:
+        """
+        Make a bought order a record of the log, with the others bought in
+        this reactor turn: a Deferred of its record index and order number.
+        """
+        done: Deferred[tuple[int, int]] = Deferred()
+        self._unlogged.append((name, quantity, key, seq, done))
+        if self._log_call is None:
+            self._log_call = self.clock.callLater(0, self._log_bought)
+        return done
+
+    def _log_bought(self) -> None:
+        self._log_call = None
+        unlogged, self._unlogged = self._unlogged, []
+        node, consensus = self.node, self.consensus
+        if not unlogged or node is None or consensus is None:
+            return
+        if not node.serving or self._stopping:
+            error = self.not_leader()
+            for *_, done in unlogged:
+                done.errback(error)
+            return
+        order_log, epoch = self.order_log, node.epoch
+        start, first_number = len(order_log), order_log.order_count
+        lines = [order_log.append_order(epoch, name, quantity, key, seq) for name, quantity, key, seq, _ in unlogged]
+        try:
+            ready, _ = node.propose(lines, self.clock.seconds())
+        except NotServing:  # cannot happen: serving was checked in this turn
+            order_log.truncate(start)
+            raise
+        consensus.run(ready)
+        for offset, (*_, done) in enumerate(unlogged):
+            done.callback((start + offset, first_number + offset))
+
+    # -- reads -------------------------------------------------------------------------
+
+    def order(self, number: int, relayed: bool = False) -> Deferred[dict[str, Any]]:
+        """
+        An order, as the leader knows it once a majority has confirmed that
+        it still leads: an order whose record is not committed by then is
+        not found.
+        """
+        node, consensus = self.node, self.consensus
+        if node is None or consensus is None or not node.serving or self._stopping:
+            return self._relay("get", {"number": number}, relayed)
+        confirmed: Deferred[int] = Deferred()
+        consensus.run(node.read(confirmed, self.clock.seconds()))
+        return confirmed.addCallback(lambda point: self._order_reply(number, point))
+
+    def local_order(self, number: int) -> dict[str, Any]:
+        """An order from this replica's own log, if its record is durable here (for operators and tests)."""
+        index = self.order_log.order_index(number)
+        if index is None or index >= self.durable:
+            raise NotFound(f"order {number} not found")
+        return self._order_reply(number, self.durable)
+
+    def _order_reply(self, number: int, point: int) -> dict[str, Any]:
+        index = self.order_log.order_index(number)
         summary = self.order_log.summary(number)
-        if summary is None:  # truncated while it waited
+        if index is None or index >= point or summary is None:
             raise NotFound(f"order {number} not found")
         name, quantity = summary
         return {"number": number, "name": name, "quantity": quantity}
 
+    # -- status ---------------------------------------------------------------------------
+
     def status(self) -> dict[str, Any]:
         """What ``status`` and ``GET /health`` report."""
-        last = self.order_log.order_count - 1
+        node = self.node
+        core = node.status() if node is not None else {}
         return {
             "id": self.id,
             "role": self.role,
             "epoch": self.epoch,
+            "vote": core.get("vote"),
             "leader": self.leader,
+            "serving": bool(core.get("serving")) and not self._stopping,
+            "reconciled": self.reconciliation.finished == self.epoch,
+            "voter": core.get("voter", True),
             "length": len(self.order_log),
             "durable": self.durable,
-            "commit": self.commitment.point,
+            "commit": core.get("commit", 0),
             "last_epoch": self.order_log.last_epoch,
-            "last_order": last,
-            "in_sync": self.streams.in_sync() if self.role == "leader" else [],
+            "last_order": self.order_log.order_count - 1,
+            "in_sync": self._in_sync(),
+            "lag": {str(peer): lag for peer, lag in sorted(node.lag().items())} if node is not None else {},
+            "elections": core.get("elections", 0),
+            "prevotes_refused": core.get("prevotes_refused", 0),
+            "handovers": core.get("handovers", 0),
+            "links": {str(peer): self.links.up(peer) for peer in sorted(self.links.clients)},
+            "catalog": bool(self.catalog.connected),
         }
+
+    def _in_sync(self) -> list[int]:
+        """A leader's followers that answered within an election timeout and lack at most one append's records."""
+        node = self.node
+        if node is None or node.role is not Role.LEADER:
+            return []
+        now, length = self.clock.seconds(), len(self.order_log)
+        return sorted(
+            peer
+            for peer, progress in node.progress.items()
+            if now - progress.heard < self.timing.election and length - progress.match <= self.timing.max_batch
+        )
 
     # -- the lines port ---------------------------------------------------------
 
     def call_status(self, message: dict[str, Any], connection: WireProtocol) -> dict[str, Any]:
         return self.status()
 
-    def call_fence(self, message: dict[str, Any], connection: WireProtocol) -> Any:
-        return self.fence(*FENCE.parse(message))
-
-    def call_lead(self, message: dict[str, Any], connection: WireProtocol) -> Any:
-        epoch, leader = LEAD.parse(message)
-        if leader not in {r.id for r in self.config.replicas}:
-            raise NotFound(f"no replica {leader} in the cluster")
-        return self.lead(epoch, leader)
-
     def call_order(self, message: dict[str, Any], connection: WireProtocol) -> Any:
-        return self.place(*ORDER.parse(message))
+        return Deferred.fromCoroutine(self.place(*ORDER.parse(message)))
 
     def call_get(self, message: dict[str, Any], connection: WireProtocol) -> Any:
         return self.order(*GET.parse(message))
 
-    def call_sync(self, message: dict[str, Any], connection: WireProtocol) -> Any:
-        return self.streams.sync(message, connection)
+    def _protocol_message(self, type: str, message: dict[str, Any], connection: WireProtocol) -> None:
+        # A leader that is stopping still hears its peers until its consensus stops: the answers that
+        # bring its successor up to date, and the successor's vote request that ends its leadership.
+        if self.consensus is not None and not self.consensus.stopped:
+            self.consensus.receive(type, message, connection)
 
-    def call_pull(self, message: dict[str, Any], connection: WireProtocol) -> Any:
-        return self.streams.pull(message)
+    def push_vote(self, message: dict[str, Any], connection: WireProtocol) -> None:
+        self._protocol_message("vote", message, connection)
 
-    def push_ack(self, message: dict[str, Any], connection: WireProtocol) -> None:
-        self.streams.ack(message, connection)
+    def push_voted(self, message: dict[str, Any], connection: WireProtocol) -> None:
+        self._protocol_message("voted", message, connection)
 
-    def push_records(self, message: dict[str, Any], connection: WireProtocol) -> Any:
-        return self.link.records(message, connection)
+    def push_append(self, message: dict[str, Any], connection: WireProtocol) -> None:
+        self._protocol_message("append", message, connection)
+
+    def push_appended(self, message: dict[str, Any], connection: WireProtocol) -> None:
+        self._protocol_message("appended", message, connection)
+
+    def push_handover(self, message: dict[str, Any], connection: WireProtocol) -> None:
+        self._protocol_message("handover", message, connection)
 
     def connection_lost(self, connection: WireProtocol, reason: object) -> None:
-        self.streams.lost(connection)
-        self.link.lost(connection)
+        if self.consensus is not None:
+            self.consensus.connection_lost(connection)
 
     def call_finished(self, kind: str, outcome: str, seconds: float) -> None:
         self.metrics.calls.record(kind, outcome, seconds)

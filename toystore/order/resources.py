@@ -1,8 +1,8 @@
 """
 The replica's operator port: ``GET /health``, ``GET /metrics`` and
-``GET /orders/<n>`` from the replica's own log (on followers too; the
-front-end reads from the leader, a follower's answer is for operators and
-tests).
+``GET /orders/<n>`` from the replica's own log, as far as it is durable
+there (on followers too; the front-end reads through the leader, which
+confirms it still leads first: this answer is for operators and tests).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Order(JSONResource):
         text = self._segment.decode("utf-8", "replace")
         if not text.isdigit() or len(text) > 18:
             raise BadRequest(f"order number must be a non-negative integer, not {text!r}")
-        return self._replica.order(int(text))
+        return self._replica.local_order(int(text))
 
 
 class Orders(JSONTree):

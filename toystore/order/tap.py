@@ -16,15 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from treq.client import HTTPClient
 from twisted.application.service import IService
 from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
-from twisted.web.client import Agent
 
 from ..config import ConfigError, ServiceOptions, check_internal_listen
 from ..runtime import Listener, ProcessService, ThreadPoolService
-from ..web import QuietConnectionPool, make_site
+from ..web import make_site
 from ..wire import WireClient, WireFactory
 from .replica import Replica
 from .resources import replica_root
@@ -44,11 +42,15 @@ class Options(ServiceOptions):
         ["data-dir", "d", None, "Directory of this replica's log. [default: order.data_dir]"],
         ["lines", None, None, "Endpoint of the lines port. [default: the replica's lines]"],
         ["http", None, None, "Endpoint of the operator HTTP port. [default: the replica's http]"],
-        ["min-insync", None, None, "Copies an order needs before it is acknowledged."],
     ]
-    overrides = {
-        "min-insync": ("order", "min_insync", int),
-    }
+    optFlags = ServiceOptions.optFlags + [
+        [
+            "replaces",
+            None,
+            "This replica starts on a new or emptied disk in a store that has run before "
+            "(a lost disk replaced): it does not vote until it has caught up from the leader.",
+        ],
+    ]
 
     def postOptions(self) -> None:
         if self["id"] is None:
@@ -65,19 +67,6 @@ class Options(ServiceOptions):
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
         self.me = me
-
-
-def leader_lookup(reactor: Any, url: str) -> Any:
-    """A function asking the front-end ``GET /leader``: a Deferred of ``{"leader", "epoch"}``."""
-    # A new connection for each lookup, every few seconds: without a log line each.
-    client = HTTPClient(Agent(reactor, pool=QuietConnectionPool(reactor, persistent=False)))
-
-    async def find() -> dict[str, Any]:
-        response = await client.get(url.rstrip("/") + "/leader", timeout=1.0)
-        body = await response.json()
-        return body["data"]
-
-    return find
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -98,14 +87,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     # One thread: the reader's descriptor is closed in it, after any read queued before.
     read_thread = ThreadPoolService(reactor, f"order-{me.id}-reads", size=1)
     read_thread.setServiceParent(top)
-    peers = {
-        r.id: WireClient(connect(r.id), reactor, config.wire, name=f"replica {r.id}")
-        for r in config.order.replicas
-        if r.id != me.id
-    }
     catalog = WireClient(clientFromString(reactor, config.catalog.connect), reactor, config.wire, name="catalog")
-    for client in (*peers.values(), catalog):
-        client.setServiceParent(top)
+    catalog.setServiceParent(top)
     if options["data-dir"]:
         config = _with_data_dir(config, options["data-dir"])
     replica = Replica(
@@ -113,11 +96,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         config,
         reactor,
         write_thread.run,
-        peers,
         catalog,
         connect,
-        leader_lookup(reactor, config.frontend.url),
         read_in_thread=read_thread.run,
+        replaces=options["replaces"],
     )
     replica.setServiceParent(top)
     lines = options["lines"] or me.lines

@@ -16,6 +16,11 @@ replica turns into a commit point and acknowledgements.  A truncation of
 the log raises its generation; a write queued before it no longer counts
 when its batch ends (its records may be gone, or others in their place).
 
+The replica's vote state (its epoch, its vote, whether it may vote) goes
+through the same queue: a batch writes it first (to its own small file,
+replaced durably), then the log's lines, so that after a crash the state on
+disk is never older than a record written after it.
+
 A batch that fails (the disk is full, an fsync reports an error) leaves the
 file in a state nobody knows: some of the batch may be there, and after a
 failed fsync the kernel may have dropped pages it was asked to keep.  Later
@@ -28,6 +33,7 @@ back from what its file really holds and from its peers.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
@@ -35,13 +41,13 @@ from twisted.python.failure import Failure
 
 from ..batch import BatchQueue, timed_in_thread
 from ..envelope import Unavailable
-from .journal import JournalFile, Log
+from .journal import JournalFile, Log, write_durably
 from .keystore import KeyStore, KeyWrite
 
 RunInThread = Callable[..., Deferred[Any]]
 
-#: One write: ``("append", data, (length, order_count, generation), key rows)``
-#: or ``("truncate", size, None, order_count)``.
+#: One write: ``("append", data, (length, order_count, generation), key rows)``,
+#: ``("truncate", size, None, order_count)`` or ``("state", data, None, path)``.
 Operation = tuple[str, Any, Any, Any]
 
 
@@ -121,6 +127,10 @@ class LogWrites:
         self._keyed = min(self._keyed, order_count)
         return self._queue.submit(("truncate", size, None, order_count))
 
+    def save_state(self, path: Path, data: bytes) -> Deferred[int]:
+        """Replace the file at ``path`` with ``data`` durably, ahead of the log writes of its batch."""
+        return self._queue.submit(("state", data, None, path))
+
     async def close(self) -> None:
         """Let the queued writes finish, then close the file (in the disk thread)."""
         await self._queue.when_idle()
@@ -137,15 +147,18 @@ class LogWrites:
             raise Unavailable("the order log is closed")
         if self.broken is not None:  # a batch failed: no write touches the file any more
             raise Unavailable(f"the order log's file failed a write ({self.broken.getErrorMessage()})")
-        writes = [(kind, value) for kind, value, _, _ in operations]
+        states = [(path, data) for kind, data, _, path in operations if kind == "state"]
+        writes = [(kind, value) for kind, value, _, _ in operations if kind != "state"]
         keys = self.keys
-        key_writes: list[KeyWrite] = [(kind, rows) for kind, _, _, rows in operations]
+        key_writes: list[KeyWrite] = [(kind, rows) for kind, _, _, rows in operations if kind != "state"]
 
         def write() -> list[int]:
-            sizes = file.write(writes)
-            if keys is not None:
+            if states:  # the newest state replaces the others: written once, first
+                write_durably(*states[-1])
+            sizes = iter(file.write(writes) if writes else [])
+            if keys is not None and key_writes:
                 keys.write(key_writes)
-            return sizes
+            return [0 if kind == "state" else next(sizes) for kind, _, _, _ in operations]
 
         metrics = self._metrics
         done = timed_in_thread(self._run, write, metrics.fsync_seconds, metrics.batch_size, len(writes))

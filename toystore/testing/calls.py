@@ -72,17 +72,19 @@ async def health(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
         return None
 
 
-async def wait_for_leader(reactor: Any, url: str, timeout: float = 30.0) -> dict[str, int]:
-    """``GET /leader`` of the front-end at ``url`` until it names one (its first election runs after it is ready)."""
+async def wait_for_leader(reactor: Any, url: str, timeout: float = 30.0, leader: int | None = None) -> dict[str, int]:
+    """``GET /leader`` of the front-end at ``url`` until it names one (``leader``, if given, served directly)."""
     deadline = reactor.seconds() + timeout
     last: Any = None
     while reactor.seconds() < deadline:
         try:
             response = await treq.get(f"{url}/leader", timeout=2.0, persistent=False)
             last = await response.json()
-            if response.code == 200:
+            if response.code == 200 and (leader is None or last["data"]["via"] == last["data"]["leader"] == leader):
                 return last["data"]
         except Exception as e:  # not up yet, or busy: look again
             last = f"{type(e).__name__}: {e}"
         await sleep(reactor, 0.05)
-    raise TimeoutError(f"no leader elected within {timeout} s (last answer: {last})")
+    raise TimeoutError(
+        f"no leader{'' if leader is None else f' {leader}'} named within {timeout} s (last answer: {last})"
+    )

@@ -18,7 +18,7 @@ REPLICAS = (1, 2, 3)
 QUICK: dict[str, dict[str, Any]] = {
     "wire": {"reconnect_initial": 0.05, "reconnect_max": 0.5},
     "catalog": {"initial_stock": 100_000},
-    "order": {"commit_timeout": 3.0, "ack_timeout": 1.0, "discovery_interval": 0.5},
+    "order": {"commit_timeout": 3.0},
 }
 
 

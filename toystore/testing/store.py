@@ -276,14 +276,18 @@ class Store:
     async def start_all(self, *frontend_flags: str, names: Sequence[str] | None = None) -> None:
         """
         Start ``names`` (default: every process) in the store's order, the
-        front-ends with ``frontend_flags``; if the first front-end is among
-        them, wait for its first election.
+        front-ends with ``frontend_flags``.  With every replica started, wait
+        until the highest id serves (the replicas hand over to it once it has
+        caught up); with the first front-end too, until it names that leader.
         """
         wanted = self.names if names is None else [name for name in self.names if name in names]
         for name in wanted:
             await self.start(name, *(frontend_flags if name.startswith("frontend") else ()))
+        leader = None
+        if all(self.running(f"order-{i}") for i in self.replicas):
+            leader = await self.serving(30.0, expected=max(self.replicas))
         if "frontend" in wanted:
-            await self.elected()
+            await self.elected(leader=leader)
 
     def running(self, name: str) -> bool:
         """Whether process ``name`` was started and has not exited."""
@@ -370,16 +374,18 @@ class Store:
         """What process ``name``'s ``/health`` says, or None."""
         return await health(self.sites[name].url)
 
-    async def elected(self, frontend: str = "frontend", timeout: float = 30.0) -> dict[str, int]:
-        """Wait until ``frontend`` names a leader (its first election runs after it is ready); its ``/leader``."""
-        return await wait_for_leader(self.reactor, self.sites[frontend].url, timeout)
+    async def elected(
+        self, frontend: str = "frontend", timeout: float = 30.0, leader: int | None = None
+    ) -> dict[str, int]:
+        """Wait until ``frontend`` names a leader (``leader``, if given) on ``GET /leader``; what it says."""
+        return await wait_for_leader(self.reactor, self.sites[frontend].url, timeout, leader)
 
     async def leader(self, timeout: float = 10.0) -> int | None:
         """The replica that leads the newest epoch, as the replicas say; None if none within ``timeout``."""
         deadline = self.reactor.seconds() + timeout
         while True:
             statuses = await self.statuses()
-            leaders = [s for s in statuses.values() if s["role"] == "leader"]
+            leaders = [s for s in statuses.values() if s["serving"]]
             if leaders:
                 newest = max(leaders, key=lambda s: s["epoch"])
                 if newest["epoch"] >= max(s["epoch"] for s in statuses.values()):
@@ -397,7 +403,7 @@ class Store:
         while self.reactor.seconds() < deadline:
             statuses = await self.statuses()
             if len(statuses) == len(self.replicas):
-                leaders = [s for s in statuses.values() if s["role"] == "leader"]
+                leaders = [s for s in statuses.values() if s["serving"]]
                 lengths = {s["length"] for s in statuses.values()} | {s["durable"] for s in statuses.values()}
                 if len(leaders) == 1 and len(lengths) == 1 and leaders[0]["commit"] == leaders[0]["length"]:
                     return statuses
@@ -422,13 +428,24 @@ class Store:
 
     # -- the front-end's part, where a test or benchmark plays it ---------------
 
-    async def elect(self, epoch: int, leader: int, skip: Sequence[int] = ()) -> None:
-        """Tell replica ``leader`` it leads ``epoch``, check it is ready, tell the others that run."""
-        reply = await self.call(f"order-{leader}", "lead", epoch=epoch, leader=leader)
-        assert reply["ready"], reply
-        for i in self.replicas:
-            if i != leader and i not in skip and self.running(f"order-{i}"):
-                await self.call(f"order-{i}", "lead", epoch=epoch, leader=leader)
+    async def serving(self, timeout: float = 15.0, expected: int | None = None) -> int:
+        """
+        Wait until one replica serves (it leads the newest epoch, its leader
+        record committed, its reconciliation with the catalog done), and
+        ``expected`` if given; its id.
+        """
+        deadline = self.reactor.seconds() + timeout
+        while True:
+            statuses = await self.statuses()
+            newest = max((s["epoch"] for s in statuses.values()), default=0)
+            serving = [s["id"] for s in statuses.values() if s["serving"] and s["reconciled"] and s["epoch"] == newest]
+            if serving and (expected is None or serving[0] == expected):
+                return serving[0]
+            if self.reactor.seconds() >= deadline:
+                raise AssertionError(
+                    f"no replica serves{'' if expected is None else f' as {expected}'} within {timeout} s: {statuses}"
+                )
+            await sleep(self.reactor, 0.05)
 
     async def order(self, leader: int, key: str, name: str = "Tux", quantity: int = 1) -> int:
         """An order straight to replica ``leader``; its number."""
