@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
@@ -507,13 +507,20 @@ class Replica(Service):
 
     def order(self, number: int, relayed: bool = False) -> Deferred[dict[str, Any]]:
         """
-        An order, as the leader knows it once a majority has confirmed that
-        it still leads: an order whose record is not committed by then is
-        not found.
+        An order, as the serving leader knows it.  An order whose record is
+        committed here is answered at once: a committed record never changes
+        or goes away, so the answer holds whoever leads now.  Any other
+        number is answered once a majority has confirmed that this replica
+        still leads (a round sent after the read arrived): an order whose
+        record is not committed by then is not found, and a deposed leader,
+        which cannot confirm, never answers 404 for an acknowledged order.
         """
         node, consensus = self.node, self.consensus
         if node is None or consensus is None or not node.serving or self._stopping:
             return self._relay("get", {"number": number}, relayed)
+        index = self.order_log.order_index(number)
+        if index is not None and index < node.commit:
+            return succeed(self._order_reply(number, node.commit))
         confirmed: Deferred[int] = Deferred()
         consensus.run(node.read(confirmed, self.clock.seconds()))
         return confirmed.addCallback(lambda point: self._order_reply(number, point))
