@@ -92,7 +92,11 @@ async def stop(supervisor: Supervisor) -> None:
 
 
 async def status(reactor: Any, options: argparse.Namespace) -> None:
-    """Print each process of the store: up or down, role, epoch, last order number."""
+    """
+    Print each process of the store: up or down, role, epoch, last order
+    number; for a replica also its vote, commit point, the lag of each
+    follower (a leader), its elections, pre-votes refused and handovers.
+    """
     try:
         config = load(options.config)
     except ConfigError as e:
@@ -103,16 +107,32 @@ async def status(reactor: Any, options: argparse.Namespace) -> None:
     rows = []
     for (name, url), (_, data) in zip(targets, found, strict=True):
         if data is None:
-            rows.append((name, "down", "", "", "", url))
+            rows.append((name, "down", *[""] * 9, url))
             continue
         role = data.get("role", "")
         if name == "frontend" and data.get("leader") is not None:
-            role = f"leader is {data['leader']}"
-        last = data.get("last_order", "")
-        rows.append((name, "up", role, str(data.get("epoch", "")), str(last), url))
-    say(table(("process", "state", "role", "epoch", "last order", "address"), rows, left=3))
+            via = data.get("via")
+            role = f"leader is {data['leader']}" + (f" via {via}" if via not in (None, data["leader"]) else "")
+        replica = [
+            _text(data.get("vote")),
+            _text(data.get("commit")),
+            " ".join(f"{peer}:{lag}" for peer, lag in data.get("lag", {}).items()) or "-",
+            _text(data.get("elections")),
+            _text(data.get("prevotes_refused")),
+            _text(data.get("handovers")),
+        ]
+        if not name.startswith("order-"):
+            replica = [""] * len(replica)
+        rows.append((name, "up", role, _text(data.get("epoch", "")), _text(data.get("last_order", "")), *replica, url))
+    header = ("process", "state", "role", "epoch", "last order", "vote", "commit", "lag")
+    say(table((*header, "elections", "pre-votes refused", "handovers", "address"), rows, left=3))
     if any(row[1] == "down" for row in rows):
         raise SystemExit(1)
+
+
+def _text(value: Any) -> str:
+    """A status value as a cell: "-" for none."""
+    return "-" if value is None else str(value)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -127,7 +147,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="run the front-end without its product cache")
     shop = commands.add_parser("client", help="simulated shoppers: query, buy with probability p, check the orders")
     loadgen.add_arguments(shop)
-    show = commands.add_parser("status", help="show each process of the store: up or down, role, epoch")
+    show = commands.add_parser(
+        "status", help="show each process of the store: up or down, role, epoch, and each replica's election state"
+    )
     show.add_argument("--config", "-c", help="the cluster file (TOML); default: the packaged one-machine cluster")
     return top
 

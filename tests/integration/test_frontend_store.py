@@ -160,8 +160,10 @@ async def test_toystore_status(store: Store) -> None:
     lines = out.decode().splitlines()
     assert code == 0, err
     assert [line.split()[:2] for line in lines[1:]] == [[name, "up"] for name in PROCESSES]
-    role, epoch, last_order = lines[-1].split()[2:5]
-    assert (role, last_order) == ("leader", "0") and int(epoch) >= 1, lines
+    role, epoch, last_order, vote, commit = lines[-1].split()[2:7]
+    assert (role, last_order, vote) == ("leader", "0", "3") and int(epoch) >= 1 and int(commit) >= 2, lines
+    assert "1:" in lines[-1] and "2:" in lines[-1], "the leader's row shows each follower's lag"
+    assert lines[0].split()[6:9] == ["vote", "commit", "lag"] and "pre-votes refused" in lines[0], lines[0]
     await store.kill("order-1")
     out, err, code = await getProcessOutputAndValue(sys.executable, argv, env=env)
     assert code == 1
