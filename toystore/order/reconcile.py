@@ -21,7 +21,7 @@ rather than giving the stock back, keeps the catalog's record of each key
 final: a key the catalog has sold under is an order, once.
 
 The log keeps :meth:`~toystore.order.journal.Log.reconciled` up to date
-record by record (:class:`Reconciled`), so a promotion does not walk the
+record by record (:class:`Reconciled`), so a new leader does not walk the
 records of the last leadership, which may be far more than the log keeps in
 memory.  The value may be lower than the exact one after a truncation or a
 long-lasting gap in the seqs (see :class:`Reconciled`): that is safe, since

@@ -7,8 +7,8 @@ Listens on its lines port (``8300+N``) for the wire calls of
 
 The replica has two private threads: one writes its log (every batch ends
 in an fsync) and looks keys up in its key store, the other reads back
-records its log no longer holds in memory (a follower's catch-up, a
-promoting peer's ``pull``).  Reads use a descriptor of their own, so they
+records its log no longer holds in memory (the appends of a follower far
+behind).  Reads use a descriptor of their own, so they
 need not wait behind the fsyncs.
 """
 

@@ -23,13 +23,10 @@ The modules, one concern each:
 - :mod:`~toystore.web.request`: the request and its bounded body (the 413);
 - :mod:`~toystore.web.channel`: the HTTP channel (no Nagle, JSON 400s, the
   request deadline and its 408);
-- :mod:`~toystore.web.site`: the Site of every port (:func:`make_site`);
-- :mod:`~toystore.web.client`: outbound HTTP that logs nothing per
-  connection (:class:`QuietConnectionPool`).
+- :mod:`~toystore.web.site`: the Site of every port (:func:`make_site`).
 """
 
 from .channel import CLOSE_GRACE, NoDelayHTTPChannel
-from .client import QuietConnectionPool
 from .pages import Health, Metrics, operator_root
 from .request import LimitedBody, LimitedRequest
 from .resource import CLIENT_LEFT, JSON, JSONNotFound, JSONResource, JSONTree, write_encoded, write_error, write_json
@@ -48,7 +45,6 @@ __all__ = [
     "LimitedRequest",
     "Metrics",
     "NoDelayHTTPChannel",
-    "QuietConnectionPool",
     "make_site",
     "operator_root",
     "write_encoded",
