@@ -39,7 +39,10 @@ hold (``--hold``; by default 0.5 to 3 s, drawn from the seed).
 A fault's record says when it began (``at``: the moment it was applied,
 after the leader was looked up) and when it was healed (``healed``: the
 process restarted and ready, resumed, or the proxies healed), on the
-buyers' clock, for the availability figures of :mod:`.checker`.
+buyers' clock, for the availability figures of :mod:`.checker`.  A cut's
+record also says how long after the heal the replica it cut off held, on
+disk, the commit point the leader had at the heal (``caught_up_s``; None
+if not within :data:`CATCH_UP_TIMEOUT`).
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ EXTRA = ("catalog-dies-after-commit",)
 KINDS = FAULTS + EXTRA
 #: Old names still accepted, and the kinds they stand for.
 ALIASES = {"partition": "cut-leader-lines"}
+#: Seconds the nemesis waits, after healing a cut, for the replica it cut off to hold the commit point.
+CATCH_UP_TIMEOUT = 10.0
 #: The failpoint of ``catalog-dies-after-commit``.
 CATALOG_AFTER_COMMIT = "catalog.after-commit"
 
@@ -182,7 +187,32 @@ class Nemesis:
         await sleep(self.reactor, hold)
         for proxy in proxies:
             proxy.heal()
-        return {"target": f"order-{leader}", "proxy": ", ".join(proxy.name for proxy in proxies)}
+        healed = self.reactor.seconds()
+        caught_up = await self._caught_up(leader)
+        return {
+            "target": f"order-{leader}",
+            "proxy": ", ".join(proxy.name for proxy in proxies),
+            "healed": round(healed, 3),
+            "caught_up_s": caught_up,
+        }
+
+    async def _caught_up(self, replica: int, timeout: float = CATCH_UP_TIMEOUT) -> float | None:
+        """
+        Seconds from the heal until ``replica``'s log on disk reaches the
+        commit point the serving leader had at the heal (None: not within
+        ``timeout``).
+        """
+        start = self.reactor.seconds()
+        commit = None
+        while self.reactor.seconds() - start < timeout:
+            if commit is None:
+                serving = [s["commit"] for s in (await self.store.statuses()).values() if s["serving"]]
+                commit = max(serving, default=None)
+            status = await self.store.status(replica)
+            if commit is not None and status is not None and status["durable"] >= commit:
+                return round(self.reactor.seconds() - start, 3)
+            await sleep(self.reactor, 0.05)
+        return None
 
     async def _cut_leader_lines(self, hold: float) -> dict[str, Any]:
         leader = await self._leader()

@@ -15,7 +15,7 @@ from toystore.testing import QUICK, Store, with_knobs
 
 from .buyers import TIMEOUT, Buyers
 from .checker import availability, availability_misses, check, describe_availability, orders_of
-from .nemesis import FAULTS, Nemesis
+from .nemesis import CATCH_UP_TIMEOUT, FAULTS, Nemesis
 
 #: Seconds the store gets to agree again once healed.
 RECOVERY = 30.0
@@ -122,8 +122,16 @@ def summary(result: dict[str, Any]) -> str:
     """
     faults = ", ".join(f["fault"] for f in result["faults"]) or "none"
     bad = {k: v for k, v in result["counts"].items() if v}
-    return (
+    text = (
         f"seed {result['seed']}: {len(result['faults'])} faults ({faults}); attempts {result['attempts']}; "
         f"{result['orders']} orders in the log; violations: {bad or 'none'}\n"
         f"    availability: {describe_availability(result['availability'])}"
     )
+    cuts = [f for f in result["faults"] if "caught_up_s" in f]
+    if cuts:
+        times = [f["caught_up_s"] for f in cuts]
+        known = [t for t in times if t is not None]
+        slowest = f"{max(known):.2f} s" if known else "-"
+        text += f"\n    cut-off replica at the commit point after the heal: slowest {slowest}, "
+        text += f"{len(times) - len(known)} of {len(times)} not within {CATCH_UP_TIMEOUT:.0f} s"
+    return text

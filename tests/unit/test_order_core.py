@@ -606,6 +606,19 @@ def test_seed_rule_a_lower_id_leader_hands_over_to_the_highest_once_it_is_in_syn
     assert three.role is Role.LEADER and one.leader == 3 and three.epoch == one.epoch
 
 
+def test_a_deposed_leader_steps_down_at_once_and_fails_its_reads() -> None:
+    """Told a newer leader exists, a leader becomes a follower with no known leader; its queued reads fail."""
+    c = Cluster()
+    c.elect(3)
+    three = c.nodes[3]
+    epoch = three.epoch
+    c.take(3, three.read("r", c.now))
+    ready = c.take(3, three.deposed(c.now))
+    assert three.role is Role.FOLLOWER and three.leader is None and three.epoch == epoch and not three.serving
+    assert ready.failed_reads == ["r"] and three.counters.stepped_down == 1
+    assert c.take(1, c.nodes[1].deposed(c.now)).notes == [], "a follower has nothing to give up"
+
+
 def test_seed_rule_passes_by_a_replica_the_shell_calls_unfit() -> None:
     """With 3 unfit (it cannot reach the catalog), 1 hands over to 2, the highest fit id; with none fit, to no one."""
     heartbeat = Timing().heartbeat

@@ -458,12 +458,18 @@ class StaleLeaderTests(Cluster):
         self.assertIn(self.error(self.get(3, 1)).code, (421, 503))
 
     def test_fenced_leader_refuses_orders(self) -> None:
-        """A leader whose epoch the catalog has fenced (a newer leader reconciled) refuses orders: 421, none logged."""
+        """
+        A leader whose epoch the catalog has fenced (a newer leader
+        reconciled) refuses the order (421, nothing logged) and steps down in
+        that turn, without waiting an election timeout for its peers to say so.
+        """
         self.make()
         leader = self.serving(expected=3)
         self.result(self.to_catalog("reconcile", epoch=leader.epoch + 1, after=0))
         length = len(leader.order_log)
-        self.assertIsInstance(self.error(self.order(3, "k")), NotLeader)
+        refused = self.order(3, "k")
+        self.assertIsInstance(self.failureResultOf(refused, NotLeader).value, NotLeader)
+        self.assertEqual((leader.status()["role"], leader.status()["serving"]), ("follower", False))
         self.assertEqual(self.sold("k"), 0)
         self.assertEqual(len(leader.order_log), length)
 

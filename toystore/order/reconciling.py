@@ -33,6 +33,8 @@ class Leader(Protocol):
 
     def adopt(self, key: str, name: str, quantity: int, seq: int) -> bool: ...
 
+    def deposed(self, why: str) -> None: ...
+
 
 class Reconciliation:
     """
@@ -80,7 +82,7 @@ class Reconciliation:
             try:
                 reply = await replica.catalog.call("reconcile", {"epoch": epoch, "after": through})
             except StaleEpoch as e:
-                self.log.warn("the catalog refuses epoch {epoch}: {error}", epoch=epoch, error=e.message)
+                replica.deposed(f"the catalog refuses epoch {epoch}: {e.message}")
                 return
             except ApiError as e:
                 self.log.info("cannot reconcile with the catalog yet ({error}): asking again", error=e.message)

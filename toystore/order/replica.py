@@ -26,6 +26,8 @@ the timer, the disk).  This module is the store around it:
   at a time, while it serves (:mod:`toystore.order.reconcile`);
 - **stopping**: a leader told to stop hands over to its most up-to-date
   follower first, so that a rolling restart costs no election;
+- **deposed by the catalog**: a 412 from the catalog (a newer leader has
+  reconciled or bought) makes a leader step down at once;
 - **the catalog's reach**: every replica asks its peers' status twice per
   election timeout and tells the protocol which of them cannot reach the
   catalog (the seed's rule then passes them by); a leader that has not
@@ -324,6 +326,13 @@ class Replica(Service):
     def _peer_reach(self, status: dict[str, Any], peer: int) -> None:
         self._peers_reach[peer] = bool(status.get("catalog"))
 
+    def deposed(self, why: str) -> None:
+        """A newer leader exists (the catalog said so): stop leading now, not after an election timeout."""
+        node, consensus = self.node, self.consensus
+        if node is not None and consensus is not None and node.role is Role.LEADER and not consensus.stopped:
+            self.log.warn("replica {id} steps down: {why}", id=self.id, why=why)
+            consensus.run(node.deposed(self.clock.seconds()))
+
     def _link_changed(self, peer: int, up: bool) -> None:
         if self.consensus is not None:
             self.consensus.link_changed(peer, up)
@@ -435,8 +444,9 @@ class Replica(Service):
         while True:
             try:
                 return await self.catalog.call("buy", {"name": name, "quantity": quantity, "key": key, "epoch": epoch})
-            except StaleEpoch:
-                # A newer leader has bought: this one is deposed, and learns so from its peers soon.
+            except StaleEpoch as e:
+                # A newer leader has reconciled or bought: this one is deposed, whatever its peers can tell it.
+                self.deposed(e.message)
                 raise self.not_leader() from None
             except Unavailable as e:
                 self.log.info("the buy of key {key} is in doubt ({error}): asking again", key=key, error=e.message)

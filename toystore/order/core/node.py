@@ -6,7 +6,8 @@ A :class:`Node` is driven by events: a message arrived (:meth:`receive`),
 time passed (:meth:`tick`), a write became durable (:meth:`persisted`), the
 leader was asked to log records (:meth:`propose`) or to confirm it still
 leads before a read (:meth:`read`), the stream to the leader was reset
-(:meth:`leader_lost`).  Each returns a :class:`Ready`: writes to make
+(:meth:`leader_lost`), a newer leader showed itself elsewhere
+(:meth:`deposed`).  Each returns a :class:`Ready`: writes to make
 durable, messages to send, reads that may now be answered, and the time of
 the next :meth:`tick`.  Given the same events it returns the same effects
 (its randomness is the ``rng`` it is given), so a simulator can run many
@@ -282,6 +283,19 @@ class Node:
             self._heard_leader = -NEVER
             self._leader_lost_at = now
             self._election_deadline = now + rank * self.timing.stagger
+        return self._flush()
+
+    def deposed(self, now: float) -> Ready:
+        """
+        The shell has seen that a newer leader exists (the catalog refused
+        this leader's epoch): stop leading now rather than after an election
+        timeout without a majority.  Stepping down is always safe.
+        """
+        if self.role is Role.LEADER:
+            self._ready.notes.append(f"replica {self.id} learnt of a newer leader than epoch {self.epoch}")
+            self.leader = None
+            self._become(Role.FOLLOWER, now)
+            self._reset_election(now)
         return self._flush()
 
     def hand_over(self, now: float, to: int | None = None) -> Ready:
