@@ -143,6 +143,29 @@ class ElectionTests(Cluster):
         self.assertEqual(self.replicas[1].status()["elections"], elections)
         self.assert_identical()
 
+    def test_followers_that_cannot_reach_the_leader_answer_on_its_connection(self) -> None:
+        """
+        Both followers lose their own connections to the leader (its lines
+        port cut one way): they answer it on its connections to them, so it
+        keeps committing, in the same epoch, with no election anywhere.
+        """
+        self.make()
+        leader = self.serving(expected=3)
+        self.settle()
+        epoch = leader.epoch
+        elections = {i: r.status()["elections"] for i, r in self.replicas.items()}
+        for i in (1, 2):
+            self.replicas[i].links.clients[3].stopService()  # no reconnection: cut until the end
+        self.network.flush()
+        self.assertEqual([self.replicas[i].status()["links"]["3"] for i in (1, 2)], [False, False])
+        for n in range(3):
+            self.assertEqual(self.result(self.order(3, f"k{n}")), {"order_number": n})
+            self.advance(leader.timing.election)
+        self.assertEqual((leader.epoch, leader.status()["serving"]), (epoch, True))
+        self.assertEqual({i: r.status()["elections"] for i, r in self.replicas.items()}, elections)
+        self.assertEqual({r.status()["commit"] for r in self.replicas.values()}, {len(leader.order_log)})
+        self.assert_identical()
+
 
 class RelayTests(Cluster):
     """A follower passes orders and reads on to the leader, once."""

@@ -109,7 +109,8 @@ class Consensus:
         #: messages to a peer that wait for records read back from disk, in order
         self._waiting: dict[int, deque[Message]] = {}
         self._senders: dict[Any, int] = {}  # connection -> the peer whose messages it brings
-        self._links_lost: set[int] = set()  # peers our connection to was lost, and not made again yet
+        #: the connection each peer last spoke to us on: where a message to it goes while ours is down
+        self._incoming: dict[int, Any] = {}
         self.stopped = False
 
     # -- events --------------------------------------------------------------------------
@@ -141,6 +142,7 @@ class Consensus:
         """A peer's message (the wire push ``type``); a malformed one raises BadRequest."""
         message = READERS[type](fields)
         self._senders[connection] = message.sender
+        self._incoming[message.sender] = connection
         node = self.node
         try:
             ready = node.receive(message, self.clock.seconds())
@@ -148,23 +150,13 @@ class Consensus:
             self._broken(str(e))
             return
         self.run(ready)
-        if isinstance(message, Append) and message.sender == node.leader and message.sender in self._links_lost:
-            # We hear the leader but cannot answer it: our copies never count for it.
-            self.run(node.leader_lost(self.clock.seconds()))
 
     def connection_lost(self, connection: Any) -> None:
         """A peer's connection to us ended: if it was the leader's, it may be gone."""
         sender = self._senders.pop(connection, None)
+        if sender is not None and self._incoming.get(sender) is connection:
+            del self._incoming[sender]
         if sender is not None and sender == self.node.leader:
-            self.run(self.node.leader_lost(self.clock.seconds()))
-
-    def link_changed(self, peer: int, up: bool) -> None:
-        """Our connection to ``peer`` is ready, or dropped: without one to the leader, it cannot hear us."""
-        if up:
-            self._links_lost.discard(peer)
-            return
-        self._links_lost.add(peer)
-        if peer == self.node.leader and not self.stopped:
             self.run(self.node.leader_lost(self.clock.seconds()))
 
     def _tick(self) -> None:
@@ -234,14 +226,14 @@ class Consensus:
         if isinstance(message, Append) and message.payloads is None and message.epochs:
             lines = self.order_log.lines_in_memory(message.start, message.end)
             if lines is None:
-                if not self.links.up(to):  # it would be dropped: no read from disk for it
+                if not self.links.reachable(to, self._incoming.get(to)):  # it would be dropped: no read for it
                     self.links.dropped += 1
                     return
                 self._waiting[to] = deque([message])
                 Deferred.fromCoroutine(self._send_from_disk(to))
                 return
             message = message.with_payloads(tuple(lines))
-        self.links.send(to, message)
+        self.links.send(to, message, self._incoming.get(to))
 
     async def _send_from_disk(self, to: int) -> None:
         """Send the messages waiting for ``to``, reading back the records of each append that needs them."""
@@ -255,7 +247,7 @@ class Consensus:
                         lines = await self.reads.lines(message.start, message.end)
                     message = message.with_payloads(tuple(lines))
                 waiting.popleft()
-                self.links.send(to, message)
+                self.links.send(to, message, self._incoming.get(to))
         except (LogChanged, CorruptJournal, OSError, ValueError) as e:
             # The log was cut meanwhile (it no longer leads), or the file failed: the protocol repeats itself.
             self.log.warn("cannot read records for replica {peer}: {error}", peer=to, error=e)

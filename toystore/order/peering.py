@@ -7,8 +7,11 @@ protocol messages (:mod:`toystore.order.core.messages`) on it: votes and
 their answers, appends and their answers, handovers.  So between two
 replicas a message always travels on its sender's connection, one
 connection each way: a cut in one direction stops what one side says and
-nothing else, as a dropped packet would.  A message that cannot go now (no
-connection) is dropped; the protocol repeats what matters (a leader's next
+nothing else, as a dropped packet would.  While a replica's own connection to
+a peer is down, it answers that peer on the connection the peer last spoke to
+it on (a port cut one way leaves the other side's connection working, and
+TCP carries both directions).  A message that cannot go now (no connection)
+is dropped; the protocol repeats what matters (a leader's next
 heartbeat carries what a follower lacks, a candidate that hears too little
 campaigns again).
 
@@ -159,6 +162,8 @@ class PeerLinks:
     leader.
 
     :param connect: the client endpoint of a replica id.
+    :param handler: serves the protocol messages a peer sends back on our
+        connection to it (the replica).
     :param rng: draws the reconnection delays (a test's seed makes them the same every run).
     :param on_link: told ``(peer, up)`` when a connection to a peer is ready
         for messages, and when it drops.
@@ -174,6 +179,7 @@ class PeerLinks:
         wire: Any,
         on_link: Callable[[int, bool], None],
         rng: random.Random | None = None,
+        handler: Any = None,
     ) -> None:
         self._on_link = on_link
         rng = rng or random.Random()
@@ -186,7 +192,7 @@ class PeerLinks:
                 connect(peer),
                 clock,
                 quick,
-                handler=_Outgoing(peer, on_link),
+                handler=_Outgoing(peer, on_link, handler),
                 prepare=lambda connection, peer=peer: on_link(peer, True),
                 jitter=lambda: rng.uniform(0, wire.reconnect_initial),
                 name=f"replica {peer}",
@@ -204,11 +210,26 @@ class PeerLinks:
         """Whether a connection to ``peer`` is ready for messages."""
         return self.clients[peer].connected
 
-    def send(self, peer: int, message: Message) -> None:
-        """Push ``message`` to ``peer`` now, or drop it (see the module's docstring)."""
+    def _route(self, peer: int, fallback: WireProtocol | None) -> WireProtocol | None:
         client = self.clients.get(peer)
-        connection = client.current if client is not None else None  # (a full write buffer: it reads too slowly)
-        if connection is None or connection.write_paused:
+        for connection in (client.current if client is not None else None, fallback):
+            # (a full write buffer: the peer reads too slowly)
+            if connection is not None and connection.connected and not connection.write_paused:
+                return connection
+        return None
+
+    def reachable(self, peer: int, fallback: WireProtocol | None = None) -> bool:
+        """Whether a message to ``peer`` would go now."""
+        return self._route(peer, fallback) is not None
+
+    def send(self, peer: int, message: Message, fallback: WireProtocol | None = None) -> None:
+        """
+        Push ``message`` to ``peer`` on our connection to it, or, while that
+        is down, on ``fallback`` (the connection the peer last spoke to us
+        on); else drop it (see the module's docstring).
+        """
+        connection = self._route(peer, fallback)
+        if connection is None:
             self.dropped += 1
             return
         type, fields = to_wire(message)
@@ -220,11 +241,24 @@ class PeerLinks:
 
 
 class _Outgoing:
-    """The handler of this replica's own connection to a peer: it only hears of the connection's end."""
+    """
+    The handler of this replica's own connection to a peer: the protocol
+    messages the peer sends back on it (while its own connection to us is
+    down) go to the replica's handler, as if they came on that one.
+    """
 
-    def __init__(self, peer: int, on_link: Callable[[int, bool], None]) -> None:
+    def __init__(self, peer: int, on_link: Callable[[int, bool], None], handler: Any) -> None:
         self.peer = peer
         self._on_link = on_link
+        self._handler = handler
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("push_") and name[5:] in READERS:
+            return getattr(self._handler, name)
+        raise AttributeError(name)
 
     def connection_lost(self, connection: WireProtocol, reason: object) -> None:
         self._on_link(self.peer, False)
+        lost = getattr(self._handler, "connection_lost", None)
+        if lost is not None:
+            lost(connection, reason)

@@ -134,7 +134,7 @@ class Replica(Service):
         )
         self._rng = rng or random.Random()
         self.links = PeerLinks(
-            [i for i in self.ids if i != me.id], connect, clock, cluster.wire, self._link_changed, self._rng
+            [i for i in self.ids if i != me.id], connect, clock, cluster.wire, self._link_changed, self._rng, self
         )
         self._order_log_options = {"window_bytes": self.config.window_bytes, "key_hash": key_hash}
         self.order_log: Log = Log(**self._order_log_options)
@@ -334,8 +334,9 @@ class Replica(Service):
             consensus.run(node.deposed(self.clock.seconds()))
 
     def _link_changed(self, peer: int, up: bool) -> None:
-        if self.consensus is not None:
-            self.consensus.link_changed(peer, up)
+        """Our own connection to ``peer`` is up, or down (meanwhile it is answered on its connection to us)."""
+        if not up and not self._stopping:
+            self.log.info("replica {id}: the connection to replica {peer} is down", id=self.id, peer=peer)
 
     # -- roles -------------------------------------------------------------------
 
