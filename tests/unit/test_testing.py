@@ -6,7 +6,9 @@ process is started.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -53,3 +55,21 @@ class ClusterFileTests(SynchronousTestCase):
         self.assertEqual(cluster.order.data_dir, str(directory / "order-{id}"))
         self.assertEqual(cluster.order.max_batch, 1)
         self.assertEqual(cluster.order.election_timeout, load().order.election_timeout)
+
+
+class FreePortTests(SynchronousTestCase):
+    """The harness's listeners get ports no outgoing connection can take first."""
+
+    def test_below_the_ephemeral_range(self) -> None:
+        """Distinct ports, each free, all below the kernel's ephemeral range (where outgoing connections get theirs)."""
+        from toystore.testing.launch import EPHEMERAL_RANGE, free_ports
+
+        if not EPHEMERAL_RANGE.exists():
+            raise SkipTest("this kernel does not say where its ephemeral ports are")
+        first = int(EPHEMERAL_RANGE.read_text().split()[0])
+        ports = free_ports(40)
+        self.assertEqual(len(set(ports)), 40)
+        self.assertTrue(all(port < first for port in ports), ports)
+        for port in ports:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))

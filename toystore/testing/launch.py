@@ -15,8 +15,10 @@ cluster file and the proxies take the addresses from the sites.
 
 from __future__ import annotations
 
+import random
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,45 @@ def address(listen: str) -> tuple[str, int]:
     return (interface if interface not in ("", "0.0.0.0", "::") else "127.0.0.1"), int(port)
 
 
+#: Where the kernel says its ephemeral ports are (the ports of outgoing connections).
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+#: The lowest port the harness gives a listener.
+LOWEST_PORT = 10000
+
+
 def free_ports(count: int) -> list[int]:
-    """``count`` different loopback ports that were free a moment ago (the OS picks them)."""
+    """
+    ``count`` different loopback ports that were free a moment ago, below
+    the kernel's ephemeral range when it says where that is.  A port the OS
+    picks for a listener (``bind`` to port 0) is an ephemeral one: between
+    the harness's choice and the process's bind, an outgoing connection (a
+    replica reconnecting to a peer) may take it, and the process cannot
+    listen.  Below the range, only another listener can.
+    """
+    try:
+        first_ephemeral = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 0
+    if first_ephemeral - LOWEST_PORT < 100 * count:
+        return _ports_the_os_picks(count)
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randrange(LOWEST_PORT, first_ephemeral)
+        if port not in chosen and _free(port):
+            chosen.append(port)
+    return chosen
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _ports_the_os_picks(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:
