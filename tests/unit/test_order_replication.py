@@ -701,3 +701,25 @@ class OperatorPortTests(Cluster):
         self.successResultOf(stopping)
         third = self.gauges(leader)
         self.assertEqual((third["serving"], third["handovers"]), (0, first["handovers"] + 1))
+
+
+class CatalogReachTests(Cluster):
+    """A leader cut from the catalog hands over to a replica that reaches it, and does not get the lead back."""
+
+    def test_leader_cut_from_the_catalog_hands_over(self) -> None:
+        """
+        Leader 3 loses its catalog link: within a few election timeouts
+        another replica serves, the seed's rule does not hand back to 3 while
+        it stays cut, and orders go on; with its link back, 3 leads again.
+        """
+        self.make()
+        leader = self.serving(expected=3)
+        self.settle()
+        leader.catalog.cut()
+        new = self.serving_among((1, 2), within=leader.timing.election * 5)
+        self.assertEqual(leader.status()["handovers"], 1)
+        self.advance(leader.timing.election * 3)
+        self.assertTrue(new.status()["serving"], "the lead stays away from a replica cut from the catalog")
+        self.assertEqual(self.result(self.order(new.id, "k0")), {"order_number": 0})
+        leader.catalog.restore()
+        self.serving(expected=3, within=leader.timing.election * 10)

@@ -28,11 +28,9 @@ the timer, the disk).  This module is the store around it:
   follower first, so that a rolling restart costs no election;
 - **deposed by the catalog**: a 412 from the catalog (a newer leader has
   reconciled or bought) makes a leader step down at once;
-- **the catalog's reach**: every replica asks its peers' status twice per
-  election timeout and tells the protocol which of them cannot reach the
-  catalog (the seed's rule then passes them by); a leader that has not
-  reached the catalog for an election timeout hands over to an in-sync
-  follower that does.
+- **the catalog's reach** (:mod:`toystore.order.reach`): a leader that has
+  not reached the catalog for an election timeout hands over to a follower
+  that does.
 
 The log in memory holds only the most recent lines and a few bytes per order
 (:mod:`toystore.order.log`); the idempotency keys are in a key store beside
@@ -51,7 +49,7 @@ from typing import Any, Callable
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -67,6 +65,7 @@ from .core import Node, NotServing, Ready, Role, Timing
 from .journal import CorruptJournal, Log, open_log
 from .metrics import ReplicaMetrics
 from .peering import PeerLinks, digest, records_per_append
+from .reach import CatalogReach
 from .reads import LogReads
 from .reconciling import Reconciliation
 from .writes import LogWrites
@@ -154,10 +153,7 @@ class Replica(Service):
         self._unlogged: list[tuple[str, int, str, int | None, Deferred[tuple[int, int]]]] = []
         self._log_call: IDelayedCall | None = None
         self._leading: int | None = None  # the epoch this replica leads, as last seen
-        self._catalog_lost_at: float | None = None  # since when this replica has had no catalog connection
-        self._peers_reach: dict[int, bool] = {}  # whether each peer reaches the catalog, as it last said
-        self._watch = LoopingCall(self._watch_catalog)
-        self._watch.clock = clock
+        self.reach = CatalogReach(self)
         self._stepped_down: list[Deferred[None]] = []
 
     # -- life cycle --------------------------------------------------------------
@@ -209,7 +205,7 @@ class Replica(Service):
         super().startService()
         self.links.start()
         self.consensus.start()
-        self._watch.start(self.timing.election / 2, now=False)
+        self.reach.start()
 
     def stopService(self) -> Deferred[None]:
         """Hand over if leading, then let the queued log writes finish and close the log."""
@@ -218,8 +214,7 @@ class Replica(Service):
 
     async def _stop(self) -> None:
         self._stopping = True
-        if self._watch.running:
-            self._watch.stop()
+        self.reach.stop()
         node, consensus = self.node, self.consensus
         if node is not None and consensus is not None and node.role is Role.LEADER and not consensus.stopped:
             stepped: Deferred[None] = Deferred()
@@ -287,44 +282,6 @@ class Replica(Service):
         for _, _, key, _, done in unlogged:
             self._placing.pop(key, None)
             done.errback(error)
-
-    def _watch_catalog(self) -> None:
-        """See who reaches the catalog (see the module's docstring); hand over if this leader has not for too long."""
-        node, consensus = self.node, self.consensus
-        if node is None or consensus is None or consensus.stopped:
-            return
-        now = self.clock.seconds()
-        if self.catalog.connected:
-            self._catalog_lost_at = None
-        elif self._catalog_lost_at is None:
-            self._catalog_lost_at = now
-        for peer in self.links.clients:
-            if self.links.up(peer):
-                asked = self.links.call(peer, "status", {}, timeout=self.timing.election / 2)
-                asked.addCallbacks(self._peer_reach, lambda failure, p=peer: self._peers_reach.pop(p, None), (peer,))
-            else:
-                self._peers_reach.pop(peer, None)
-        node.unfit = frozenset(peer for peer, reaches in self._peers_reach.items() if not reaches)
-        lost = self._catalog_lost_at
-        if (
-            node.role is Role.LEADER
-            and node.handover_to is None
-            and lost is not None
-            and now - lost >= self.timing.election
-        ):
-            fit = [p for p, progress in node.progress.items() if progress.voter and self._peers_reach.get(p)]
-            if fit:
-                target = max(fit, key=lambda p: (node.progress[p].match, p))
-                self.log.warn(
-                    "replica {id} has not reached the catalog for {s:.1f} s: handing over to replica {to}, which does",
-                    id=self.id,
-                    s=now - lost,
-                    to=target,
-                )
-                consensus.run(node.hand_over(now, to=target))
-
-    def _peer_reach(self, status: dict[str, Any], peer: int) -> None:
-        self._peers_reach[peer] = bool(status.get("catalog"))
 
     def deposed(self, why: str) -> None:
         """A newer leader exists (the catalog said so): stop leading now, not after an election timeout."""
