@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -473,7 +473,7 @@ class Replica(Service):
 
     # -- reads -------------------------------------------------------------------------
 
-    def order(self, number: int, relayed: bool = False) -> Deferred[dict[str, Any]]:
+    def order(self, number: int, relayed: bool = False) -> dict[str, Any] | Deferred[dict[str, Any]]:
         """
         An order, as the serving leader knows it.  An order whose record is
         committed here is answered at once: a committed record never changes
@@ -482,13 +482,18 @@ class Replica(Service):
         still leads (a round sent after the read arrived): an order whose
         record is not committed by then is not found, and a deposed leader,
         which cannot confirm, never answers 404 for an acknowledged order.
+        The first answer is a dict (the wire writes it in the same turn), the
+        others Deferreds.
         """
         node, consensus = self.node, self.consensus
         if node is None or consensus is None or not node.serving or self._stopping:
             return self._relay("get", {"number": number}, relayed)
-        index = self.order_log.order_index(number)
+        order_log = self.order_log
+        index = order_log.order_index(number)
         if index is not None and index < node.commit:
-            return succeed(self._order_reply(number, node.commit))
+            summary = order_log.summary(number)
+            if summary is not None:
+                return {"number": number, "name": summary[0], "quantity": summary[1]}
         confirmed: Deferred[int] = Deferred()
         consensus.run(node.read(confirmed, self.clock.seconds()))
         return confirmed.addCallback(lambda point: self._order_reply(number, point))
