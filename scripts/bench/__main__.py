@@ -34,7 +34,9 @@ Per point: requests per second (answers that are not errors), p50 and p99
 latency (wrk's, from ``done()`` in the Lua script), the ratio to the
 ceiling at the same number of connections, the CPU share of the process
 that serves HTTP (front-end or ceiling; the JSON has every process's), and
-wrk's error count.  Then the issue's targets, met or not.
+wrk's error count, and (a store of the run's own) how many epochs the
+replicas began during the point: an election or a handover each, which the
+load must not cause.  Then the targets, met or not.
 
 ``--rss [SECONDS]`` adds a sustained load (default 300 s, 16 connections,
 queries, orders and order queries in turn) during which every process's
@@ -131,16 +133,39 @@ async def wrk(reactor: Any, args: argparse.Namespace, url: str, connections: int
     raise SystemExit(f"wrk {' '.join(argv)} exited {code} without figures:\n{out.decode()}{err.decode()}")
 
 
+async def epochs(store: Store | None) -> dict[int, int] | None:
+    """Each replica's epoch (those that answer), or None for a store not of this run (``--url``)."""
+    if store is None:
+        return None
+    return {i: status["epoch"] for i, status in (await store.statuses()).items()}
+
+
+def elections_between(before: dict[int, int] | None, after: dict[int, int] | None) -> int | None:
+    """How many epochs began between two looks (an election or a handover each): the newest's rise."""
+    if before is None or after is None or not before or not after:
+        return None
+    return max(after.values()) - max(before.values())
+
+
 async def point(
-    reactor: Any, args: argparse.Namespace, case: str, url: str, connections: int, pids: dict[str, int], *mode: str
+    reactor: Any,
+    args: argparse.Namespace,
+    case: str,
+    url: str,
+    connections: int,
+    pids: dict[str, int],
+    store: Store | None,
+    *mode: str,
 ) -> dict[str, Any]:
     """Measure one case at one number of connections: one row of results."""
     profiling = args.profile and connections == args.profile_connections
     if profiling:
         profiles = Deferred.fromCoroutine(profile(reactor, args, case, pids))
+    first = await epochs(store)
     before, started = cpu_all(pids), reactor.seconds()
     figures = await wrk(reactor, args, url, connections, args.seconds, *mode)
     after, wall = cpu_all(pids), reactor.seconds() - started
+    elections = elections_between(first, await epochs(store))
     seconds = figures["duration_us"] / 1e6
     errors = figures["errors"]
     good = figures["requests"] - errors["status"]
@@ -158,12 +183,14 @@ async def point(
         "errors": sum(errors.values()),
         "wrk_errors": errors,
         "cpu": {name: (after[name] - before[name]) / wall for name in after if name in before},
+        "elections": elections,
     }
     if profiling:
         row["profiles"] = await profiles
     print(
         f"  {case} c={connections}: {row['req_per_s']:,.0f}/s p50 {row['p50_ms']:.2f} ms "
-        f"p99 {row['p99_ms']:.2f} ms errors {row['errors']}",
+        f"p99 {row['p99_ms']:.2f} ms errors {row['errors']}"
+        + (f" elections {elections}" if elections else ""),
         file=sys.stderr,
     )
     return row
@@ -301,7 +328,8 @@ async def run(reactor: Any, args: argparse.Namespace, supervisor: Supervisor, di
     async def each(case: str, target: str, *mode: str) -> list[dict[str, Any]]:
         if args.warmup:
             await wrk(reactor, args, target, 16, args.warmup, *mode)
-        return [await point(reactor, args, case, target, c, pids, *mode) for c in args.connections]
+        own = store if target.startswith(url) else None  # the references have no replicas
+        return [await point(reactor, args, case, target, c, pids, own, *mode) for c in args.connections]
 
     if "ceiling" in cases:
         ceiling_runs += await each("ceiling", ceiling_url, "get")

@@ -50,7 +50,9 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert row["req_per_s"] > 0 and row["errors"] == 0, (key, row)
         assert row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"], (key, row)
         assert row["ratio"] > 0, (key, row)
-    assert len(report["targets"]) == 4
+    assert len(report["targets"]) == 5
+    store_rows = [r for r in report["results"] if r["case"] not in ("ceiling", "bare forwarder")]
+    assert all(isinstance(r["elections"], int) for r in store_rows), store_rows
     assert report["exited"] == []
     assert json.loads(report["body"])["data"]["name"] == "Tux"
     memory = report["rss"]["processes"]
