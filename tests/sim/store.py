@@ -327,10 +327,12 @@ class Replica:
         name, quantity = self.buys.pop(key)
         if answer == "ok":
             self._log_order(key, name, quantity)
-        else:
-            for client, request in self.waiting.pop(key, []):
-                # fenced: a newer leader exists (its id unknown here); anything else is a refusal
-                self.world.send(self.id, client, ("error", request, None) if answer == "stale" else ("refused", request, answer))
+            return
+        for client, request in self.waiting.pop(key, []):
+            # fenced: a newer leader exists (its id unknown here); anything else is a refusal
+            self.world.send(self.id, client, ("error", request, None) if answer == "stale" else ("refused", request, answer))
+        if answer == "stale":  # as the replica does: step down at once (Node.deposed)
+            self.apply(self.node.deposed(self.world.now))
 
     def _log_order(self, key: str, name: str, quantity: int) -> None:
         if key in self.keys:
