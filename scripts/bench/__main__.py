@@ -38,6 +38,16 @@ wrk's error count, and (a store of the run's own) how many epochs the
 replicas began during the point: an election or a handover each, which the
 load must not cause.  Then the targets, met or not.
 
+The ratio: on a shared machine the speed of the CPUs moves by half from one
+minute to the next, so a ceiling measured once before the cases compares
+runs minutes apart.  With the ceiling among the cases, each point of the
+other cases is measured in ``--rounds`` rounds (default 3), each a run of
+the ceiling and then one of the case, ``--seconds / --rounds`` each; the
+point's ratio is the median of its rounds' ratios, its rate and CPU shares
+over all its rounds, its latencies the median round's.  ``--rounds 1``
+measures each point in one run against the mean of the ceiling's runs
+before and after every case.
+
 ``--rss [SECONDS]`` adds a sustained load (default 300 s, 16 connections,
 queries, orders and order queries in turn) during which every process's
 resident memory (``VmRSS``) is sampled: it reports each at the start, after
@@ -86,7 +96,7 @@ from scripts import ROOT
 from scripts.bench import hotspots
 from scripts.bench.procs import cpu_all, rss_kib, running
 from scripts.bench.references import CASE_PROCESSES, REFERENCES, start_references
-from scripts.bench.results import CASES, mean_ceiling, report, targets, with_ratios
+from scripts.bench.results import CASES, mean_ceiling, merge_rounds, report, targets, with_ratios
 from toystore.catalog.seed import TOYS
 from toystore.supervise import Child, ChildFailed, Supervisor
 from toystore.testing import Store, scratch, sleep
@@ -156,25 +166,26 @@ async def point(
     pids: dict[str, int],
     store: Store | None,
     *mode: str,
+    seconds: int | None = None,
 ) -> dict[str, Any]:
-    """Measure one case at one number of connections: one row of results."""
+    """Measure one case at one number of connections (for ``args.seconds``): one row of results."""
     profiling = args.profile and connections == args.profile_connections
     if profiling:
         profiles = Deferred.fromCoroutine(profile(reactor, args, case, pids))
     first = await epochs(store)
     before, started = cpu_all(pids), reactor.seconds()
-    figures = await wrk(reactor, args, url, connections, args.seconds, *mode)
+    figures = await wrk(reactor, args, url, connections, seconds or args.seconds, *mode)
     after, wall = cpu_all(pids), reactor.seconds() - started
     elections = elections_between(first, await epochs(store))
-    seconds = figures["duration_us"] / 1e6
+    measured = figures["duration_us"] / 1e6
     errors = figures["errors"]
     good = figures["requests"] - errors["status"]
     row = {
         "case": case,
         "connections": connections,
-        "req_per_s": good / seconds if seconds else 0.0,
+        "req_per_s": good / measured if measured else 0.0,
         "requests": figures["requests"],
-        "seconds": seconds,
+        "seconds": measured,
         "p50_ms": figures["p50_us"] / 1e3,
         "p90_ms": figures["p90_us"] / 1e3,
         "p99_ms": figures["p99_us"] / 1e3,
@@ -194,6 +205,32 @@ async def point(
         file=sys.stderr,
     )
     return row
+
+
+async def paired_point(
+    reactor: Any,
+    args: argparse.Namespace,
+    case: str,
+    url: str,
+    connections: int,
+    pids: dict[str, int],
+    store: Store | None,
+    ceiling_url: str,
+    *mode: str,
+) -> dict[str, Any]:
+    """
+    Measure one case at one number of connections in ``args.rounds``
+    rounds, each a run of the ceiling then one of the case, of
+    ``args.seconds / args.rounds`` each: on a machine whose speed moves
+    from one minute to the next, each round's ratio compares runs seconds
+    apart.  One row: the rounds merged (:func:`~scripts.bench.results.merge_rounds`).
+    """
+    share = max(1, round(args.seconds / args.rounds))
+    rounds = []
+    for _ in range(args.rounds):
+        top = await point(reactor, args, "ceiling", ceiling_url, connections, pids, None, "get", seconds=share)
+        rounds.append((top, await point(reactor, args, case, url, connections, pids, store, *mode, seconds=share)))
+    return merge_rounds(rounds)
 
 
 async def profile(reactor: Any, args: argparse.Namespace, case: str, pids: dict[str, int]) -> dict[str, Any]:
@@ -329,6 +366,11 @@ async def run(reactor: Any, args: argparse.Namespace, supervisor: Supervisor, di
         if args.warmup:
             await wrk(reactor, args, target, 16, args.warmup, *mode)
         own = store if target.startswith(url) else None  # the references have no replicas
+        if args.rounds > 1 and "ceiling" in cases and case != "ceiling":
+            return [
+                await paired_point(reactor, args, case, target, c, pids, own, ceiling_url, *mode)
+                for c in args.connections
+            ]
         return [await point(reactor, args, case, target, c, pids, own, *mode) for c in args.connections]
 
     if "ceiling" in cases:
@@ -401,6 +443,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--ceiling-runs", type=int, default=2, help="ceiling measurements: 1 before, 2 also after")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of each case's point, each after a run of the ceiling; the ratio is their median (default 3)",
+    )
+    parser.add_argument(
         "--rss",
         type=float,
         nargs="?",
@@ -424,13 +472,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="1 s points at 1 and 16 connections, for CI")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.seconds, args.connections, args.warmup, args.ceiling_runs = 1, [1, 16], 0, 1
+        args.seconds, args.connections, args.warmup, args.ceiling_runs, args.rounds = 1, [1, 16], 0, 1, 1
         args.rss = args.rss or 2.0
     unknown = sorted(set(args.cases) - set(CASES))
     if unknown:
         parser.error(f"unknown case {unknown[0]!r}: choose from {', '.join(CASES)}")
-    if args.seconds < 1 or min(args.connections) < 1 or args.threads < 1 or args.warmup < 0:
-        parser.error("--seconds, --connections and --threads must be at least 1, --warmup at least 0")
+    if args.seconds < 1 or min(args.connections) < 1 or args.threads < 1 or args.warmup < 0 or args.rounds < 1:
+        parser.error("--seconds, --connections, --threads and --rounds must be at least 1, --warmup at least 0")
+    if args.profile:
+        args.rounds = 1  # one profile per case and process
     if args.rss and (args.rss < 1 or args.url):
         parser.error("--rss needs at least 1 s and a store of the script's own (not --url)")
     if not (shutil.which(args.wrk) or os.access(args.wrk, os.X_OK)):
@@ -455,7 +505,17 @@ async def main(reactor: Any, *argv: str) -> None:
         print(f"  exited during the run: {', '.join(results['exited'])}", file=sys.stderr)
     settings = {
         key: getattr(args, key)
-        for key in ("seconds", "connections", "cases", "threads", "warmup", "ceiling_runs", "rss", "rss_connections")
+        for key in (
+            "seconds",
+            "connections",
+            "cases",
+            "threads",
+            "warmup",
+            "ceiling_runs",
+            "rounds",
+            "rss",
+            "rss_connections",
+        )
     }
     settings.update(
         store="own" if not args.url else args.url,

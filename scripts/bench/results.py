@@ -37,9 +37,42 @@ def mean_ceiling(runs: list[dict[str, Any]], connections: int) -> dict[str, Any]
     return row
 
 
+def merge_rounds(rounds: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    """
+    One row from rounds of ``(ceiling row, case row)``: the case's requests,
+    errors and seconds summed, its rate over them, its latencies the median
+    round's (the maximum the largest), each process's CPU share the mean,
+    its elections the sum; and ``ratio``, the median of the rounds' ratios
+    of the case's rate to the ceiling's run just before it.
+    """
+    rows = [row for _, row in rounds]
+    merged = dict(rows[0])
+    good = sum(r["req_per_s"] * r["seconds"] for r in rows)
+    merged["seconds"] = sum(r["seconds"] for r in rows)
+    merged["req_per_s"] = good / merged["seconds"] if merged["seconds"] else 0.0
+    for key in ("requests", "errors"):
+        merged[key] = sum(r[key] for r in rows)
+    merged["wrk_errors"] = {k: sum(r["wrk_errors"][k] for r in rows) for k in rows[0]["wrk_errors"]}
+    for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms"):
+        merged[key] = statistics.median(r[key] for r in rows)
+    merged["max_ms"] = max(r["max_ms"] for r in rows)
+    merged["cpu"] = {name: statistics.fmean(r["cpu"].get(name, 0.0) for r in rows) for name in rows[0]["cpu"]}
+    elections = [r["elections"] for r in rows]
+    merged["elections"] = None if None in elections else sum(elections)
+    ratios = [row["req_per_s"] / top["req_per_s"] if top["req_per_s"] else 0.0 for top, row in rounds]
+    merged["ratio"] = statistics.median(ratios)
+    merged["rounds"] = [{"ceiling": top["req_per_s"], "case": row["req_per_s"]} for top, row in rounds]
+    return merged
+
+
 def with_ratios(rows: list[dict[str, Any]], ceiling: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each row with ``ratio``: its req/s over the ceiling's at the same number of connections."""
+    """
+    Each row with ``ratio``: its req/s over the ceiling's at the same number
+    of connections (a row measured in rounds keeps the ratio of its rounds).
+    """
     for row in rows:
+        if "rounds" in row:
+            continue
         top = ceiling.get(row["connections"])
         row["ratio"] = row["req_per_s"] / top["req_per_s"] if top and top["req_per_s"] else None
     order = list(CASES.values())
