@@ -200,8 +200,7 @@ async def point(
         row["profiles"] = await profiles
     print(
         f"  {case} c={connections}: {row['req_per_s']:,.0f}/s p50 {row['p50_ms']:.2f} ms "
-        f"p99 {row['p99_ms']:.2f} ms errors {row['errors']}"
-        + (f" elections {elections}" if elections else ""),
+        f"p99 {row['p99_ms']:.2f} ms errors {row['errors']}" + (f" elections {elections}" if elections else ""),
         file=sys.stderr,
     )
     return row

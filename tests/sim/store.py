@@ -330,7 +330,8 @@ class Replica:
             return
         for client, request in self.waiting.pop(key, []):
             # fenced: a newer leader exists (its id unknown here); anything else is a refusal
-            self.world.send(self.id, client, ("error", request, None) if answer == "stale" else ("refused", request, answer))
+            reply = ("error", request, None) if answer == "stale" else ("refused", request, answer)
+            self.world.send(self.id, client, reply)
         if answer == "stale":  # as the replica does: step down at once (Node.deposed)
             self.apply(self.node.deposed(self.world.now))
 

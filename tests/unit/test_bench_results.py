@@ -52,10 +52,13 @@ def test_a_ratio_over_rounds_is_the_median_of_each_round_against_its_own_ceiling
 
 def test_elections_add_up_over_rounds_and_are_unknown_if_one_round_could_not_tell() -> None:
     top = row("ceiling", 10_000)
-    assert merge_rounds([(top, row("order", 900, elections=0)), (top, row("order", 800, elections=2))])["elections"] == 2
-    assert merge_rounds([(top, row("order", 900, elections=0)), (top, row("order", 800, elections=None))])[
-        "elections"
-    ] is None
+    assert (
+        merge_rounds([(top, row("order", 900, elections=0)), (top, row("order", 800, elections=2))])["elections"] == 2
+    )
+    assert (
+        merge_rounds([(top, row("order", 900, elections=0)), (top, row("order", 800, elections=None))])["elections"]
+        is None
+    )
 
 
 def test_a_row_in_rounds_keeps_its_ratio_and_a_single_run_gets_the_ceiling_mean() -> None:
