@@ -18,7 +18,11 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["toystore", "toystore.*"]) + ["twisted.plugins"],
-    package_data={"toystore": ["cluster.toml"], "twisted.plugins": ["toystore_plugins.py"]},
+    package_data={
+        "toystore": ["cluster.toml"],
+        "toystore.deploy": ["systemd/*.service"],
+        "twisted.plugins": ["toystore_plugins.py"],
+    },
     install_requires=[
         "Twisted >= 25.5, < 27",
         "treq >= 24.9",
@@ -32,7 +36,9 @@ setup(
             "hypothesis >= 6.100",
             "schemathesis >= 4.32",
             "matplotlib >= 3.7",
+            "pyroute2 >= 0.7",
         ],
+        "hosts": ["pyroute2 >= 0.7"],
     },
     entry_points={"console_scripts": ["toystore = toystore.cli:main"]},
     classifiers=[
