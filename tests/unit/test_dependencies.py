@@ -19,7 +19,7 @@ PLUGINS = PACKAGE.parent / "twisted" / "plugins" / "toystore_plugins.py"
 #: The three services: each a package that may import itself and the shared modules.
 SERVICES = frozenset({"catalog", "order", "frontend"})
 #: The tools around the store: they start, drive and measure it, and may import anything.
-TOOLS = frozenset({"cli", "__main__", "loadgen", "testing", "supervise", "measure"})
+TOOLS = frozenset({"cli", "__main__", "loadgen", "testing", "supervise", "measure", "hosts"})
 # Every other top-level module or package of toystore is shared: it may import only shared modules.
 
 
