@@ -7,6 +7,14 @@ From the repository root::
     python -m tests.faults --seed 1234 --duration 10       # replay one seed
     python -m tests.faults --seeds 1 --faults cut-leader-lines --hold 30 --duration 40
     python -m tests.faults --seeds 5 --frontends 2 --min-availability 0.9 --max-gap 2
+    python -m tests.faults --hosts --seeds 20 --duration 60  # a network namespace per process (root)
+
+With ``--hosts`` every process runs in a host of its own (a network
+namespace, :mod:`toystore.hosts`), this process in the host ``clients``,
+and the cuts are nftables rules that drop packets; the hosts (prefix
+``tsf-``) are made at the start and removed at the end, with what a crashed
+run left.  Where
+hosts cannot be made (not root, no nft) it says why and exits 2.
 
 Prints a summary per run and a table of the counts and of the availability
 under each fault kind, writes every run's result to ``--out`` (JSON), and
@@ -26,10 +34,10 @@ from typing import Any
 
 from twisted.internet import task
 
-from toystore.testing import scratch
+from toystore.testing import listeners, scratch
 
 from .checker import COUNTS, merge_availability
-from .nemesis import EXTRA, FAULTS, kinds_of
+from .nemesis import EXTRA, FAULTS, HOST_FAULTS, kinds_of
 from .run import run_one, summary
 
 
@@ -42,8 +50,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--buyers", type=int, default=4, help="concurrent buyers")
     parser.add_argument(
         "--faults",
-        default=",".join(FAULTS),
-        help="the faults to draw from, comma-separated (default: all but " + ", ".join(EXTRA) + ")",
+        help="the faults to draw from, comma-separated (default: every one the place can make but "
+        + ", ".join(EXTRA)
+        + ")",
+    )
+    parser.add_argument(
+        "--hosts", action="store_true", help="run each process in a network namespace of its own (root, nft)"
     )
     parser.add_argument("--hold", type=float, help="seconds each fault holds (default: 0.5 to 3, drawn from the seed)")
     parser.add_argument("--frontends", type=int, default=1, help="front-ends, the buyers dealt out among them")
@@ -60,7 +72,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("fault_runs.json"), help="where to write the results")
     args = parser.parse_args(argv)
     try:
-        args.faults = kinds_of(args.faults)
+        args.faults = kinds_of(args.faults or ",".join(HOST_FAULTS if args.hosts else FAULTS), args.hosts)
     except ValueError as e:
         parser.error(str(e))
     if args.hold is not None and args.hold <= 0:
@@ -70,8 +82,35 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+#: The prefix of the suite's hosts: not that of ``python -m toystore.hosts up``, whose hosts it would remove.
+HOSTS_PREFIX = "tsf-"
+
+
+def make_hosts(frontends: int) -> Any:
+    """The hosts of a store with ``frontends`` front-ends and its clients, made and entered as ``clients``."""
+    from toystore.hosts.network import Hosts, unavailable
+
+    reason = unavailable()
+    if reason is not None:
+        print(f"python -m tests.faults --hosts: hosts cannot be made here: {reason}", file=sys.stderr)
+        raise SystemExit(2)
+    hosts = Hosts([*listeners(frontends), "clients"], prefix=HOSTS_PREFIX)
+    hosts.create()
+    hosts.enter("clients")
+    return hosts
+
+
 async def main(reactor: Any, *argv: str) -> None:
     args = parse(list(argv))
+    hosts = make_hosts(args.frontends) if args.hosts else None
+    try:
+        await run_all(reactor, args, hosts)
+    finally:
+        if hosts is not None:
+            hosts.remove()
+
+
+async def run_all(reactor: Any, args: argparse.Namespace, hosts: Any) -> None:
     seeds = [args.seed] if args.seed is not None else list(range(args.first, args.first + args.seeds))
     failed: list[Path] = []
     supervisor, directory = scratch(reactor, "toystore-faults-", keep=lambda: bool(failed))
@@ -90,6 +129,7 @@ async def main(reactor: Any, *argv: str) -> None:
             frontends=args.frontends,
             min_availability=args.min_availability,
             max_gap=args.max_gap,
+            hosts=hosts,
         )
         print(summary(result), flush=True)
         if not result["ok"]:
@@ -116,6 +156,7 @@ async def main(reactor: Any, *argv: str) -> None:
         "orders": sum(r["orders"] for r in results),
         "hold": args.hold,
         "frontends": args.frontends,
+        "hosts": {name: hosts.address(name) for name in hosts.names} if hosts is not None else None,
         "availability": figures,
         "totals": totals,
         "results": results,

@@ -29,12 +29,28 @@ hold (``--hold``; by default 0.5 to 3 s, drawn from the seed).
                                open
 ``drop-replies``               the front-ends' proxy to the leader drops every
                                reply (requests still arrive and are served)
+``isolate-leader``             (hosts only) the leader's host exchanges no
+                               packet with any other host
+``cut-pair``                   (hosts only) two hosts drawn from all of the
+                               store's exchange no packet, both ways
+``loss-leader``                (hosts only) 30% of the packets on the
+                               leader's link dropped at random, both ways
 ``catalog-dies-after-commit``  restart the catalog with the failpoint
                                ``catalog.after-commit`` armed: it exits right
                                after it commits the next buy; restart it
                                normally after the hold (drawn only when
                                named: see :data:`EXTRA`)
 =============================  ===============================================
+
+On loopback (the default) a cut is made by the harness's fault proxies,
+which close or hold the connections they carry.  On hosts (``--hosts``: a
+network namespace per process, :mod:`toystore.hosts`) there are no proxies:
+each cut is an nftables rule that drops packets, silently, as a real
+network does (:class:`toystore.hosts.faults.PacketFaults`); a port-scoped
+cut (``cut-leader-lines``, ``cut-frontend-leader``) is one-sided, the
+others block both ways.  ``stall`` and ``drop-replies`` are proxy faults
+and run on loopback only; ``isolate-leader``, ``cut-pair`` and
+``loss-leader`` on hosts only.
 
 A fault's record says when it began (``at``: the moment it was applied,
 after the leader was looked up) and when it was healed (``healed``: the
@@ -48,7 +64,9 @@ if not within :data:`CATCH_UP_TIMEOUT`).
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Callable
+
+from twisted.internet.threads import deferToThread
 
 from toystore.failpoints import ENVIRONMENT, EXIT_STATUS
 from toystore.testing import Store, sleep
@@ -67,12 +85,32 @@ FAULTS = (
     "stall",
     "drop-replies",
 )
+#: The faults drawn by default on hosts: the proxy faults give way to packet faults.
+HOST_FAULTS = (
+    "kill-leader",
+    "kill-follower",
+    "kill-catalog",
+    "kill-frontend",
+    "pause-leader",
+    "cut-leader-lines",
+    "cut-leader-both",
+    "cut-frontend-leader",
+    "cut-leader-catalog",
+    "isolate-leader",
+    "cut-pair",
+    "loss-leader",
+)
+#: Faults that need the fault proxies (loopback), and those that need hosts.
+PROXY_ONLY = ("stall", "drop-replies")
+HOSTS_ONLY = ("isolate-leader", "cut-pair", "loss-leader")
+#: The share of packets ``loss-leader`` drops.
+LOSS_PERCENT = 30
 #: Faults drawn only when named: they rest on a failpoint (``catalog.after-commit``)
 #: that a tree without it lacks; a catalog armed with a point it does not have just
 #: runs until the 10 s wait for its death ends, and the record's ``died`` says False.
 EXTRA = ("catalog-dies-after-commit",)
 #: Every kind the nemesis knows.
-KINDS = FAULTS + EXTRA
+KINDS = FAULTS + HOSTS_ONLY + EXTRA
 #: Old names still accepted, and the kinds they stand for.
 ALIASES = {"partition": "cut-leader-lines"}
 #: Seconds the nemesis waits, after healing a cut, for the replica it cut off to hold the commit point.
@@ -81,16 +119,21 @@ CATCH_UP_TIMEOUT = 10.0
 CATALOG_AFTER_COMMIT = "catalog.after-commit"
 
 
-def kinds_of(names: str) -> tuple[str, ...]:
+def kinds_of(names: str, hosts: bool = False) -> tuple[str, ...]:
     """
-    The kinds named in ``names`` (comma-separated, old names allowed).
+    The kinds named in ``names`` (comma-separated, old names allowed), for
+    a store on hosts or (by default) on loopback.
 
-    :raises ValueError: naming the unknown ones.
+    :raises ValueError: naming the unknown ones, or those the place cannot make.
     """
     faults = tuple(ALIASES.get(f, f) for f in names.split(",") if f)
     unknown = sorted(set(faults) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown faults: {unknown}; known: {', '.join(KINDS)}")
+    elsewhere = sorted(set(faults) & set(PROXY_ONLY if hosts else HOSTS_ONLY))
+    if elsewhere:
+        where = "on loopback only (the fault proxies)" if hosts else "on hosts only (--hosts)"
+        raise ValueError(f"{', '.join(elsewhere)}: made {where}")
     return faults
 
 
@@ -101,8 +144,18 @@ class Nemesis:
     each, when given).
     """
 
-    def __init__(self, store: Store, seed: int, faults: tuple[str, ...] = FAULTS, hold: float | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        seed: int,
+        faults: tuple[str, ...] = FAULTS,
+        hold: float | None = None,
+        packets: Any = None,
+    ) -> None:
         self.store = store
+        #: the packet faults between the store's hosts (:class:`toystore.hosts.faults.PacketFaults`);
+        #: None on loopback
+        self.packets = packets
         self.reactor = store.reactor
         self.rng = random.Random(f"nemesis-{seed}")
         self.faults = tuple(ALIASES.get(f, f) for f in faults)
@@ -181,20 +234,43 @@ class Nemesis:
         return {"target": name, "successor": successor}
 
     async def _proxy_fault(self, proxies: list[Any], action: str, hold: float, leader: int) -> dict[str, Any]:
+        def apply() -> None:
+            for proxy in proxies:
+                getattr(proxy, action)()
+
+        def heal() -> None:
+            for proxy in proxies:
+                proxy.heal()
+
+        return await self._held(apply, heal, hold, leader, {"proxy": ", ".join(proxy.name for proxy in proxies)})
+
+    async def _packet_fault(self, apply: Callable[[Any], None], what: str, hold: float, leader: int) -> dict[str, Any]:
+        """Apply packet rules with ``apply(packets)``, hold, remove them all."""
+        packets = self.packets
+        return await self._held(lambda: apply(packets), packets.heal, hold, leader, {"rules": what})
+
+    async def _held(
+        self, apply: Callable[[], None], heal: Callable[[], None], hold: float, leader: int, detail: dict[str, Any]
+    ) -> dict[str, Any]:
         self._begin()
-        for proxy in proxies:
-            getattr(proxy, action)()
-        await sleep(self.reactor, hold)
-        for proxy in proxies:
-            proxy.heal()
+        # A packet fault runs nft (tens of ms): in a thread, so that the buyers' clock does not stop meanwhile.
+        await deferToThread(apply)
+        try:
+            await sleep(self.reactor, hold)
+        finally:
+            await deferToThread(heal)
         healed = self.reactor.seconds()
         caught_up = await self._caught_up(leader)
-        return {
-            "target": f"order-{leader}",
-            "proxy": ", ".join(proxy.name for proxy in proxies),
-            "healed": round(healed, 3),
-            "caught_up_s": caught_up,
-        }
+        return {"target": f"order-{leader}", **detail, "healed": round(healed, 3), "caught_up_s": caught_up}
+
+    def _port(self, name: str) -> int:
+        return self.store.sites[name].ports["lines"]
+
+    def _followers(self, leader: int) -> list[str]:
+        return [f"order-{i}" for i in self.store.replicas if i != leader]
+
+    def _frontends(self) -> list[str]:
+        return [name for name in self.store.names if name.startswith("frontend")]
 
     async def _caught_up(self, replica: int, timeout: float = CATCH_UP_TIMEOUT) -> float | None:
         """
@@ -216,21 +292,59 @@ class Nemesis:
 
     async def _cut_leader_lines(self, hold: float) -> dict[str, Any]:
         leader = await self._leader()
+        if self.packets is not None:
+            host, followers = f"order-{leader}", self._followers(leader)
+            port = self._port(host)
+            what = f"{host}:{port} from {', '.join(followers)}"
+            return await self._packet_fault(lambda p: p.block(host, port, followers), what, hold, leader)
         return await self._proxy_fault([self.store.proxies.peer[leader]], "cut", hold, leader)
 
     async def _cut_leader_both(self, hold: float) -> dict[str, Any]:
         leader = await self._leader()
+        if self.packets is not None:
+            host, followers = f"order-{leader}", self._followers(leader)
+
+            def cut(packets: Any) -> None:
+                for follower in followers:
+                    packets.cut(host, follower)
+
+            return await self._packet_fault(cut, f"{host} <-> {', '.join(followers)}", hold, leader)
         pair = self.store.proxies.pair
         links = [pair[ends] for ends in sorted(pair) if leader in ends]
         return await self._proxy_fault(links, "cut", hold, leader)
 
     async def _cut_frontend_leader(self, hold: float) -> dict[str, Any]:
         leader = await self._leader()
+        if self.packets is not None:
+            host, frontends = f"order-{leader}", self._frontends()
+            port = self._port(host)
+            what = f"{host}:{port} from {', '.join(frontends)}"
+            return await self._packet_fault(lambda p: p.block(host, port, frontends), what, hold, leader)
         return await self._proxy_fault([self.store.proxies.frontend[leader]], "cut", hold, leader)
 
     async def _cut_leader_catalog(self, hold: float) -> dict[str, Any]:
         leader = await self._leader()
+        if self.packets is not None:
+            host = f"order-{leader}"
+            return await self._packet_fault(lambda p: p.cut(host, "catalog"), f"{host} <-> catalog", hold, leader)
         return await self._proxy_fault([self.store.proxies.catalog[leader]], "cut", hold, leader)
+
+    async def _isolate_leader(self, hold: float) -> dict[str, Any]:
+        leader = await self._leader()
+        host = f"order-{leader}"
+        return await self._packet_fault(lambda p: p.isolate(host), f"{host} isolated", hold, leader)
+
+    async def _cut_pair(self, hold: float) -> dict[str, Any]:
+        a, b = self.rng.sample(sorted(self.store.names), 2)
+        replicas = [int(name.split("-")[1]) for name in (a, b) if name.startswith("order-")]
+        cut_off = replicas[0] if replicas else await self._leader()  # whose catching up is timed
+        return await self._packet_fault(lambda p: p.cut(a, b), f"{a} <-> {b}", hold, cut_off)
+
+    async def _loss_leader(self, hold: float) -> dict[str, Any]:
+        leader = await self._leader()
+        host = f"order-{leader}"
+        what = f"{host} loses {LOSS_PERCENT}%"
+        return await self._packet_fault(lambda p: p.loss(host, LOSS_PERCENT), what, hold, leader)
 
     async def _stall(self, hold: float) -> dict[str, Any]:
         leader = await self._leader()

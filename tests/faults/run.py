@@ -7,11 +7,12 @@ available the store stayed under each kind of fault.
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 
 from toystore.supervise import Supervisor
-from toystore.testing import QUICK, Store, with_knobs
+from toystore.testing import QUICK, HostLauncher, Store, with_knobs
 
 from .buyers import TIMEOUT, Buyers
 from .checker import availability, availability_misses, check, describe_availability, orders_of
@@ -23,13 +24,19 @@ RECOVERY = 30.0
 KNOBS = with_knobs(QUICK, {"catalog": {"initial_stock": 30, "restock_interval": 2.0, "restock_quantity": 30}})
 
 
-def fault_store(reactor: Any, supervisor: Supervisor, directory: Path, frontends: int = 1) -> Store:
+def fault_store(reactor: Any, supervisor: Supervisor, directory: Path, frontends: int = 1, hosts: Any = None) -> Store:
     """
     The store under test, not started: the catalog, three replicas and
-    ``frontends`` front-ends with :data:`KNOBS`, a proxy on every link to a
-    lines port (:class:`toystore.testing.Proxies`).
+    ``frontends`` front-ends with :data:`KNOBS`; on loopback a proxy on every
+    link to a lines port (:class:`toystore.testing.Proxies`), on ``hosts``
+    (:class:`toystore.hosts.network.Hosts`) a host each and a cluster
+    secret, no proxies.
     """
-    return Store.create(reactor, directory, supervisor, frontends=frontends, proxies=True, **KNOBS)
+    if hosts is None:
+        return Store.create(reactor, directory, supervisor, frontends=frontends, proxies=True, **KNOBS)
+    knobs = with_knobs(KNOBS, {"wire": {"secret": secrets.token_hex(16)}})
+    launcher = HostLauncher(hosts)
+    return Store.create(reactor, directory, supervisor, launcher, frontends=frontends, **knobs)
 
 
 async def run_one(
@@ -45,12 +52,15 @@ async def run_one(
     frontends: int = 1,
     min_availability: float | None = None,
     max_gap: float | None = None,
+    hosts: Any = None,
 ) -> dict[str, Any]:
     """
     One run with ``seed``, faults for ``duration`` seconds, each held
     ``hold`` seconds (None: drawn), buyers spread over ``frontends``
-    front-ends.  The availability figures are reported; they fail the run
-    only below ``min_availability`` or above ``max_gap``, when given.
+    front-ends, on loopback or on ``hosts`` (made, and entered as
+    ``clients``, by the caller).  The availability figures are reported;
+    they fail the run only below ``min_availability`` or above
+    ``max_gap``, when given.
 
     :return: the seed, the faults injected, the attempts by outcome, the
         availability figures, the checker's counts and details, and whether
@@ -60,15 +70,21 @@ async def run_one(
     replay += f" --buyers {buyers}" if buyers != 4 else ""
     replay += f" --hold {hold:g}" if hold is not None else ""
     replay += f" --frontends {frontends}" if frontends != 1 else ""
+    replay += " --hosts" if hosts is not None else ""
     say(f"fault run: seed {seed}, {duration:g} s (replay: {replay})")
-    store = fault_store(reactor, supervisor, directory, frontends)
+    store = fault_store(reactor, supervisor, directory, frontends, hosts)
+    packets = None
+    if hosts is not None:
+        from toystore.hosts.faults import PacketFaults  # needs nft: only on hosts
+
+        packets = PacketFaults(hosts)
     try:
         await store.start_all()
         names = [name for name in store.names if name.startswith("frontend")]
         for name in names:
             await store.elected(name)
         clients = Buyers(reactor, [store.sites[name].url for name in names], seed, buyers)
-        nemesis = Nemesis(store, seed, faults, hold)
+        nemesis = Nemesis(store, seed, faults, hold, packets)
         began = reactor.seconds()
         clients.start()
         done = await nemesis.run(duration)
@@ -88,6 +104,9 @@ async def run_one(
     except BaseException:
         await store.stop()
         raise
+    finally:
+        if packets is not None:
+            packets.heal()
     counts["not_recovered"] = 0 if recovered is not None else 1
     if recovered is None:
         details.insert(0, f"not_recovered: {problem}")  # first: the details kept are cut at 50

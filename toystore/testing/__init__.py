@@ -6,8 +6,9 @@ the end-to-end tests, the fault-injection suite and the evaluation scripts.
   front-ends too, each a real ``twistd`` child awaited until its ready
   line): start, kill, pause, resume, restart, statuses, the leader, stop;
   and :func:`scratch`, a tool's supervisor and temporary directory;
-* :mod:`.launch`: where a process runs and what address it has, the one
-  part a launcher that gives each process a network namespace replaces;
+* :mod:`.launch`: where a process runs and what address it has: on
+  loopback (:class:`LocalLauncher`), or each in a network namespace of its
+  own (:class:`HostLauncher`);
 * :mod:`.clusterfile`: the cluster file written for those addresses;
 * :mod:`.proxy`: a TCP proxy that cuts, stalls or drops, for the network
   between two processes;
@@ -17,12 +18,13 @@ the end-to-end tests, the fault-injection suite and the evaluation scripts.
 
 from .calls import connect, health, replica_status, sleep, wait_for_leader
 from .clusterfile import QUICK, REPLICAS, cluster_file, listeners, with_knobs
-from .launch import LocalLauncher, Site
+from .launch import HostLauncher, LocalLauncher, Site
 from .proxy import Proxy
 from .store import Proxies, Store, scratch
 
 __all__ = [
     "REPLICAS",
+    "HostLauncher",
     "LocalLauncher",
     "Proxies",
     "Proxy",

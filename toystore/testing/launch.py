@@ -7,10 +7,10 @@ listeners (the fault proxies) bind to; :meth:`~LocalLauncher.sites`, a
 :class:`Site` for every process; and :meth:`~LocalLauncher.wrap`, the command
 line a process is started under.  :class:`LocalLauncher` runs every process
 as a child of this one on 127.0.0.1, each listener on a port the OS picked,
-and wraps nothing.  A launcher that puts each process in a network namespace
-of its own would give each its own address (fixed ports will do there) and
-wrap its command line in ``ip netns exec <namespace>``; the store, the
-cluster file and the proxies take the addresses from the sites.
+and wraps nothing.  :class:`HostLauncher` puts each process in a network
+namespace of its own (:mod:`toystore.hosts`), with its own address and fixed
+ports, and wraps its command line in ``ip netns exec <namespace>``; the
+store, the cluster file and the proxies take the addresses from the sites.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import random
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,33 @@ def _ports_the_os_picks(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+class HostLauncher:
+    """
+    Every process in a host of its own (:class:`toystore.hosts.network.Hosts`,
+    a network namespace each, named as the process is), each listener on a
+    fixed port of that host's own address, and the harness in the host
+    ``clients`` (it must have entered it: :meth:`Hosts.enter`).
+    """
+
+    #: The port of each listener, the same on every host.
+    PORTS = {"lines": 7001, "http": 7000}
+
+    def __init__(self, hosts: Any) -> None:
+        self.hosts = hosts
+        self.here = hosts.address("clients")
+
+    def sites(self, listeners: dict[str, tuple[str, ...]]) -> dict[str, Site]:
+        """A site for each process named: its host's address, the fixed ports."""
+        return {
+            name: Site(self.hosts.address(name), {listener: self.PORTS[listener] for listener in names})
+            for name, names in listeners.items()
+        }
+
+    def wrap(self, name: str) -> list[str]:
+        """The command line that process ``name`` runs under: inside its host."""
+        return self.hosts.wrap(name)
 
 
 class LocalLauncher:
