@@ -151,7 +151,7 @@ class OldOrdersTests(DiskCase):
         for replica in (leader, follower):
             self.assertGreater(replica.order_log.first_in_memory, 25)
         tried = [*self.no_disk_reads(leader), *self.no_disk_reads(follower)]
-        self.assertEqual(self.result(leader.order(2)), {"number": 2, "name": "Tux", "quantity": 1})
+        self.assertEqual(leader.order(2), {"number": 2, "name": "Tux", "quantity": 1})  # committed: at once
         self.assertEqual(self.result(follower.order(2)), {"number": 2, "name": "Tux", "quantity": 1})  # relayed
         self.assertEqual(follower.local_order(2), {"number": 2, "name": "Tux", "quantity": 1})  # at once
         self.assertEqual(tried, [])
