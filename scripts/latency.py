@@ -28,6 +28,12 @@ repository root::
     python -m scripts.latency                  # 5 clients, 5 s per type, 3 kills: about 45 s
     python -m scripts.latency --json out.json  # also every figure as JSON
     python -m scripts.latency --smoke          # a few seconds, for CI
+    python -m scripts.latency --hosts --kills 12   # each process on a host of its own (root)
+
+With ``--hosts`` each process runs in a network namespace of its own
+(:mod:`toystore.hosts`, prefix ``tsl-``), with its own address, and the
+clients in another, so every request and every internal call crosses a
+(virtual) network instead of loopback.
 
 This is a measurement, not a test: it asserts nothing about speed, and its
 numbers depend on the machine and its load.
@@ -39,6 +45,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import statistics
 import sys
 from pathlib import Path
@@ -54,8 +61,10 @@ from twisted.web.client import Agent, HTTPConnectionPool
 import scripts
 from toystore.measure import percentile, table
 from toystore.supervise import Supervisor
-from toystore.testing import Store, scratch, sleep
+from toystore.testing import HostLauncher, Store, listeners, scratch, sleep
 
+#: The prefix of this script's hosts (``--hosts``).
+HOSTS_PREFIX = "tsl-"
 TOYS = ["Tux", "Whale", "Elephant", "Dolphin", "Fox"]  # orders rotate over these
 KINDS = ["product (cached)", "product (uncached)", "order", "order query"]
 POLL = 0.05  # seconds between two looks while waiting for a state
@@ -82,9 +91,16 @@ async def call(http: Any, method: str, url: str, body: Any = None) -> tuple[int,
         return response.code, content.decode("utf-8", "replace")
 
 
-async def start_store(reactor: Any, supervisor: Supervisor, directory: Path, *flags: str) -> Store:
-    """A fresh store in ``directory`` (``flags`` for the front-end), its first leader elected."""
-    return await scripts.start_store(reactor, supervisor, directory, *flags, catalog={"initial_stock": 100_000_000})
+async def start_store(reactor: Any, supervisor: Supervisor, directory: Path, *flags: str, hosts: Any = None) -> Store:
+    """
+    A fresh store in ``directory`` (``flags`` for the front-end), its first
+    leader elected; on ``hosts`` (entered as ``clients``), a host per
+    process and a cluster secret.
+    """
+    knobs: dict[str, Any] = {"catalog": {"initial_stock": 100_000_000}}
+    if hosts is not None:
+        knobs.update(launcher=HostLauncher(hosts), wire={"secret": secrets.token_hex(16)})
+    return await scripts.start_store(reactor, supervisor, directory, *flags, **knobs)
 
 
 def request(kind: str, url: str, i: int, k: int, numbers: list[int]) -> tuple[str, str, Any]:
@@ -217,6 +233,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the data directory (logs, processes' output)")
     parser.add_argument("--smoke", action="store_true", help="a short run with small numbers, for CI")
+    parser.add_argument(
+        "--hosts", action="store_true", help="each process in a network namespace of its own (root, toystore.hosts)"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.seconds, args.clients, args.kills, args.failover_period = 0.3, 2, 1, 1.0
@@ -252,17 +271,34 @@ def report(results: dict[str, Any], ratio: float, failovers: dict[str, Any], cra
 async def main(reactor: Any, *argv: str) -> None:
     """Measure phases A and C on one store and phase B on another, stop everything, print the figures."""
     args = parse(list(argv))
+    hosts = None
+    if args.hosts:
+        from toystore.hosts.network import HostsUnavailable, entered
+
+        try:
+            hosts = entered([*listeners(), "clients"], prefix=HOSTS_PREFIX)
+        except HostsUnavailable as e:
+            raise SystemExit(f"python -m scripts.latency --hosts: hosts cannot be made here: {e}") from None
+    try:
+        await phases(reactor, args, hosts)
+    finally:
+        if hosts is not None:
+            hosts.remove()
+
+
+async def phases(reactor: Any, args: argparse.Namespace, hosts: Any) -> None:
+    """Phases A and C on one store, B on another (each on ``hosts``, if given); print and write the figures."""
     supervisor, directory = scratch(reactor, "latency-", keep=lambda: args.keep)
     cache: dict[str, Any] = {}
     try:
-        store = await start_store(reactor, supervisor, directory / "cache-on")
+        store = await start_store(reactor, supervisor, directory / "cache-on", hosts=hosts)
         runs = await loops(reactor, store.url, args, ["product (cached)", "order", "order query"])
         cache["on"] = (await call(treq, "GET", f"{store.url}/cache"))[1]  # hits, misses
         failovers = await failover(reactor, store, args)
         exited = [child.name for child in supervisor.children if not child.running and child.status != -9]
         await supervisor.stop_all()
         first = len(supervisor.children)
-        store = await start_store(reactor, supervisor, directory / "cache-off", "--no-cache")
+        store = await start_store(reactor, supervisor, directory / "cache-off", "--no-cache", hosts=hosts)
         runs.update(await loops(reactor, store.url, args, ["product (uncached)"]))
         cache["off"] = (await call(treq, "GET", f"{store.url}/cache"))[1]
         exited += [child.name for child in supervisor.children[first:] if not child.running]

@@ -88,16 +88,13 @@ HOSTS_PREFIX = "tsf-"
 
 def make_hosts(frontends: int) -> Any:
     """The hosts of a store with ``frontends`` front-ends and its clients, made and entered as ``clients``."""
-    from toystore.hosts.network import Hosts, unavailable
+    from toystore.hosts.network import HostsUnavailable, entered
 
-    reason = unavailable()
-    if reason is not None:
-        print(f"python -m tests.faults --hosts: hosts cannot be made here: {reason}", file=sys.stderr)
-        raise SystemExit(2)
-    hosts = Hosts([*listeners(frontends), "clients"], prefix=HOSTS_PREFIX)
-    hosts.create()
-    hosts.enter("clients")
-    return hosts
+    try:
+        return entered([*listeners(frontends), "clients"], prefix=HOSTS_PREFIX)
+    except HostsUnavailable as e:
+        print(f"python -m tests.faults --hosts: hosts cannot be made here: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 async def main(reactor: Any, *argv: str) -> None:

@@ -17,6 +17,16 @@ Making hosts needs root, pyroute2 (``pip install 'toystore[hosts]'``),
 """
 
 from .faults import FaultFailed, PacketFaults
-from .network import PREFIX, SUBNET, Hosts, HostsUnavailable, clean, unavailable
+from .network import PREFIX, SUBNET, Hosts, HostsUnavailable, clean, entered, unavailable
 
-__all__ = ["PREFIX", "SUBNET", "FaultFailed", "Hosts", "HostsUnavailable", "PacketFaults", "clean", "unavailable"]
+__all__ = [
+    "PREFIX",
+    "SUBNET",
+    "FaultFailed",
+    "Hosts",
+    "HostsUnavailable",
+    "PacketFaults",
+    "clean",
+    "entered",
+    "unavailable",
+]

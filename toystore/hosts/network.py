@@ -333,3 +333,25 @@ class Hosts:
         self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.remove()
+
+
+def entered(names: Sequence[str], prefix: str = PREFIX, host: str = "clients") -> Hosts:
+    """
+    Hosts ``names`` made, and this process moved into ``host`` (one of
+    them): for a tool that drives a store on hosts from its clients' host.
+    Call it before the reactor makes a socket; :meth:`Hosts.remove` them
+    when done.
+
+    :raises HostsUnavailable: where hosts cannot be made (see :func:`unavailable`).
+    """
+    reason = unavailable()
+    if reason is not None:
+        raise HostsUnavailable(reason)
+    hosts = Hosts(names, prefix)
+    hosts.create()
+    try:
+        hosts.enter(host)
+    except BaseException:
+        hosts.remove()
+        raise
+    return hosts
