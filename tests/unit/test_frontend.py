@@ -177,6 +177,21 @@ class DiscoveryTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), 3)
         self.assertFound(tracker, 3, 3, 5)
 
+    def test_no_relay_to_a_leader_that_answered_it_no_longer_leads(self) -> None:
+        """
+        The old leader, cut from its followers, has stepped down (it heard no
+        majority) while they still name it, not having timed out yet:
+        relaying through them would wait on a dead link, so the discovery
+        waits for the election instead.
+        """
+        tracker = self.tracker(following(1, 5, leader=3), following(2, 5, leader=3), following(3, 5, leader=None))
+        d = tracker.elect()
+        self.assertNoResult(d)
+        self.replicas[2].answer = leading(2, 6)
+        self.clock.advance(0.5)
+        self.assertEqual(self.successResultOf(d), 2)
+        self.assertFound(tracker, 2, 2, 6)
+
     def test_retries_with_backoff_until_a_leader_is_known(self) -> None:
         """
         An election under way (no replica serves or knows a leader), or no
@@ -192,10 +207,10 @@ class DiscoveryTests(SynchronousTestCase):
             self.clock.advance(delay * 0.02)
             self.assertEqual(self.asked(), [rounds + 1] * 3, f"after {delay} s")
         self.assertNoResult(d)
-        self.replicas[1].answer = following(1, 5, leader=2)
+        self.replicas[1].answer = following(1, 5, leader=3)  # replica 3, out of reach, leads: through replica 1
         self.clock.advance(0.5)
         self.assertEqual(self.successResultOf(d), 1)
-        self.assertFound(tracker, 1, 2, 5)
+        self.assertFound(tracker, 1, 3, 5)
         self.assertEqual(tracker.discoveries, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 

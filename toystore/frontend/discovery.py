@@ -7,9 +7,10 @@ discovery asks every replica for its ``status`` at once
 and its leader record is committed), the newest epoch first.  When no
 replica that answers serves, but one knows who leads (the front-end may be
 cut from the leader alone), calls go to that one, which relays them to the
-leader; not when the leader itself answered that it does not serve yet (its
-leader record is not committed, it hands over or stops): it would refuse
-them.  Discoveries are single-flight: every caller that needs a leader while
+leader; not when the named leader itself answered (it does not serve: its
+leader record is not committed, it hands over or stops, or it has stepped
+down while its followers still name it): it would refuse them, or the relay
+would wait on a link that is down.  Discoveries are single-flight: every caller that needs a leader while
 one runs waits for the same outcome, and one that finds nobody tries again
 after a short backoff (an election takes about a second), until it succeeds
 or the front-end stops; callers give up on their own deadlines.
@@ -144,13 +145,14 @@ class LeaderTracker:
             best = max(serving, key=lambda s: s["epoch"])
             target, leader = best["id"], best["id"]
         else:
-            # A leader that answered (and so does not serve: not committed yet, handing over, stopping)
-            # would refuse a relayed call with a 421: relaying to it is no use until it serves.
-            idle = {s["id"] for s in statuses if s.get("leader") == s["id"]}
+            # A named leader that answered does not serve: it says it leads but is not committed yet,
+            # hands over or stops, or it no longer leads at all (cut from its followers, it stepped down
+            # before they timed out).  Either way a relayed call would get a 421, or wait on a dead link.
+            answered = {s["id"] for s in statuses}
             knowing = [
                 s
                 for s in statuses
-                if s.get("leader") is not None and s.get("leader") not in idle and s.get("role") != "stopping"
+                if s.get("leader") is not None and s.get("leader") not in answered and s.get("role") != "stopping"
             ]
             if not knowing:
                 self.log.info("no order replica serves or knows a leader yet ({n} answered)", n=len(statuses))
