@@ -121,7 +121,6 @@ class ElectionTests(Cluster):
             self.assertEqual(self.replicas[i].status()["commit"], len(self.records(3)))
         self.assertEqual(self.fail_stops, [])
 
-
     def test_follower_back_from_a_cut_does_not_depose_the_leader(self) -> None:
         """
         A follower cut off for several election timeouts only asks for
@@ -312,16 +311,19 @@ class InDoubtBuyTests(Cluster):
 
     def test_held_link(self) -> None:
         """
-        The catalog stops answering mid-buy (held link: the call times out):
-        the order is acknowledged once it answers again, and bought once.
+        The catalog stops answering mid-buy (held links: the call times out;
+        no replica hears it, so none is fitter to lead): the order is
+        acknowledged once it answers again, and bought once.
         """
         self.make()
-        leader = self.serving(expected=3)
-        leader.catalog.hold()
+        self.serving(expected=3)
+        for replica in self.replicas.values():
+            replica.catalog.hold()
         d = self.order(3, "k")
         self.advance(self.cluster.wire.call_timeout + 1)
         self.assertNoResult(d)
-        leader.catalog.release()
+        for replica in self.replicas.values():
+            replica.catalog.release()
         self.assertEqual(self.result(d, within=10), {"order_number": 0})
         self.assertEqual(self.sold("k"), 1)
         self.assertEqual(self.result(self.order(3, "k")), {"order_number": 0})
@@ -723,3 +725,23 @@ class CatalogReachTests(Cluster):
         self.assertEqual(self.result(self.order(new.id, "k0")), {"order_number": 0})
         leader.catalog.restore()
         self.serving(expected=3, within=leader.timing.election * 10)
+
+    def test_leader_whose_catalog_falls_silent_hands_over_before_the_idle_close(self) -> None:
+        """
+        Leader 3's catalog link stays open but nothing comes back (packets
+        dropped on a real network): the leader hands over once it has not
+        heard the catalog for an election timeout, while the connection is
+        still open, not after the idle watch closes it.
+        """
+        self.make()
+        leader = self.serving(expected=3)
+        self.settle()
+        leader.catalog.hold()
+        held = self.order(3, "held")  # its buy waits on the silent link
+        new = self.serving_among((1, 2), within=leader.timing.election * 5)
+        self.assertTrue(leader.catalog.connected, "the silent connection is still open")
+        # Not after the buy's call timeout: when 3 stopped leading, its order was refused, to be retried.
+        self.assertEqual(self.error(held, within=0).code, 421)
+        self.assertFalse(leader.status()["catalog"])
+        self.assertEqual(leader.status()["handovers"], 1)
+        self.assertEqual(self.result(self.order(new.id, "k0")), {"order_number": 0})

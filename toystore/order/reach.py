@@ -7,7 +7,10 @@ tells the protocol which of them cannot reach the catalog
 (:attr:`~toystore.order.core.Node.unfit`: the seed's rule, the highest id
 leads, then passes them by, so that leadership does not go back to a replica
 cut from the catalog).  A leader that has had no catalog connection for an
-election timeout hands over to the most up-to-date voter that has one.
+election timeout hands over to the most up-to-date voter that has one.  A
+connection counts only while the catalog is heard on it
+(:attr:`~toystore.wire.WireClient.hearing`): where packets are dropped, a
+connection stays open, silent, until the idle watch closes it seconds later.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class CatalogReach:
 
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
-        self.lost_at: float | None = None  # since when this replica has had no catalog connection
+        self.lost_at: float | None = None  # since when this replica has not heard the catalog
         self.peers: dict[int, bool] = {}  # whether each peer reaches the catalog, as it last said
         self._loop = LoopingCall(self.look)
         self._loop.clock = replica.clock
@@ -61,7 +64,7 @@ class CatalogReach:
         if node is None or consensus is None or consensus.stopped:
             return
         now = replica.clock.seconds()
-        if replica.catalog.connected:
+        if replica.catalog.hearing:
             self.lost_at = None
         elif self.lost_at is None:
             self.lost_at = now

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -149,6 +149,7 @@ class Replica(Service):
         self._stopping = False
         #: key -> ((name, quantity), callers waiting), for each key bought or adopted and not yet in the log
         self._placing: dict[str, tuple[tuple[str, int], list[Deferred[int]]]] = {}
+        self._buying: set[Deferred[Any]] = set()  # buy calls to the catalog awaiting their reply
         #: orders bought (or adopted) in this reactor turn, logged together at its end
         self._unlogged: list[tuple[str, int, str, int | None, Deferred[tuple[int, int]]]] = []
         self._log_call: IDelayedCall | None = None
@@ -271,6 +272,8 @@ class Replica(Service):
     def _stop_leading(self) -> None:
         self.log.warn("replica {id} no longer leads epoch {epoch}", id=self.id, epoch=self._leading)
         self._fail_waiting(self.not_leader())
+        for call in list(self._buying):  # a buy waiting on a silent catalog need not hold its order up
+            call.cancel()
         stepped, self._stepped_down = self._stepped_down, []
         for d in stepped:
             d.callback(None)
@@ -400,14 +403,22 @@ class Replica(Service):
         """
         delay = BUY_RETRY
         while True:
+            call = self.catalog.call("buy", {"name": name, "quantity": quantity, "key": key, "epoch": epoch})
+            self._buying.add(call)
             try:
-                return await self.catalog.call("buy", {"name": name, "quantity": quantity, "key": key, "epoch": epoch})
+                return await call
+            except CancelledError:
+                # It stopped leading with the buy in flight (_stop_leading): the buy is in doubt, and
+                # the next leader adopts it if the catalog made it; the caller retries there at once.
+                raise self.not_leader() from None
             except StaleEpoch as e:
                 # A newer leader has reconciled or bought: this one is deposed, whatever its peers can tell it.
                 self.deposed(e.message)
                 raise self.not_leader() from None
             except Unavailable as e:
                 self.log.info("the buy of key {key} is in doubt ({error}): asking again", key=key, error=e.message)
+            finally:
+                self._buying.discard(call)
             await deferLater(self.clock, delay, lambda: None)
             delay = min(2 * delay, BUY_RETRY_MAX)
             node = self.node
@@ -539,7 +550,7 @@ class Replica(Service):
             "prevotes_refused": core.get("prevotes_refused", 0),
             "handovers": core.get("handovers", 0),
             "links": {str(peer): self.links.up(peer) for peer in sorted(self.links.clients)},
-            "catalog": bool(self.catalog.connected),
+            "catalog": bool(self.catalog.hearing),
         }
 
     def _in_sync(self) -> list[int]:

@@ -170,6 +170,12 @@ class WireClient(Service):
         """Whether a prepared connection is up now."""
         return self.current is not None
 
+    @property
+    def hearing(self) -> bool:
+        """Whether a prepared connection is up now and its peer was heard lately (:attr:`IdleWatch.hearing`)."""
+        current = self.current
+        return current is not None and current.hearing
+
     async def connection(self, timeout: float | None = None) -> WireProtocol:
         """
         The current connection, or the next one made within ``timeout``.

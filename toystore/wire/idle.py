@@ -66,6 +66,18 @@ class IdleWatch:
         self._quiet = 0  # looks in a row that found nothing heard
         self._next_look: float | None = None  # None: not watching
 
+    @property
+    def hearing(self) -> bool:
+        """
+        Whether the peer has been heard lately: of the watch's last two
+        looks, one found something heard.  One look that heard nothing is
+        only a quiet link (a ping goes out then, and its pong comes before
+        the next look); two are a peer that did not answer a ping for
+        ``wire.keepalive`` seconds, long before the connection is closed as
+        idle: a peer whose packets are dropped is silent, not disconnected.
+        """
+        return self._quiet < 2
+
     def _watch_idle(self) -> None:
         """The connection is made: look first ``keepalive`` seconds from now."""
         self._next_look = self.clock.seconds() + self._keepalive

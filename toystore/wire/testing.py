@@ -406,6 +406,12 @@ class LoopbackClient(Service):
         """Whether a prepared connection is up now (as :attr:`WireClient.connected`)."""
         return self._current is not None and self._current.connected and not self._cut
 
+    @property
+    def hearing(self) -> bool:
+        """Whether a prepared connection is up now and its peer was heard lately (as :attr:`WireClient.hearing`)."""
+        current = self._current
+        return self.connected and current is not None and current.hearing
+
     def startService(self) -> None:
         super().startService()
         self._connect_now()
