@@ -64,7 +64,7 @@ if not within :data:`CATCH_UP_TIMEOUT`).
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from twisted.internet.threads import deferToThread
 
@@ -85,24 +85,11 @@ FAULTS = (
     "stall",
     "drop-replies",
 )
-#: The faults drawn by default on hosts: the proxy faults give way to packet faults.
-HOST_FAULTS = (
-    "kill-leader",
-    "kill-follower",
-    "kill-catalog",
-    "kill-frontend",
-    "pause-leader",
-    "cut-leader-lines",
-    "cut-leader-both",
-    "cut-frontend-leader",
-    "cut-leader-catalog",
-    "isolate-leader",
-    "cut-pair",
-    "loss-leader",
-)
 #: Faults that need the fault proxies (loopback), and those that need hosts.
 PROXY_ONLY = ("stall", "drop-replies")
 HOSTS_ONLY = ("isolate-leader", "cut-pair", "loss-leader")
+#: The faults drawn by default on hosts: the proxy faults give way to packet faults.
+HOST_FAULTS = tuple(f for f in FAULTS if f not in PROXY_ONLY) + HOSTS_ONLY
 #: The share of packets ``loss-leader`` drops.
 LOSS_PERCENT = 30
 #: Faults drawn only when named: they rest on a failpoint (``catalog.after-commit``)
@@ -234,31 +221,47 @@ class Nemesis:
         return {"target": name, "successor": successor}
 
     async def _proxy_fault(self, proxies: list[Any], action: str, hold: float, leader: int) -> dict[str, Any]:
-        def apply() -> None:
+        async def apply() -> None:
             for proxy in proxies:
                 getattr(proxy, action)()
 
-        def heal() -> None:
+        async def heal() -> None:
             for proxy in proxies:
                 proxy.heal()
 
         return await self._held(apply, heal, hold, leader, {"proxy": ", ".join(proxy.name for proxy in proxies)})
 
     async def _packet_fault(self, apply: Callable[[Any], None], what: str, hold: float, leader: int) -> dict[str, Any]:
-        """Apply packet rules with ``apply(packets)``, hold, remove them all."""
+        """
+        Apply packet rules with ``apply(packets)``, hold, remove them all.
+        nft takes tens of ms: it runs in a thread, so that the buyers'
+        clock does not stop meanwhile (it touches no Twisted object).
+        """
         packets = self.packets
-        return await self._held(lambda: apply(packets), packets.heal, hold, leader, {"rules": what})
+
+        async def add() -> None:
+            await deferToThread(apply, packets)
+
+        async def heal() -> None:
+            await deferToThread(packets.heal)
+
+        return await self._held(add, heal, hold, leader, {"rules": what})
 
     async def _held(
-        self, apply: Callable[[], None], heal: Callable[[], None], hold: float, leader: int, detail: dict[str, Any]
+        self,
+        apply: Callable[[], Awaitable[None]],
+        heal: Callable[[], Awaitable[None]],
+        hold: float,
+        leader: int,
+        detail: dict[str, Any],
     ) -> dict[str, Any]:
+        """Apply a fault (in the reactor thread: proxies are Twisted objects), hold it, heal it."""
         self._begin()
-        # A packet fault runs nft (tens of ms): in a thread, so that the buyers' clock does not stop meanwhile.
-        await deferToThread(apply)
+        await apply()
         try:
             await sleep(self.reactor, hold)
         finally:
-            await deferToThread(heal)
+            await heal()
         healed = self.reactor.seconds()
         caught_up = await self._caught_up(leader)
         return {"target": f"order-{leader}", **detail, "healed": round(healed, 3), "caught_up_s": caught_up}
