@@ -68,8 +68,16 @@ class CatalogCase(SynchronousTestCase):
             self.successResultOf(d)
 
     def call(self, type: str, **fields: Any) -> dict[str, Any]:
-        feed(self.protocol, {"id": 1, "type": type, **fields})
-        [reply] = sent(self.transport)
+        return self.call_on((self.protocol, self.transport), type, **fields)
+
+    def connect(self) -> tuple[Any, Any]:
+        """Another connection to the catalog: a protocol and its transport."""
+        return connect(self.catalog, self.clock)
+
+    def call_on(self, connection: tuple[Any, Any], type: str, **fields: Any) -> dict[str, Any]:
+        protocol, transport = connection
+        feed(protocol, {"id": 1, "type": type, **fields})
+        [reply] = sent(transport)
         return reply
 
     def subscriber(self) -> tuple[Any, Any]:
@@ -204,13 +212,48 @@ class RetryTests(CatalogCase):
                     self.assertEqual(reply["error"]["code"], 422)
         self.assertEqual(self.call("query", name="Tux")["data"]["quantity"], 8)
 
-    def test_refusal_not_recorded(self) -> None:
-        """A refused buy leaves its key free: its retry is decided afresh, fenced like any new buy."""
-        self.assertEqual(self.call("buy", name="Tux", quantity=11, key="k1", epoch=3)["error"]["code"], 409)
-        self.assertEqual(self.call("buy", name="Tux", quantity=10, key="k1", epoch=3)["data"]["remaining"], 0)
-        self.assertEqual(self.call("buy", name="Fox", quantity=11, key="k2", epoch=3)["error"]["code"], 409)
+    def test_fenced_key_stays_free(self) -> None:
+        """A buy fenced (412) leaves its key free: the newer leader's buy of it is decided afresh."""
         self.call("reconcile", epoch=5, after=0)
         self.assertEqual(self.call("buy", name="Fox", quantity=1, key="k2", epoch=2)["error"]["code"], 412)
+        self.assertEqual(self.call("buy", name="Fox", quantity=1, key="k2", epoch=5)["data"]["remaining"], 9)
+
+    def test_late_first_attempt_after_a_refused_retry(self) -> None:
+        """
+        The fault seen with packets dropped: a leader gives up a buy's connection, retries the key
+        on a new one and is refused for want of stock; a restock; then the first attempt's bytes,
+        retransmitted on the old connection, arrive.  That attempt gets the refusal, sells nothing.
+        """
+        late = self.connect()
+        self.call("buy", name="Tux", quantity=10, key="k0", epoch=3)
+        self.assertEqual(self.call("buy", name="Tux", quantity=2, key="k1", epoch=3)["error"]["code"], 409)
+        self.clock.advance(self.config.restock_interval)
+        self.assertEqual(self.call("query", name="Tux")["data"]["quantity"], self.config.restock_quantity)
+        reply = self.call_on(late, "buy", name="Tux", quantity=2, key="k1", epoch=3)
+        self.assertEqual(reply["error"]["code"], 409)
+        self.assertEqual(self.call("query", name="Tux")["data"]["quantity"], self.config.restock_quantity)
+        self.assertEqual([b["key"] for b in read_ledger(Path(self.config.data_dir) / DB_FILE)[1]], ["k0"])
+
+
+class LateFirstBuyTests(CatalogCase):
+    """catalog.first-buy-late: each key's first buy waits; the ones after it pass at once."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.catalog._late = 6.0
+
+    def test_first_buy_of_each_key_waits(self) -> None:
+        """The first attempt is answered after the delay, behind a retry of the same key answered at once."""
+        late = self.connect()
+        protocol, transport = late
+        feed(protocol, {"id": 1, "type": "buy", "name": "Tux", "quantity": 2, "key": "k1", "epoch": 1})
+        self.assertEqual(sent(transport), [])
+        retry = self.call("buy", name="Tux", quantity=2, key="k1", epoch=1)
+        self.assertEqual(retry["data"]["remaining"], 8)
+        self.clock.advance(6.0)
+        [first] = sent(transport)
+        self.assertEqual(first, retry)
+        self.assertEqual(self.call("query", name="Tux")["data"]["quantity"], 8)
 
 
 class FailpointTests(CatalogCase):

@@ -97,12 +97,46 @@ class BuyTests(SynchronousTestCase):
         self.assertEqual(self.db.toys()["Tux"].quantity, 7)
 
     def test_insufficient_stock(self) -> None:
-        """Asking for more than is left is a 409 and changes nothing."""
+        """Asking for more than is left is a 409 and changes nothing; another key may still buy."""
         outcome = self.buy("Tux", 11, "k1", 1)
         self.assertIsInstance(outcome.value, Conflict)
         self.assertIn("10 Tux left, 11 wanted", outcome.value.message)
+        self.assertFalse(outcome.replayed)
         self.assertEqual(self.db.toys()["Tux"].quantity, 10)
-        self.assertEqual(self.buy("Tux", 10, "k1", 1).value["remaining"], 0)
+        self.assertEqual(self.buy("Tux", 10, "k2", 1).value["remaining"], 0)
+
+    def test_refusal_is_final(self) -> None:
+        """
+        A key refused for want of stock stays refused after a restock, whatever the epoch: an
+        attempt of the same buy arriving late cannot sell what its retry was told is refused.
+        """
+        first = self.buy("Tux", 11, "k1", 2)
+        self.db.apply([Buy("Tux", 10, "k2", 2), Restock(100)])
+        for epoch in (1, 2, 3):
+            with self.subTest(epoch=epoch):
+                again = self.buy("Tux", 11, "k1", epoch)
+                self.assertIsInstance(again.value, Conflict)
+                self.assertEqual(again.value.message, first.value.message)
+                self.assertTrue(again.replayed)
+                self.assertEqual(again.changed, {})
+        self.assertEqual(self.db.toys()["Tux"].quantity, 100)
+        self.assertEqual([b["key"] for b in self.db.buys()], ["k2"])
+        self.assertEqual(self.db.epoch(), 3)
+
+    def test_refused_key_reused_for_another_buy(self) -> None:
+        """A refused key cannot name a different buy either (422), even one that stock would allow."""
+        self.buy("Tux", 11, "k1", 1)
+        for other in (("Tux", 1, "k1", 1), ("Fox", 11, "k1", 1)):
+            self.assertIsInstance(self.buy(*other).value, Unprocessable)
+        self.assertEqual(self.db.toys()["Tux"].quantity, 10)
+
+    def test_fenced_and_unknown_are_not_recorded(self) -> None:
+        """A 412 or a 404 says nothing final about the key: a newer leader may buy it."""
+        self.buy("Tux", 1, "k0", 5)
+        self.assertIsInstance(self.buy("Tux", 1, "k1", 4).value, StaleEpoch)
+        self.assertIsInstance(self.buy("Unicorn", 1, "k2", 5).value, NotFound)
+        self.assertEqual(self.buy("Tux", 1, "k1", 5).value["remaining"], 8)
+        self.assertEqual(self.buy("Tux", 1, "k2", 5).value["remaining"], 7)
 
     def test_unknown_toy(self) -> None:
         """A toy the catalog does not sell is a 404."""

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from .. import failpoints
@@ -86,6 +86,8 @@ class CatalogService(Service):
     :param clock: drives the restock loop and stall timers.
     :param run_in_thread: runs database work off the reactor thread.
     :param failpoint: :func:`toystore.failpoints.reach`, or a test's stand-in.
+    :param late: seconds each key's first buy waits before it is handled (the
+        failpoint ``catalog.first-buy-late``; 0, as in production, for none).
     """
 
     log = Logger()
@@ -96,6 +98,7 @@ class CatalogService(Service):
         clock: IReactorTime,
         run_in_thread: RunInThread,
         failpoint: Callable[[str], None] = failpoints.reach,
+        late: float | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -104,6 +107,8 @@ class CatalogService(Service):
         self.epoch = 0
         self._run_in_thread = run_in_thread
         self._failpoint = failpoint
+        self._late = failpoints.seconds("catalog.first-buy-late") if late is None else late
+        self._keys_seen: set[str] = set()  # with a late first buy only: the keys already held once
         self._db: CatalogDB | None = None
         self._writes: BatchQueue[Operation, Outcome] = BatchQueue(self._commit)
         self._subscribers: set[WireProtocol] = set()
@@ -195,6 +200,12 @@ class CatalogService(Service):
             raise Unavailable("the catalog is stopping")
         if buy.name not in self.toys:
             raise NotFound(f"product {buy.name!r} not found")
+        if self._late and buy.key not in self._keys_seen:
+            self._keys_seen.add(buy.key)
+            self.log.warn("failpoint: the first buy of key {key} waits {late} s", key=buy.key, late=self._late)
+            await deferLater(self.clock, self._late, lambda: None)
+            if not self.running:
+                raise Unavailable("the catalog is stopping")
         outcome = await self._write(buy, "buy")
         if not outcome.replayed:
             self.metrics.buys.inc()

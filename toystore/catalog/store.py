@@ -6,8 +6,14 @@ owns the database and is used by one thread at a time (the catalog's writer
 thread, or a test); the service checks each request against
 :mod:`toystore.contract` before it gets here.  A batch of operations runs in
 one transaction, so one fsync makes a whole batch durable (group commit),
-while each operation keeps its own outcome: a buy that fails changes nothing
-but the newest epoch seen.
+while each operation keeps its own outcome.
+
+A key's first definite answer is its answer for good: a sale is recorded in
+``buys``, a refusal for want of stock in ``refusals``, and any later buy
+under that key gets the same answer and changes nothing (but the newest
+epoch seen).  Only then is a refusal definite for the order replicas: an
+earlier attempt of the same buy, still on its way on a connection given up
+for lost, cannot sell the key afterwards.
 """
 
 from __future__ import annotations
@@ -35,6 +41,13 @@ CREATE TABLE IF NOT EXISTS buys (
     quantity INTEGER NOT NULL,
     epoch    INTEGER NOT NULL,
     reply    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refusals (
+    key      TEXT PRIMARY KEY,
+    name     TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    epoch    INTEGER NOT NULL,
+    reason   TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
@@ -193,6 +206,18 @@ class CatalogDB:
         if epoch < newest:
             raise StaleEpoch(f"epoch {epoch} is older than epoch {newest}, the newest seen")
 
+    def _recorded(self, key: str) -> tuple[str, int, Outcome] | None:
+        """The toy and quantity ``key`` was first used for, and its answer then: the reply, or the refusal."""
+        sold = self._db.execute("SELECT seq, name, quantity, reply FROM buys WHERE key = ?", (key,)).fetchone()
+        if sold is not None:
+            seq, name, quantity, reply = sold
+            return name, quantity, Outcome({**loads(reply.encode()), "seq": seq}, replayed=True)
+        refused = self._db.execute("SELECT name, quantity, reason FROM refusals WHERE key = ?", (key,)).fetchone()
+        if refused is not None:
+            name, quantity, reason = refused
+            return name, quantity, Outcome(Conflict(reason), replayed=True)
+        return None
+
     def _reconcile(self, reconcile: Reconcile) -> Outcome:
         self._fence(reconcile.epoch)
         rows = self._db.execute(
@@ -203,27 +228,33 @@ class CatalogDB:
         return Outcome({"epoch": reconcile.epoch, "buys": buys[: reconcile.limit], "more": len(buys) > reconcile.limit})
 
     def _buy(self, buy: Buy) -> Outcome:
-        # The key first: a recorded buy is answered with its first reply whatever the epoch, so that
-        # a leader that lost the reply (the catalog died after the commit, the connection dropped)
-        # gets a definite answer to its retry even after a newer leader was seen.  Only a new buy
-        # is fenced.  A newer epoch is news either way.
-        recorded = self._db.execute("SELECT seq, name, quantity, reply FROM buys WHERE key = ?", (buy.key,)).fetchone()
-        if recorded is None:
-            self._fence(buy.epoch)
-        else:
+        # The key first: a key answered definitely (sold, or refused for want of stock) is answered
+        # as it was the first time whatever the epoch, so that a leader that lost the reply (the
+        # catalog died after the commit, the connection dropped) gets the same answer to its retry
+        # even after a newer leader was seen, and so that a first attempt arriving late (its
+        # connection given up, its bytes still in the network) cannot sell a key whose retry was
+        # refused.  Only a new key is fenced.  A newer epoch is news either way.
+        recorded = self._recorded(buy.key)
+        if recorded is not None:
             self._see(buy.epoch)
-            seq, name, quantity, reply = recorded
+            name, quantity, outcome = recorded
             if (name, quantity) != (buy.name, buy.quantity):
                 raise Unprocessable(
                     f"key {buy.key!r} was used for {quantity} x {name}, not {buy.quantity} x {buy.name}"
                 )
-            return Outcome({**loads(reply.encode()), "seq": seq}, replayed=True)
+            return outcome
+        self._fence(buy.epoch)
         row = self._db.execute("SELECT price, quantity FROM toys WHERE name = ?", (buy.name,)).fetchone()
         if row is None:
             raise NotFound(f"product {buy.name!r} not found")
         price, stock = row
         if buy.quantity > stock:
-            raise Conflict(f"insufficient stock: {stock} {buy.name} left, {buy.quantity} wanted")
+            reason = f"insufficient stock: {stock} {buy.name} left, {buy.quantity} wanted"
+            self._db.execute(
+                "INSERT INTO refusals (key, name, quantity, epoch, reason) VALUES (?, ?, ?, ?, ?)",
+                (buy.key, buy.name, buy.quantity, buy.epoch, reason),
+            )
+            raise Conflict(reason)
         remaining = stock - buy.quantity
         self._db.execute("UPDATE toys SET quantity = ? WHERE name = ?", (remaining, buy.name))
         reply = {
