@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 from .bugs import BUGS
 from .run import Result, Simulation, replay_command
+from .store import Catalog
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -24,14 +26,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, help="stop starting seeds after this many real seconds")
     parser.add_argument("--steps", type=int, help="run seeds until this many steps in all")
     parser.add_argument("--long", action="store_true", help="at least 1,000,000 steps")
-    parser.add_argument("--bug", choices=sorted(BUGS), help="plant this bug in the core")
+    parser.add_argument("--bug", choices=sorted(BUGS), help="plant this bug in the core or the catalog")
     parser.add_argument("--verbose", action="store_true", help="print every seed and its faults")
     return parser.parse_args(argv)
 
 
 def run_seed(seed: int, replicas: int, duration: float, bug: str | None) -> Result:
-    node_type = BUGS[bug] if bug else None
-    kwargs = {"node_type": node_type} if node_type else {}
+    planted = BUGS[bug] if bug else None
+    kwargs: dict[str, Any] = {}
+    if planted is not None:
+        kwargs["catalog_type" if issubclass(planted, Catalog) else "node_type"] = planted
     return Simulation(seed, replicas=replicas, duration=duration, **kwargs).run()
 
 

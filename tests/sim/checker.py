@@ -38,6 +38,8 @@ class Checker:
     acked: dict[str, int] = field(default_factory=dict)
     #: the order acknowledged last: (number, key)
     newest: tuple[int, str] | None = None
+    #: keys whose orders a client was told are refused
+    refusals: set[str] = field(default_factory=set)
 
     # -- logs ------------------------------------------------------------------------------
 
@@ -79,6 +81,8 @@ class Checker:
             raise Violation("order numbers", f"record {index} has order number {number}, expected {len(self.orders)}")
         if key in self.order_keys:
             raise Violation("exactly once", f"key {key!r} logged as order {self.order_keys[key]} and again as {number}")
+        if key in self.refusals:
+            raise Violation("refused order placed", f"key {key!r} was refused to its client and is order {number}")
         self.order_keys[key] = number
         self.orders.append((key, name, quantity))
         if key in self.acked and self.acked[key] != number:
@@ -112,6 +116,13 @@ class Checker:
             raise Violation("acknowledged order", f"order {number} acknowledged for {key!r} is {self.orders[number][0]!r}")
         if key in self.order_keys and self.order_keys[key] != number:
             raise Violation("acknowledged order", f"key {key!r} acknowledged as {number}, committed as {self.order_keys[key]}")
+
+    def refused(self, key: str) -> None:
+        """A client was told, definitely, that the order under ``key`` is refused: it must never be placed."""
+        self.refusals.add(key)
+        if key in self.order_keys:
+            number = self.order_keys[key]
+            raise Violation("refused order placed", f"key {key!r} was refused to its client and is order {number}")
 
     def read(self, number: int, key: str, answer: str | None) -> None:
         """A read of acknowledged order ``number`` (``key``), started after its acknowledgement, answered ``answer``."""

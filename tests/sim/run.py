@@ -58,6 +58,7 @@ class Simulation:
         quiet: float = 20.0,
         node_type: type[Node] = Node,
         faults: tuple[str, ...] = FAULTS,
+        catalog_type: type[Catalog] = Catalog,
     ) -> None:
         self.seed = seed
         self.world = world = World(seed)
@@ -67,7 +68,7 @@ class Simulation:
         self.quiet = quiet
         self.ids = tuple(range(1, replicas + 1))
         self.replicas = {i: Replica(world, self.checker, i, self.ids, node_type, TIMING) for i in self.ids}
-        self.catalog = Catalog(world, stock=self.rng.choice([30, 300, 10**6]))
+        self.catalog = catalog_type(world, stock=self.rng.choice([30, 300, 10**6]))
         self.clients = [Client(world, self.checker, f"client-{k}", self.ids) for k in range(self.rng.randint(1, 4))]
         self.readers = [Reader(world, self.checker, f"reader-{k}", self.ids) for k in range(self.rng.randint(0, 2))]
         # the seed's mix of faults

@@ -37,15 +37,33 @@ def record_epoch(record: tuple[Any, ...]) -> int:
 
 
 class Catalog:
-    """Sells by key: a key it has recorded gets its first answer whatever the epoch; a new key from an older epoch than the newest it saw is fenced."""
+    """
+    Sells by key: a key it has answered definitely (sold, or refused for want of stock) gets that
+    answer again whatever the epoch; a new key from an older epoch than the newest it saw is
+    fenced.  Every ``RESTOCK`` seconds a toy sold out is stocked again, so that a refusal is not
+    for ever and a late attempt of a refused buy could otherwise sell.
+    """
+
+    #: seconds between restocks
+    RESTOCK = 1.0
 
     def __init__(self, world: World, stock: int) -> None:
         self.world = world
+        self.initial = stock
         self.stock = {name: stock for name in TOYS}
         self.fence = 0
         self.sold: dict[str, tuple[str, int]] = {}
+        self.refused: dict[str, tuple[str, int]] = {}
         self.up = True
         world.attach(CATALOG, self.receive)
+        world.after(self.RESTOCK, self.restock)
+
+    def restock(self) -> None:
+        if self.up:
+            for name, left in self.stock.items():
+                if left == 0:
+                    self.stock[name] = self.initial
+        self.world.after(self.RESTOCK, self.restock)
 
     def receive(self, source: Any, message: tuple[Any, ...]) -> None:
         if not self.up:
@@ -61,12 +79,14 @@ class Catalog:
             self.world.send(CATALOG, source, ("reconciled", epoch, buys))
 
     def buy(self, key: str, name: str, quantity: int, epoch: int) -> str:
-        if key in self.sold:
-            return "ok" if self.sold[key] == (name, quantity) else "conflict"
+        for answer, recorded in (("ok", self.sold), ("out of stock", self.refused)):
+            if key in recorded:
+                return answer if recorded[key] == (name, quantity) else "conflict"
         if epoch < self.fence:
             return "stale"
         self.fence = epoch
         if self.stock[name] < quantity:
+            self.refused[key] = (name, quantity)
             return "out of stock"
         self.stock[name] -= quantity
         self.sold[key] = (name, quantity)
@@ -477,6 +497,7 @@ class Client(Caller):
             self.last = self.current[0]
             self.current = None
         elif kind == "refused" and self.current is not None:
+            self.checker.refused(self.current[0])
             self.current = None
         else:
             return

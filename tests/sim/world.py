@@ -27,6 +27,8 @@ class Weather:
     #: the chance of a long delay (which reorders messages)
     delay: float = 0.0
     latency: tuple[float, float] = (0.0002, 0.002)
+    #: the most a long delay adds: up to seconds, as when TCP delivers, after many retransmissions,
+    #: bytes of a connection whose sender has given up on it and asked again on another
     long_delay: float = 0.05
 
     @classmethod
@@ -36,6 +38,7 @@ class Weather:
             drop=0.0 if calm else rng.choice([0.0, 0.001, 0.01, 0.05]),
             duplicate=0.0 if calm else rng.choice([0.0, 0.001, 0.01]),
             delay=0.0 if calm else rng.choice([0.0, 0.01, 0.05]),
+            long_delay=rng.choice([0.05, 0.05, 0.5, 3.0]),
         )
 
 
