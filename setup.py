@@ -21,6 +21,7 @@ setup(
     package_data={
         "toystore": ["cluster.toml"],
         "toystore.deploy": ["systemd/*.service"],
+        "toystore.frontend": ["static/*"],
         "twisted.plugins": ["toystore_plugins.py"],
     },
     install_requires=[
@@ -37,6 +38,7 @@ setup(
             "schemathesis >= 4.32",
             "matplotlib >= 3.7",
             "pyroute2 >= 0.7",
+            "selenium >= 4.20",
         ],
         "hosts": ["pyroute2 >= 0.7"],
     },

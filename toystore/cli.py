@@ -61,6 +61,7 @@ async def up(reactor: Any, options: argparse.Namespace) -> None:
     say(status_line(supervisor))
     url = store.cluster.frontend.url
     say(f"toystore is up at {url}  (try {url}/products/Tux)   Ctrl-C stops it.")
+    say(f"the live page: {url}/dashboard")
     await Deferred()  # until the reactor stops
 
 

@@ -116,6 +116,24 @@ class RequestStats:
         """Requests of ``kind`` that ended in ``outcome`` so far."""
         return self._counts.get((kind, outcome), 0)
 
+    @property
+    def bounds(self) -> tuple[float, ...]:
+        """The histogram's bucket bounds."""
+        return self._bounds
+
+    def totals(self) -> dict[str, tuple[int, int, Buckets]]:
+        """
+        Per kind, so far: requests, those whose outcome is a 5xx, and their
+        times (the live object: copy what must be kept).
+        """
+        counts: dict[str, list[int]] = {}
+        for (kind, outcome), count in self._counts.items():
+            total = counts.setdefault(kind, [0, 0])
+            total[0] += count
+            if outcome.startswith("5"):
+                total[1] += count
+        return {kind: (total[0], total[1], self._observed[kind]) for kind, total in counts.items()}
+
     def collect(self) -> Iterator[Metric]:
         """The two families, for the registry (a custom collector's one method)."""
         kind_label, outcome_label = self._labels

@@ -23,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from toystore.catalog.service import DB_FILE, CatalogService
 from toystore.catalog.store import read_ledger
 from toystore.config import ClusterConfig, load
+from toystore.frontend.service import FrontendService
 from toystore.order.journal import WINDOW_BYTES
 from toystore.order.replica import Replica
 from toystore.wire.testing import LoopbackClient, Network, NetworkEndpoint
@@ -172,6 +173,21 @@ class ReplicaCase(SynchronousTestCase):
 
     def order(self, leader: int, key: str, name: str = "Tux", quantity: int = 1) -> Deferred[Any]:
         return self.drive(self.replicas[leader].place(name, quantity, key))
+
+    def start_frontend(self, config: ClusterConfig | None = None) -> FrontendService:
+        """
+        A started front-end (stopped when the test ends) holding a link per replica
+        (``self.links``) and the catalog's feed (``self.feed``), as its tap wires them.
+        """
+        self.links = {i: LoopbackClient(self.network, i, label=f"replica {i}") for i in (1, 2, 3)}
+        frontend = FrontendService(config or self.cluster, self.clock, None, self.links)
+        self.feed = LoopbackClient(self.network, CATALOG, handler=frontend, prepare=frontend.subscribe)
+        frontend.catalog = self.feed
+        for client in (self.feed, *self.links.values()):
+            client.startService()
+        frontend.startService()
+        self.addCleanup(frontend.stopService)
+        return frontend
 
     def file(self, i: int) -> bytes:
         return (self.base / f"order-{i}" / "orders.log").read_bytes()

@@ -22,11 +22,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from toystore.envelope import BadRequest, Unavailable
 from toystore.frontend.discovery import REFRESH, LeaderTracker
 from toystore.frontend.resources import frontend_root
-from toystore.frontend.service import RETRY_PAUSE, FrontendService
+from toystore.frontend.service import RETRY_PAUSE
 from toystore.wire import CallTimeout, NotConnected
-from toystore.wire.testing import LoopbackClient
 
-from .replicas import CATALOG, STOCK, ReplicaCase
+from .replicas import STOCK, ReplicaCase
 
 #: A replica's status that never comes: the call times out.
 HUNG = "hung"
@@ -346,14 +345,7 @@ class APITests(ReplicaCase):
         self.make()
         self.serving(3)
         config = dataclasses.replace(self.cluster, frontend=dataclasses.replace(self.cluster.frontend, max_body=1024))
-        self.links = {i: LoopbackClient(self.network, i, label=f"replica {i}") for i in (1, 2, 3)}
-        self.frontend = FrontendService(config, self.clock, None, self.links)
-        self.feed = LoopbackClient(self.network, CATALOG, handler=self.frontend, prepare=self.frontend.subscribe)
-        self.frontend.catalog = self.feed
-        for client in (self.feed, *self.links.values()):
-            client.startService()
-        self.frontend.startService()
-        self.addCleanup(self.frontend.stopService)
+        self.frontend = self.start_frontend(config)
         self.treq = StubTreq(frontend_root(self.frontend))
         self.network.flush()
         self.epoch = self.replicas[3].epoch

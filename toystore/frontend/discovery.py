@@ -58,6 +58,11 @@ class LeaderTracker:
         self.known: int | None = None  # the leader itself, as the replicas say
         self.epoch = 0
         self.discoveries = 0
+        #: each replica's answer to the last discovery's ``status``, None if it gave none (for the dashboard)
+        self.statuses: dict[int, dict[str, Any] | None] = {}
+        #: the last outage: (the epoch of the leader that ended it, seconds from the first sign of it)
+        self.outage: tuple[int, float] | None = None
+        self._lost_at: float | None = None  # when a failed call or a discovery first showed the leader gone
         self._on_found = on_found
         self._retry = retry or backoffPolicy(0.05, 0.5, jitter=lambda: 0.0)
         self._waiting: list[Deferred[int]] = []
@@ -86,6 +91,11 @@ class LeaderTracker:
         if self.leader == leader:
             self.log.warn("replica {leader} failed ({reason}): looking for the leader", leader=leader, reason=reason)
             self.leader = None
+            self._lost()
+
+    def _lost(self) -> None:
+        if self._lost_at is None:
+            self._lost_at = self.clock.seconds()
 
     def elect(self) -> Deferred[int]:
         """Join the discovery under way, or start one: a Deferred of where calls go now."""
@@ -139,8 +149,11 @@ class LeaderTracker:
         ids = sorted(self.replicas)
         calls = [ensureDeferred(self.replicas[i].call("status", timeout=self.status_timeout)) for i in ids]
         results = await DeferredList(calls, consumeErrors=True)
+        self.statuses = {i: status if ok else None for i, (ok, status) in zip(ids, results, strict=True)}
         statuses = [status for ok, status in results if ok]
         serving = [s for s in statuses if s.get("serving")]
+        if self.known is not None and not any(s["id"] == self.known for s in serving):
+            self._lost()  # the leader calls went to no longer serves (or answers)
         if serving:
             best = max(serving, key=lambda s: s["epoch"])
             target, leader = best["id"], best["id"]
@@ -163,4 +176,7 @@ class LeaderTracker:
             how = "" if target == leader else f", through replica {target}"
             self.log.info("replica {leader} leads epoch {epoch}{how}", leader=leader, epoch=best["epoch"], how=how)
         self.leader, self.known, self.epoch = target, leader, best["epoch"]
+        if self._lost_at is not None:
+            self.outage = (self.epoch, self.clock.seconds() - self._lost_at)
+            self._lost_at = None
         return target, best["epoch"]

@@ -9,6 +9,7 @@ The public REST API (``docs/openapi.yaml``; ``docs/architecture.rst``, "Public A
     GET  /orders/<number>          also /orders/order_num=<n>, /orders?order_number=<n>
     GET  /leader                   {"data": {"leader": 3, "epoch": 7, "via": 3}}  (via: where calls go)
     GET  /cache                    the cached toys, least recently used first, and the counters
+    GET  /dashboard                the live page, and its feed (:mod:`toystore.frontend.dashboard`)
 
 Every reply is ``{"data": ...}`` or ``{"error": {"code", "message"}}`` with
 the code as the HTTP status.
@@ -207,15 +208,14 @@ class Cache(JSONResource):
         }
 
 
-def frontend_root(frontend: FrontendService) -> IResource:
-    """The front-end's whole resource tree."""
-    return operator_root(
-        frontend.status,
-        frontend.metrics.registry,
-        {
-            b"products": Products(frontend),
-            b"orders": Orders(frontend),
-            b"leader": Leader(frontend),
-            b"cache": Cache(frontend),
-        },
-    )
+def frontend_root(frontend: FrontendService, dashboard: IResource | None = None) -> IResource:
+    """The front-end's whole resource tree (with the live page, when given its resource)."""
+    children: dict[bytes, IResource] = {
+        b"products": Products(frontend),
+        b"orders": Orders(frontend),
+        b"leader": Leader(frontend),
+        b"cache": Cache(frontend),
+    }
+    if dashboard is not None:
+        children[b"dashboard"] = dashboard
+    return operator_root(frontend.status, frontend.metrics.registry, children)

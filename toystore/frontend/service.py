@@ -17,7 +17,7 @@ client get a 503.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from twisted.application.service import Service
@@ -94,6 +94,8 @@ class FrontendService(Service):
         self.replicas = replicas
         self.cache = LRUCache(self.config.cache_size)
         self._placing: dict[str, tuple[str, int]] = {}  # key -> (name, quantity) of orders under way
+        #: told each push of the catalog (names, reason) while a dashboard watches; None otherwise
+        self.on_push: Callable[[list[str], str], None] | None = None
         self.metrics = FrontendMetrics(self.cache)
         self.tracker = LeaderTracker(
             replicas, clock, self.config.status_timeout, on_found=lambda target, epoch: self._found()
@@ -134,10 +136,12 @@ class FrontendService(Service):
 
     def push_invalidate(self, message: dict[str, Any], connection: WireProtocol) -> None:
         """The catalog says these toys changed."""
-        names, _ = INVALIDATE.parse(message)
+        names, reason = INVALIDATE.parse(message)
         self.metrics.pushes.inc()
         for name in names:
             self.cache.invalidate(name)
+        if self.on_push is not None:
+            self.on_push(names, reason)
 
     # -- products ----------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from ..config import ServiceOptions
 from ..runtime import Listener, ProcessService
 from ..web import make_site
 from ..wire import WireClient
+from .dashboard import Dashboard
 from .resources import frontend_root
 from .service import FrontendService
 
@@ -73,6 +74,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     for client in (catalog, *replicas.values()):
         client.setServiceParent(top)
     frontend.setServiceParent(top)
-    site = make_site(frontend_root(frontend), config.frontend.max_body, config.frontend, reactor)
+    dashboard = Dashboard(frontend, reactor, config.catalog.stall_timeout)
+    dashboard.setServiceParent(top)
+    site = make_site(frontend_root(frontend, dashboard.resource()), config.frontend.max_body, config.frontend, reactor)
     Listener(reactor, "http", config.frontend.http, site).setServiceParent(top)
     return top

@@ -69,6 +69,7 @@ async def run(reactor: Any, hosts: Hosts, directory: Path) -> None:
     url = store.sites["frontend"].url
     say(f"toystore is up at {url}, reached from the clients' host; try:")
     say(f"  {' '.join(hosts.wrap('clients'))} curl {url}/products/Tux")
+    say(f"the live page, {url}/dashboard, from a browser in the clients' host")
     say("Ctrl-C stops it and removes the hosts.")
     await Deferred()  # until the reactor stops
 
