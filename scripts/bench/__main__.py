@@ -53,6 +53,11 @@ queries, orders and order queries in turn) during which every process's
 resident memory (``VmRSS``) is sampled: it reports each at the start, after
 a tenth of the run (warm) and at the end.
 
+``--feeds N`` measures the store's cases (cached, order, order query,
+uncached) twice, the second time with N pages of the live dashboard open
+(``/dashboard/events``, the last of them never reading:
+``scripts/bench/feeds.py``); those rows are named with ", N feeds".
+
 ``--profile DIR`` samples every process with py-spy (``pip install py-spy``)
 during each case's 16-connection point: one raw profile per process and
 case in DIR, and each one's hot spots in the JSON
@@ -94,6 +99,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 import scripts
 from scripts import ROOT
 from scripts.bench import hotspots
+from scripts.bench.feeds import close_feeds, open_feeds
 from scripts.bench.procs import cpu_all, rss_kib, running
 from scripts.bench.references import CASE_PROCESSES, REFERENCES, start_references
 from scripts.bench.results import CASES, mean_ceiling, merge_rounds, report, targets, with_ratios
@@ -376,18 +382,38 @@ async def run(reactor: Any, args: argparse.Namespace, supervisor: Supervisor, di
         ceiling_runs += await each("ceiling", ceiling_url, "get")
     if "forwarder" in cases:
         rows += await each("bare forwarder", f"{forwarder_url}/products/{args.product}", "get")
-    if "cached" in cases:
-        rows += await each("product (cached)", product_url, "get")
-    if "order" in cases:
-        rows += await each("order", url, "order", run_id, *ORDER_NAMES)
+    feeds_seen: list[dict[str, Any]] = []
+    variants = [("", 0)] + ([(f", {args.feeds} feeds", args.feeds)] if args.feeds else [])
+
+    async def with_feeds(target: str, n: int, measure: Any) -> list[dict[str, Any]]:
+        """``measure()`` with ``n`` dashboard pages open on the front-end at ``target`` (none: as it is)."""
+        feeds = await open_feeds(reactor, target, n) if n else []
+        try:
+            return await measure()
+        finally:
+            if feeds:
+                feeds_seen.append({"front_end": target, **close_feeds(feeds)})
+
     count = 0
-    if "order-query" in cases or args.rss:
-        count = await orders_placed(url)
-        if count < 1000:  # too few to spread the reads over: place some
-            await wrk(reactor, args, url, 16, 2, "order", f"{run_id}-fill", *ORDER_NAMES)
-            count = await orders_placed(url)
-    if "order-query" in cases:
-        rows += await each("order query", url, "order-query", str(count))
+    for suffix, n in variants:
+
+        async def store_cases(suffix: str = suffix) -> list[dict[str, Any]]:
+            nonlocal count
+            found = []
+            if "cached" in cases:
+                found += await each(f"product (cached){suffix}", product_url, "get")
+            if "order" in cases:
+                found += await each(f"order{suffix}", url, "order", f"{run_id}{suffix}", *ORDER_NAMES)
+            if ("order-query" in cases or args.rss) and not count:
+                count = await orders_placed(url)
+                if count < 1000:  # too few to spread the reads over: place some
+                    await wrk(reactor, args, url, 16, 2, "order", f"{run_id}-fill", *ORDER_NAMES)
+                    count = await orders_placed(url)
+            if "order-query" in cases:
+                found += await each(f"order query{suffix}", url, "order-query", str(count))
+            return found
+
+        rows += await with_feeds(url, n, store_cases)
     store_pids = {name: pid for name, pid in running(supervisor).items() if name not in REFERENCES}
     rss = await rss_run(reactor, args, url, store_pids, count) if args.rss else None
     if "uncached" in cases:
@@ -398,7 +424,13 @@ async def run(reactor: Any, args: argparse.Namespace, supervisor: Supervisor, di
             pids = running(supervisor)
             print(f"processes: {', '.join(f'{name} {pid}' for name, pid in pids.items())}", file=sys.stderr)
         if uncached_url:
-            rows += await each("product (uncached)", f"{uncached_url}/products/{args.product}", "get")
+            for suffix, n in variants:
+                target = f"{uncached_url}/products/{args.product}"
+                rows += await with_feeds(
+                    uncached_url,
+                    n,
+                    lambda suffix=suffix, target=target: each(f"product (uncached){suffix}", target, "get"),
+                )
         else:
             print("product (uncached): not measured (give --uncached-url with --url)", file=sys.stderr)
     if "ceiling" in cases and args.ceiling_runs > 1:
@@ -414,6 +446,7 @@ async def run(reactor: Any, args: argparse.Namespace, supervisor: Supervisor, di
         "targets": targets(rows),
         "rss": rss,
         "order_numbers": count,
+        "feeds": feeds_seen,
         "exited": exited,
     }
 
@@ -455,6 +488,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=0.0,
         metavar="SECONDS",
         help="also watch every process's memory under a sustained load of SECONDS (default 300)",
+    )
+    parser.add_argument(
+        "--feeds", type=int, default=0, help="measure the store's cases again with this many dashboard pages open"
     )
     parser.add_argument("--rss-connections", type=int, default=16, help="connections of the --rss load (default 16)")
     parser.add_argument("--url", help="measure the running store at URL (cache on) instead of starting one")
@@ -514,6 +550,7 @@ async def main(reactor: Any, *argv: str) -> None:
             "rounds",
             "rss",
             "rss_connections",
+            "feeds",
         )
     }
     settings.update(

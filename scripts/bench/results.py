@@ -76,7 +76,8 @@ def with_ratios(rows: list[dict[str, Any]], ceiling: dict[int, dict[str, Any]]) 
         top = ceiling.get(row["connections"])
         row["ratio"] = row["req_per_s"] / top["req_per_s"] if top and top["req_per_s"] else None
     order = list(CASES.values())
-    return sorted(rows, key=lambda r: (order.index(r["case"]), r["connections"]))
+    # A case measured again with dashboard pages open ("order, 50 feeds") follows its plain rows.
+    return sorted(rows, key=lambda r: (order.index(r["case"].split(", ")[0]), r["case"], r["connections"]))
 
 
 def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -60,6 +60,24 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert all(p["start_kib"] > 0 and p["end_kib"] > 0 for p in memory.values()), memory
 
 
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (a Debian package: apt-get install wrk)")
+def test_bench_with_dashboard_pages_open(tmp_path: Path) -> None:
+    """
+    ``--feeds 3``: the cached case again with three dashboard pages open, two of them reading the
+    events as they come, the third reading nothing; every request still answered.
+    """
+    out = tmp_path / "bench.json"
+    result = run_script("bench", "--smoke", "--cases", "ceiling,cached", "--feeds", "3", "--out", str(out), timeout=240)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    rows = {(r["case"], r["connections"]): r for r in report["results"]}
+    assert {"product (cached), 3 feeds"} < {case for case, _ in rows}
+    assert all(row["req_per_s"] > 0 and row["errors"] == 0 for row in rows.values()), rows
+    [feeds] = report["feeds"]
+    assert (feeds["feeds"], feeds["still_open"]) == (3, 2), feeds
+    assert feeds["events_read_per_feed"] >= 2, feeds  # a snapshot, and changes while the load ran
+
+
 def test_bench_without_wrk(tmp_path: Path) -> None:
     """Without wrk the benchmark says how to install it and exits 2, before starting anything."""
     no_wrk = ("--wrk", str(tmp_path / "no-wrk"))
