@@ -265,6 +265,21 @@ class DashboardTests(ReplicaCase):
         self.assertEqual(after["Tux"], before["Tux"] - 2)
         self.assertGreater(state["requests"]["kinds"]["order"]["rate"], 0)
 
+    def test_a_look_that_fails_is_logged_and_the_looks_go_on(self) -> None:
+        page = Browser(self.site, b"/dashboard/events")
+        self.elapse(INTERVAL)
+        page.read()
+        cache = self.frontend.cache
+        keys = cache.keys
+        cache.keys = lambda: 1 // 0  # type: ignore[method-assign]
+        self.elapse(2 * INTERVAL)
+        self.assertGreaterEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        cache.keys = keys  # type: ignore[method-assign]
+        self.assertTrue(self.dashboard._looking.running)
+        self.frontend.cache.stats.hits += 1
+        self.elapse(2 * INTERVAL)
+        self.assertEqual(page.read()[-1][1]["cache"]["hits"], self.frontend.cache.stats.hits)
+
     def test_the_last_page_leaving_stops_the_looks(self) -> None:
         page = Browser(self.site, b"/dashboard/events")
         self.elapse(INTERVAL)

@@ -120,7 +120,7 @@ class Dashboard(Service):
         self.clock = clock
         self.view = LiveView()
         self.stream = EventStream(clock, self._snapshot, self._watched, stall_timeout)
-        self._looking = LoopingCall(self.look)
+        self._looking = LoopingCall(self._look_safely)
         self._looking.clock = clock
         self._stock_stale = True  # the catalog's list is to be asked (again)
         self._listing = False
@@ -159,6 +159,11 @@ class Dashboard(Service):
         return "snapshot", dumps(self.view.snapshot())
 
     # -- looking ------------------------------------------------------------------------
+
+    def _look_safely(self) -> None:
+        """A look that fails is logged, and the next one is made all the same."""
+        with self.log.failuresHandled("looking at the store for the live page"):
+            self.look()
 
     def look(self) -> None:
         """Gather what the front-end knows now; publish what changed."""
