@@ -47,6 +47,7 @@ def status(id: int, role: str = "follower", epoch: int = 1, leader: int | None =
         "commit": 0,
         "last_epoch": 0,
         "last_order": -1,
+        "committed_order": -1,
         "in_sync": [],
         "lag": {},
         "elections": 0,

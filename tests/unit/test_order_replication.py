@@ -656,6 +656,23 @@ class OperatorPortTests(Cluster):
         for key in ("prevotes_refused", "handovers", "elections"):
             self.assertIsInstance(health[3][key], int)
 
+    def test_committed_order_trails_an_order_not_yet_committed(self) -> None:
+        """committed_order is the newest order whose record is committed; last_order may be newer."""
+        self.make()
+        self.serving(expected=3)
+        self.result(self.order(3, "k0"))
+        self.settle()
+        orders = {(r.status()["last_order"], r.status()["committed_order"]) for r in self.replicas.values()}
+        self.assertEqual(orders, {(0, 0)})
+        self.network.cut(1)
+        self.network.cut(2)
+        placing = self.order(3, "k1")  # logged by the leader, copied by nobody: not committed
+        self.advance(0.2)
+        status = self.replicas[3].status()
+        self.assertEqual((status["last_order"], status["committed_order"]), (1, 0))
+        self.assertNoResult(placing)
+        placing.addErrback(lambda failure: None)  # refused once the leader, alone, steps down
+
     def test_metrics_read_at_scrape_time(self) -> None:
         """
         /metrics shows the state as it is when scraped: a dead follower's lag

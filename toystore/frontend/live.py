@@ -176,6 +176,7 @@ class LiveView:
                         "length": None,
                         "commit": None,
                         "last_order": None,
+                        "committed_order": None,
                         "lag": None,
                         "catching_up": None,
                     }
@@ -204,6 +205,7 @@ class LiveView:
                     "length": length,
                     "commit": status.get("commit"),
                     "last_order": status.get("last_order"),
+                    "committed_order": status.get("committed_order"),
                     "lag": lag,
                     "catching_up": catching_up,
                 }

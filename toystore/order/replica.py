@@ -544,6 +544,7 @@ class Replica(Service):
             "commit": core.get("commit", 0),
             "last_epoch": self.order_log.last_epoch,
             "last_order": self.order_log.order_count - 1,
+            "committed_order": self.order_log.orders_before(core.get("commit", 0)) - 1,
             "in_sync": self._in_sync(),
             "lag": {str(peer): lag for peer, lag in sorted(node.lag().items())} if node is not None else {},
             "elections": core.get("elections", 0),

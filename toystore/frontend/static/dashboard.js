@@ -213,7 +213,7 @@
       facts.append(
         fact('epoch', fmtInt(proc.epoch)),
         fact('last order', fmtInt(proc.last_order)),
-        fact('commit', fmtInt(proc.commit)),
+        fact('committed order', fmtInt(proc.committed_order)),
         fact('log', fmtInt(proc.length)),
         fact('lag', isNum(lag) ? fmtInt(lag) : DASH, isNum(lag) && lag > 0 ? 'behind' : null));
       if (!up) {
