@@ -154,6 +154,7 @@ class EventStreamTests(SynchronousTestCase):
         browser = Browser(self.site, b"/events", b"POST")
         browser.read()
         self.assertIn(b" 405 ", browser.head.split(b"\r\n")[0])
+        self.assertEqual(browser.header(b"allow"), b"GET")
         self.assertEqual(self.watching, [])
 
 
@@ -205,6 +206,10 @@ class DashboardTests(ReplicaCase):
             self.assertIn(b" 200 ", browser.head.split(b"\r\n")[0], path)
             self.assertTrue(browser.header(b"content-type").startswith(kind), path)
             self.assertEqual(browser.header(b"content-security-policy"), POLICY)
+        posted = Browser(self.site, b"/dashboard", b"POST")
+        posted.read()
+        self.assertIn(b" 405 ", posted.head.split(b"\r\n")[0])
+        self.assertEqual(posted.header(b"allow"), b"GET, HEAD")
         for path in (b"/dashboard/nothing", b"/dashboard/app.js/more"):
             browser = Browser(self.site, path)
             browser.read()

@@ -34,7 +34,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from ..envelope import ApiError, dumps
-from ..web import JSONNotFound, write_error
+from ..web import JSONNotFound, write_not_allowed
 from ..web.events import EventStream
 from .live import LiveView, Look, request_totals
 from .service import FrontendService
@@ -66,9 +66,7 @@ class StaticFile(Resource):
 
     def render(self, request: Request) -> bytes:
         if request.method not in (b"GET", b"HEAD"):
-            request.setHeader(b"allow", b"GET, HEAD")
-            method = request.method.decode("ascii", "replace")
-            return write_error(request, ApiError(f"method {method} not allowed here", 405))
+            return write_not_allowed(request, ["GET", "HEAD"])
         request.setHeader(b"content-type", self.content_type)
         request.setHeader(b"content-security-policy", POLICY)
         request.setHeader(b"x-content-type-options", b"nosniff")

@@ -29,7 +29,17 @@ The modules, one concern each:
 from .channel import CLOSE_GRACE, NoDelayHTTPChannel
 from .pages import Health, Metrics, operator_root
 from .request import LimitedBody, LimitedRequest
-from .resource import CLIENT_LEFT, JSON, JSONNotFound, JSONResource, JSONTree, write_encoded, write_error, write_json
+from .resource import (
+    CLIENT_LEFT,
+    JSON,
+    JSONNotFound,
+    JSONResource,
+    JSONTree,
+    write_encoded,
+    write_error,
+    write_json,
+    write_not_allowed,
+)
 from .site import JSONSite, make_site
 
 __all__ = [
@@ -50,4 +60,5 @@ __all__ = [
     "write_encoded",
     "write_error",
     "write_json",
+    "write_not_allowed",
 ]

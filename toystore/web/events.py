@@ -31,8 +31,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from ..envelope import ApiError
-from .resource import JSONResource, write_error
+from .resource import JSONResource, write_not_allowed
 
 #: How soon a browser reconnects after the stream ends, in milliseconds (the ``retry`` field).
 RETRY_MS = 1000
@@ -138,9 +137,7 @@ class EventStream(JSONResource):
 
     def render(self, request: Request) -> bytes | int:
         if request.method != b"GET":
-            request.setHeader(b"allow", b"GET")
-            method = request.method.decode("ascii", "replace")
-            return write_error(request, ApiError(f"method {method} not allowed here", 405))
+            return write_not_allowed(request, ["GET"])
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-accel-buffering", b"no")  # a proxy in front must not hold events back

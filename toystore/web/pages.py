@@ -14,8 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
-from ..envelope import ApiError
-from .resource import JSONResource, JSONTree, write_error
+from .resource import JSONResource, JSONTree, write_not_allowed
 
 
 class Health(JSONResource):
@@ -44,8 +43,7 @@ class Metrics(Resource):
 
     def render(self, request: Request) -> bytes:
         if request.method not in (b"GET", b"HEAD"):
-            request.setHeader(b"allow", b"GET, HEAD")
-            return write_error(request, ApiError("method not allowed here", 405))
+            return write_not_allowed(request, ["GET", "HEAD"])
         return super().render(request)
 
 

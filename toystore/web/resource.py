@@ -54,6 +54,13 @@ def write_error(request: Request, error: ApiError) -> bytes:
     return write_json(request, error.code, error.to_json())
 
 
+def write_not_allowed(request: Request, allowed: list[str]) -> bytes:
+    """The JSON 405 for ``request`` on a resource that serves only ``allowed``, with the ``Allow`` header."""
+    request.setHeader(b"allow", ", ".join(allowed).encode())
+    method = request.method.decode("ascii", "replace")
+    return write_error(request, ApiError(f"method {method} not allowed here", 405))
+
+
 class JSONResource(Resource):
     """
     A leaf resource whose ``json_<METHOD>(request)`` methods return data.
@@ -99,9 +106,7 @@ class JSONResource(Resource):
 
     def not_allowed(self, request: Request) -> bytes:
         """The JSON 405 for ``request``, with the ``Allow`` header."""
-        request.setHeader(b"allow", ", ".join(self.allowed_methods(request)).encode())
-        method = request.method.decode("ascii", "replace")
-        return write_error(request, ApiError(f"method {method} not allowed here", 405))
+        return write_not_allowed(request, self.allowed_methods(request))
 
     def _later(self, d: Deferred[Any], request: Request, replied: Callable[[int], None] | None) -> int:
         """Write the reply once ``d`` fires (unless the client has left, which cancels ``d``)."""
