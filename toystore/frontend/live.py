@@ -118,8 +118,6 @@ class LiveView:
         changed = {name: value for name, value in sections.items() if self.state.get(name) != value}
         self.state.update(sections)
         self.state["at"] = look.at
-        self.state["events"] = list(self._events)
-        self.state["elections"] = list(self._elections)
         if self._new_events:
             changed["events"], self._new_events = self._new_events, []
         if self._new_elections:
